@@ -1,0 +1,19 @@
+"""medsec-nb: encrypted DICOM studies you can analyse in Jupyter without exposing patients."""
+
+from .container.export import VerifyReport, decrypt_study, verify_study
+from .container.reader import ContainerInfo, inspect_study
+from .container.writer import add_recipients, encrypt_study
+from .errors import (AuthenticationError, FormatError, KeyFileError, MedsecError, NoMatchingRecipientError,
+                     OutputError, SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
+from .keys import Identity, Recipient, generate_identity, load_identity, load_recipient, save_identity
+from .study import Series, Study, open_study
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "encrypt_study", "open_study", "verify_study", "inspect_study", "add_recipients", "decrypt_study",
+    "generate_identity", "save_identity", "load_identity", "load_recipient", "Identity", "Recipient",
+    "Study", "Series", "ContainerInfo", "VerifyReport",
+    "MedsecError", "FormatError", "AuthenticationError", "NoMatchingRecipientError", "WrongPassphraseError",
+    "SignatureError", "KeyFileError", "SourceError", "OutputError", "StudyClosedError",
+]

@@ -1,0 +1,1 @@
+"""The ``.msec`` encrypted study container (specified in docs/FORMAT.md)."""

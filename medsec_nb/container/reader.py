@@ -1,0 +1,313 @@
+"""Reading containers: header, key unwrapping, authenticated random access to segments."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Iterable
+
+from Crypto.Hash import SHA256
+
+from ..errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
+from ..keys import Identity, Passphrase, Recipient, _resolve_passphrase, as_identity, as_recipient
+from . import signing
+from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, pixel_segment,
+                     plaintext_length)
+from .segments import decrypt_segment
+from .stanzas import stanza_summary, unwrap_with_identity, unwrap_with_passphrase
+
+
+class LocalFile:
+    """Positional reads of a local file (thread-safe: ``os.pread``)."""
+
+    def __init__(self, path: Path):
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise MedsecError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise MedsecError(f"{path}: is a folder, not a container") from None
+        except OSError as exc:
+            raise MedsecError(f"{path}: cannot open ({exc.strerror})") from None
+        self.size = os.fstat(self.fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        parts = []
+        while length > 0:
+            chunk = os.pread(self.fd, length, offset)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_header(path: str | os.PathLike) -> tuple[Header, int]:
+    """Parse the public header of ``path`` without any key; returns (header, file size)."""
+    f = LocalFile(Path(path))
+    try:
+        return decode_header(f.read, str(path)), f.size
+    finally:
+        f.close()
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What ``inspect`` shows: public, no patient data."""
+
+    path: str
+    version: int
+    instance_count: int
+    file_size: int
+    payload_length: int
+    chunk_size: int
+    recipients: list[str]          # key ids (or "passphrase (...)")
+    passphrase: bool
+    signer: str | None
+    signature_valid: bool | None   # over the public body; None when unsigned
+    complete: bool                 # file size matches the header
+
+    def lines(self) -> list[str]:
+        sig = "none"
+        if self.signer:
+            sig = f"{self.signer} ({'valid over header' if self.signature_valid else 'INVALID'})"
+        return [
+            f"file:            {self.path}",
+            f"format:          medsec container v{self.version} (AES-256-GCM, HKDF-SHA256)",
+            f"instances:       {self.instance_count}",
+            f"size:            {self.file_size} bytes (payload {self.payload_length}, chunk {self.chunk_size})"
+            + ("" if self.complete else "  ** size does not match header: truncated or extended **"),
+            "recipients:      " + ("\n                 ".join(self.recipients)),
+            f"signer:          {sig}",
+        ]
+
+
+def inspect_study(path: str | os.PathLike) -> ContainerInfo:
+    """Public facts about a container: version, counts, sizes, recipient key ids, signer."""
+    header, size = read_header(path)
+    signer, valid = None, None
+    if header.signature is not None:
+        signer = str(header.signature.get("kid"))
+        try:
+            signing.verify(header.signature, header.signed_message(), str(path))
+            valid = True
+        except (SignatureError, FormatError):
+            valid = False
+    b = header.body
+    return ContainerInfo(
+        path=str(path), version=header.version, instance_count=b.instance_count, file_size=size,
+        payload_length=b.payload_length, chunk_size=b.chunk_size,
+        recipients=[stanza_summary(s) for s in header.stanzas],
+        passphrase=any(s.get("type") == "scrypt" for s in header.stanzas),
+        signer=signer, signature_valid=valid, complete=size == header.length + b.payload_length)
+
+
+def _entry_ok(e: Any, n_payload: int) -> bool:
+    if not isinstance(e, dict) or not isinstance(e.get("meta"), dict):
+        return False
+    for loc in (e["meta"], e.get("pixels")):
+        if loc is None:
+            continue
+        if not isinstance(loc, dict) or not all(isinstance(loc.get(k), int) for k in ("offset", "length")):
+            return False
+        if loc["offset"] < 0 or loc["length"] < 0 or loc["offset"] + loc["length"] > n_payload:
+            return False
+    return all(isinstance(e.get(k), str) for k in ("sop", "series", "study", "path"))
+
+
+class Container:
+    """An unlocked container: authenticated header and index, segments decrypted on demand."""
+
+    def __init__(self, path: Path, file: LocalFile, header: Header, ks: KeySchedule,
+                 entries: list[dict[str, Any]], signer: str | None, key_id: str, study_key: bytes | None):
+        self.path = path
+        self.header = header
+        self.signer = signer
+        self.key_id = key_id
+        self.entries = entries
+        self.study_key = study_key
+        self._file = file
+        self._ks: KeySchedule | None = ks
+        self._lock = threading.Lock()
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Forget the keys and the index and close the file."""
+        with self._lock:
+            self._ks = None
+            self.study_key = None
+            self.entries = []
+            self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._ks is None
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _keys(self) -> KeySchedule:
+        ks = self._ks
+        if ks is None:
+            raise StudyClosedError(f"{self.path}: study is closed")
+        return ks
+
+    # -- segments
+    def _read_ct(self, loc: dict[str, Any], what: str) -> bytes:
+        start = self.header.length + loc["offset"]
+        ct = self._file.read(start, loc["length"])
+        if len(ct) != loc["length"]:
+            raise FormatError(f"{self.path}: {what} is truncated")
+        return ct
+
+    def _decrypt(self, segment: int, loc: dict[str, Any], what: str, out: memoryview | None) -> bytearray | None:
+        ks = self._keys()
+        cs = self.header.body.chunk_size
+        ct = self._read_ct(loc, what)
+        n = plaintext_length(len(ct), cs)
+        buf = None
+        if out is None:
+            buf = bytearray(n)
+            out = memoryview(buf)
+        elif len(out) != n:
+            raise FormatError(f"{self.path}: {what} holds {n} bytes, expected {len(out)}")
+        decrypt_segment(ks.payload_key, self.header.body.file_id, segment, ct, cs,
+                        bytes.fromhex(loc["sha256"]), out, f"{self.path}: {what}")
+        return buf
+
+    def meta_bytes(self, i: int) -> bytearray:
+        """Decrypted file bytes of instance ``i`` minus its Pixel Data value."""
+        return self._decrypt(meta_segment(i), self.entries[i]["meta"], f"instance {i} metadata", None)
+
+    def pixel_bytes(self, i: int, out: memoryview | None = None) -> bytearray | None:
+        """Decrypted Pixel Data value of instance ``i`` (into ``out`` when given)."""
+        loc = self.entries[i].get("pixels")
+        if loc is None:
+            return bytearray()
+        return self._decrypt(pixel_segment(i), loc, f"instance {i} pixel data", out)
+
+    def file_bytes(self, i: int) -> bytes:
+        """The original file of instance ``i``, byte for byte."""
+        meta = self.meta_bytes(i)
+        v = self.entries[i].get("pixel_value_offset")
+        if v is None:
+            return bytes(meta)
+        pix = self.pixel_bytes(i)
+        return b"".join((meta[:v], pix, meta[v:]))
+
+    def check_hashes(self) -> None:
+        """SHA-256 of every stored segment against the authenticated index (no decryption)."""
+        for i, e in enumerate(self.entries):
+            for loc, what in ((e["meta"], "metadata"), (e.get("pixels"), "pixel data")):
+                if loc is not None and SHA256.new(self._read_ct(loc, what)).hexdigest() != loc.get("sha256"):
+                    raise AuthenticationError(f"{self.path}: instance {i} {what} failed authentication "
+                                              "(ciphertext altered)")
+
+    def verify(self, progress: bool = False) -> int:
+        """Authenticate every byte of the payload; return the container size checked."""
+        from tqdm.auto import tqdm
+        for i in tqdm(range(len(self.entries)), unit="inst", desc="verify", disable=None if progress else True):
+            self.meta_bytes(i)
+            self.pixel_bytes(i)
+        return self.header.length + self.header.body.payload_length
+
+    def copy_payload_to(self, fh: BinaryIO, block: int = 1 << 22) -> None:
+        start, n = self.header.length, self.header.body.payload_length
+        done = 0
+        while done < n:
+            data = self._file.read(start + done, min(block, n - done))
+            if not data:
+                raise FormatError(f"{self.path}: truncated payload")
+            fh.write(data)
+            done += len(data)
+
+
+def safe_relpath(rel: Any, i: int) -> PurePosixPath:
+    """The stored relative path of an instance, or a neutral name if it is unsafe."""
+    p = PurePosixPath(str(rel)) if isinstance(rel, str) else PurePosixPath("")
+    if not p.parts or p.is_absolute() or any(part in ("..", ".", "") for part in p.parts):
+        return PurePosixPath(f"instance_{i:05d}.dcm")
+    return p
+
+
+def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
+                   passphrase: Passphrase = None, require_signer: Recipient | str | os.PathLike | None = None,
+                   *, identity_passphrase: Passphrase = None, _keep_study_key: bool = False) -> Container:
+    """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
+    commitment and signature, decrypt the index. Instances stay encrypted until asked for."""
+    path = Path(path)
+    where = str(path)
+    if identity is None and passphrase is None:
+        raise MedsecError(f"{where}: give an identity (private key) or the study passphrase")
+    file = LocalFile(path)
+    try:
+        header = decode_header(file.read, where)
+        fid = header.body.file_id
+        if identity is not None:
+            ident = as_identity(identity, identity_passphrase)
+            study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
+            key_id = ident.key_id
+        else:
+            pw = _resolve_passphrase(passphrase)
+            study_key = unwrap_with_passphrase(header.stanzas, pw, fid, where)
+            key_id = "passphrase"
+        ks = KeySchedule.derive(study_key, fid)
+        if not ks.check_header_mac(header.raw, header.mac):
+            raise AuthenticationError(f"{where}: header failed authentication (altered)")
+        if ks.commitment != header.body.commitment:
+            raise AuthenticationError(f"{where}: key commitment mismatch (header body altered)")
+        expected = header.length + header.body.payload_length
+        if file.size != expected:
+            kind = "truncated" if file.size < expected else "extended"
+            raise FormatError(f"{where}: file is {kind} ({file.size} bytes, header says {expected})")
+        signer = None
+        if header.signature is not None:
+            signer = signing.verify(header.signature, header.signed_message(), where)
+        if require_signer is not None:
+            want = as_recipient(require_signer).key_id
+            if signer != want:
+                raise SignatureError(f"{where}: not signed by {want} (signer: {signer or 'none'})")
+        box = Container(path, file, header, ks, [], signer, key_id, study_key if _keep_study_key else None)
+        b = header.body
+        idx = box._decrypt(index_segment(), {"offset": b.index_offset, "length": b.index_length,
+                                             "sha256": b.index_sha256.hex()}, "index", None)
+        entries = _parse_index(bytes(idx), b.instance_count, b.index_offset, where)
+        box.entries = entries
+        return box
+    except BaseException:
+        file.close()
+        raise
+
+
+def _parse_index(raw: bytes, count: int, n_payload: int, where: str) -> list[dict[str, Any]]:
+    import json
+    try:
+        entries = json.loads(raw)["instances"]
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(f"{where}: index is malformed") from None
+    if not isinstance(entries, list) or len(entries) != count or not all(_entry_ok(e, n_payload) for e in entries):
+        raise FormatError(f"{where}: index is malformed")
+    return entries
+
+
+def iter_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
+    seen: set[PurePosixPath] = set()
+    out = []
+    for i, e in enumerate(entries):
+        p = safe_relpath(e.get("path"), i)
+        if p in seen:
+            p = PurePosixPath(f"instance_{i:05d}.dcm")
+        seen.add(p)
+        out.append(p)
+    return out

@@ -1,0 +1,75 @@
+"""Producer signatures over the container body (Ed25519 or ECDSA P-256, 64-byte signatures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from Crypto.Hash import SHA256
+from Crypto.PublicKey import ECC
+from Crypto.Signature import DSS, eddsa
+
+from ..errors import FormatError, KeyFileError, SignatureError
+from ..keys import Identity, Recipient, key_id_of
+from .format import canonical_json
+
+SIG_LEN = 64
+_ALG = {"ed25519": "ed25519", "p256": "ecdsa-p256-sha256"}
+
+
+def _signer(key: ECC.EccKey, alg: str):
+    if alg == "ed25519":
+        return eddsa.new(key, "rfc8032"), lambda m: m
+    return DSS.new(key, "deterministic-rfc6979" if key.has_private() else "fips-186-3",
+                   encoding="binary"), SHA256.new
+
+
+def _block(identity_or_recipient: Identity | Recipient, sig: bytes) -> dict[str, Any]:
+    key = identity_or_recipient.key
+    kind = identity_or_recipient.type
+    return {"alg": _ALG[kind], "kid": key_id_of(key),
+            "public_key": key.public_key().export_key(format="DER").hex(), "sig": sig.hex()}
+
+
+def check_signer(identity: Identity) -> None:
+    if identity.type not in _ALG:
+        raise KeyFileError(f"a {identity.type} key cannot sign; use an ed25519 or p256 key")
+
+
+def block_length(identity: Identity) -> int:
+    """Encoded length of the signature block this identity will produce."""
+    check_signer(identity)
+    return len(canonical_json(_block(identity, bytes(SIG_LEN))))
+
+
+def sign(identity: Identity, message: bytes) -> dict[str, Any]:
+    check_signer(identity)
+    alg = _ALG[identity.type]
+    signer, prep = _signer(identity.key, alg)
+    sig = signer.sign(prep(message))
+    assert len(sig) == SIG_LEN
+    return _block(identity, sig)
+
+
+def verify(block: dict[str, Any], message: bytes, where: str) -> str:
+    """Check a signature block; return the signer's key id or raise SignatureError."""
+    alg = block.get("alg")
+    if alg not in _ALG.values():
+        raise FormatError(f"{where}: unknown signature algorithm {alg!r}")
+    try:
+        key = ECC.import_key(bytes.fromhex(block["public_key"]))
+        sig = bytes.fromhex(block["sig"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"{where}: malformed signature block") from None
+    kid = key_id_of(key)
+    if block.get("kid") != kid or _ALG.get(kid.split(":")[0]) != alg:
+        raise SignatureError(f"{where}: signature block key id does not match its public key")
+    verifier, prep = _signer(key, alg)
+    try:
+        verifier.verify(prep(message), sig)
+    except ValueError:
+        raise SignatureError(f"{where}: producer signature by {kid} is INVALID (header altered)") from None
+    return kid
+
+
+def signer_recipient(block: dict[str, Any]) -> Recipient:
+    return Recipient(ECC.import_key(bytes.fromhex(block["public_key"])))

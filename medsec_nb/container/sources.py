@@ -1,0 +1,187 @@
+"""Reading a source study folder: each DICOM file split into metadata and pixel-value bytes.
+
+A file's bytes ``F`` are stored as two plaintext segments, ``meta = F[:v] + F[v+n:]`` and
+``pixels = F[v:v+n]`` where ``v, n`` are the offset and length of the top-level Pixel Data
+value, so metadata can be read without decrypting pixels and pixels can be decrypted
+straight into an array.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+import pydicom
+from pydicom.encaps import generate_fragments
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from ..errors import SourceError
+
+_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"}
+_NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
+
+
+@dataclass
+class SourceInstance:
+    """One source file, parsed enough to index and split it."""
+
+    data: bytes
+    entry: dict[str, Any]          # the index entry, without segment locations
+    value_offset: int              # Pixel Data value position in ``data`` (== len(data) if none)
+    value_length: int
+
+    @property
+    def meta(self) -> bytes:
+        v, n = self.value_offset, self.value_length
+        return self.data[:v] + self.data[v + n:] if n else self.data
+
+    @property
+    def pixels(self) -> memoryview:
+        v, n = self.value_offset, self.value_length
+        return memoryview(self.data)[v:v + n]
+
+
+def list_source_files(src: str | os.PathLike) -> list[Path]:
+    """Every non-hidden regular file under ``src`` (or ``src`` itself), in a stable order."""
+    src = Path(src)
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise SourceError(f"{src}: no such file or folder")
+    files = sorted(p for p in src.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    if not files:
+        raise SourceError(f"{src}: folder holds no files")
+    return files
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _floats(value: Any, n: int) -> list[float] | None:
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _image(ds: pydicom.Dataset, ts: str, value_length: int) -> dict[str, Any] | None:
+    if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+        return None
+    rows, cols, ba = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    # The fast path decodes raw little-endian monochrome samples itself; anything else
+    # (compressed, big endian, colour, packed bits, a Modality LUT) goes through pydicom.
+    native = (ts in _NATIVE_LE and samples == 1 and ba in (8, 16, 32) and "ModalityLUTSequence" not in ds
+              and value_length >= rows * cols * frames * ba // 8)
+    return {
+        "rows": rows, "columns": cols, "frames": frames, "samples": samples,
+        "bits_allocated": ba, "bits_stored": int(ds.get("BitsStored", ba)),
+        "pixel_representation": int(ds.get("PixelRepresentation", 0)),
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "slope": _number(ds.get("RescaleSlope"), 1.0), "intercept": _number(ds.get("RescaleIntercept"), 0.0),
+        "native": native,
+    }
+
+
+def _pixel_value_span(data: bytes, tag_offset: int, implicit: bool, little: bool, where: str) -> tuple[int, int]:
+    if data[tag_offset:tag_offset + 4] not in _PIXEL_TAGS:
+        raise SourceError(f"{where}: could not locate the Pixel Data element")
+    end = "<" if little else ">"
+    if implicit:
+        head = 8
+        length = int.from_bytes(data[tag_offset + 4:tag_offset + 8], "little")
+    else:
+        head = 12
+        length = int.from_bytes(data[tag_offset + 8:tag_offset + 12], "little" if little else "big")
+    start = tag_offset + head
+    if length != 0xFFFFFFFF:
+        if start + length > len(data):
+            raise SourceError(f"{where}: Pixel Data runs past the end of the file (truncated?)")
+        return start, length
+    buf = io.BytesIO(data)
+    buf.seek(start)
+    try:
+        for _ in generate_fragments(buf, endianness=end):
+            pass
+    except (ValueError, EOFError) as exc:
+        raise SourceError(f"{where}: malformed encapsulated Pixel Data ({exc})") from None
+    stop = buf.tell()
+    if data[stop - 4:stop] != _SEQ_DELIMITER or stop + 4 > len(data):
+        raise SourceError(f"{where}: encapsulated Pixel Data has no sequence delimiter (truncated?)")
+    return start, stop + 4 - start
+
+
+def read_source_instance(path: Path, rel: str) -> SourceInstance:
+    """Read and split one file; raise SourceError naming it when it is not a usable instance."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
+    buf = io.BytesIO(data)
+    try:
+        try:
+            ds = pydicom.dcmread(buf, stop_before_pixels=True)
+        except InvalidDicomError:
+            buf.seek(0)
+            ds = pydicom.dcmread(buf, stop_before_pixels=True, force=True)
+    except Exception as exc:  # pydicom raises many types on garbage input
+        raise SourceError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
+    tag_offset = buf.tell()
+    for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not str(ds.get(kw, "") or "").strip():
+            raise SourceError(f"{path}: not a DICOM instance (no {kw})")
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
+    little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
+    if tag_offset < len(data):
+        v, n = _pixel_value_span(data, tag_offset, implicit, little, str(path))
+    else:
+        v, n = len(data), 0
+    entry = {
+        "path": rel,
+        "sop": str(ds.SOPInstanceUID), "sop_class": str(ds.get("SOPClassUID", "")),
+        "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID),
+        "series_number": _number(ds.get("SeriesNumber")), "modality": str(ds.get("Modality", "")),
+        "instance_number": _number(ds.get("InstanceNumber")),
+        "position": _floats(ds.get("ImagePositionPatient"), 3),
+        "orientation": _floats(ds.get("ImageOrientationPatient"), 6),
+        "transfer_syntax": ts, "size": len(data),
+        "pixel_tag_offset": tag_offset if n else None,
+        "pixel_value_offset": v if n else None,
+        "image": _image(ds, ts, n) if n else None,
+    }
+    return SourceInstance(data, entry, v, n)
+
+
+def iter_source_instances(src: str | os.PathLike, files: list[Path]) -> Iterator[SourceInstance]:
+    """Yield every file of a study folder split for storage; one study per container."""
+    src = Path(src)
+    base = src if src.is_dir() else src.parent
+    study = None
+    seen: dict[str, str] = {}
+    for path in files:
+        rel = str(PurePosixPath(*path.relative_to(base).parts))
+        inst = read_source_instance(path, rel)
+        e = inst.entry
+        if study is None:
+            study = e["study"]
+        elif e["study"] != study:
+            raise SourceError(f"{path}: belongs to another study than {files[0]} "
+                              "(a container holds one study; encrypt each study folder separately)")
+        if e["sop"] in seen:
+            raise SourceError(f"{path}: same SOP Instance UID as {seen[e['sop']]} (duplicate instance)")
+        seen[e["sop"]] = rel
+        yield inst

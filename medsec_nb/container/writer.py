@@ -1,0 +1,183 @@
+"""Writing containers: encrypt a study folder, add recipients to an existing container."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+from Crypto.Random import get_random_bytes
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_file
+from ..errors import MedsecError, NoMatchingRecipientError, OutputError
+from ..keys import Identity, Passphrase, Recipient, as_identity, as_recipient, _resolve_passphrase
+from . import signing
+from .format import (DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body,
+                     KeySchedule, canonical_json, ciphertext_length, encode_header, header_length,
+                     index_segment, meta_segment, pixel_segment, signed_message)
+from .reader import open_container
+from .segments import encrypt_segment
+from .sources import SourceInstance, iter_source_instances, list_source_files
+from .stanzas import SCRYPT_DEFAULT_LOG_N, recipient_stanza, scrypt_stanza
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _stanzas(study_key: bytes, file_id: bytes, recipients: list[Recipient], passphrase: bytes | None,
+             scrypt_log_n: int) -> list[dict[str, Any]]:
+    if passphrase is not None and recipients:
+        raise MedsecError("give recipients or a passphrase, not both (a passphrase stanza must be the only one)")
+    if passphrase is not None:
+        return [scrypt_stanza(study_key, passphrase, file_id, log_n=scrypt_log_n)]
+    if not recipients:
+        raise MedsecError("no recipients and no passphrase: nobody could ever open this study")
+    seen: set[str] = set()
+    out = []
+    for r in recipients:
+        if r.key_id not in seen:
+            seen.add(r.key_id)
+            out.append(recipient_stanza(study_key, r, file_id))
+    return out
+
+
+def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: Iterable[Any] = (),
+                  passphrase: Passphrase = None, signer: Identity | str | os.PathLike | None = None, *,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE, scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
+                  progress: bool = True, workers: int = 2) -> Path:
+    """Encrypt the DICOM study in folder ``src`` to the container ``dest``; return ``dest``.
+
+    ``recipients`` are public keys (Recipient, Identity or ``.pub`` paths); alternatively a
+    ``passphrase`` (scrypt, N=2^``scrypt_log_n``). ``signer`` (an ed25519 or p256 Identity
+    or key path) adds a producer signature. ``src`` is never modified; ``dest`` appears
+    only when complete.
+    """
+    dest = Path(dest)
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise MedsecError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+    recips = [as_recipient(r) for r in recipients]
+    for r in recips:
+        if r.type == "ed25519":
+            raise NoMatchingRecipientError(f"{r.key_id}: an ed25519 key signs; it cannot be a recipient")
+    sign_id = as_identity(signer) if signer is not None else None
+    if sign_id is not None:
+        signing.check_signer(sign_id)
+    pw = _resolve_passphrase(passphrase)
+    files = list_source_files(src)
+
+    study_key = get_random_bytes(KEY_LEN)
+    file_id = get_random_bytes(FILE_ID_LEN)
+    ks = KeySchedule.derive(study_key, file_id)
+    stanzas = _stanzas(study_key, file_id, recips, pw, scrypt_log_n)
+    sig_len = signing.block_length(sign_id) if sign_id else 0
+    hlen = header_length(stanzas, sig_len)
+
+    try:
+        with atomic_file(dest, mode=0o644) as fh:
+            fd = fh.fileno()
+            entries, payload_len = _write_instances(fd, hlen, ks.payload_key, file_id, chunk_size,
+                                                    iter_source_instances(src, files), len(files),
+                                                    progress, workers)
+            index_pt = canonical_json({"instances": entries})
+            index_ct, index_hash = encrypt_segment(ks.payload_key, file_id, index_segment(), index_pt, chunk_size)
+            _pwrite_all(fd, index_ct, hlen + payload_len)
+            body = Body(chunk_size=chunk_size, file_id=file_id, commitment=ks.commitment,
+                        instance_count=len(entries), payload_length=payload_len + len(index_ct),
+                        index_offset=payload_len, index_length=len(index_ct), index_sha256=index_hash)
+            sig_raw = b""
+            if sign_id is not None:
+                sig_raw = canonical_json(signing.sign(sign_id, signed_message(1, body.encode())))
+            raw = encode_header(body, stanzas, sig_raw)
+            assert len(raw) + MAC_LEN == hlen, "header length changed while writing"
+            _pwrite_all(fd, raw + ks.header_mac(raw), 0)
+    except OSError as exc:
+        raise OutputError(f"{dest}: cannot write container ({exc.strerror or exc}); nothing was written") from None
+    return dest
+
+
+def _write_instances(fd: int, base: int, key: bytes, file_id: bytes, chunk_size: int,
+                     instances: Iterable[SourceInstance], total: int, progress: bool,
+                     workers: int) -> tuple[list[dict[str, Any]], int]:
+    """Encrypt instances on worker threads (GCM and SHA-256 release the GIL) while the
+    main thread reads and parses the next file; each job writes at its precomputed offset."""
+    entries: list[dict[str, Any]] = []
+    pending: deque[Future] = deque()
+    offset = 0
+
+    def job(inst: SourceInstance, i: int, meta_off: int, pix_off: int) -> None:
+        ct, h = encrypt_segment(key, file_id, meta_segment(i), inst.meta, chunk_size)
+        _pwrite_all(fd, ct, base + meta_off)
+        inst.entry["meta"] = {"offset": meta_off, "length": len(ct), "sha256": h.hex()}
+        if inst.value_length:
+            ct, h = encrypt_segment(key, file_id, pixel_segment(i), inst.pixels, chunk_size)
+            _pwrite_all(fd, ct, base + pix_off)
+            inst.entry["pixels"] = {"offset": pix_off, "length": len(ct), "sha256": h.hex()}
+        else:
+            inst.entry["pixels"] = None
+        inst.data = b""
+
+    bar = tqdm(total=total, unit="file", desc="encrypt", disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, contextlib.closing(bar):
+        try:
+            for i, inst in enumerate(instances):
+                meta_len = len(inst.data) - inst.value_length
+                meta_off = offset
+                offset += ciphertext_length(meta_len, chunk_size)
+                pix_off = offset
+                if inst.value_length:
+                    offset += ciphertext_length(inst.value_length, chunk_size)
+                entries.append(inst.entry)
+                pending.append(pool.submit(job, inst, i, meta_off, pix_off))
+                while len(pending) > 2 * max(1, workers):
+                    pending.popleft().result()
+                    bar.update()
+            while pending:
+                pending.popleft().result()
+                bar.update()
+        finally:
+            for f in pending:
+                f.cancel()
+    return entries, offset
+
+
+def add_recipients(path: str | os.PathLike, recipients: Iterable[Any], identity: Identity | str | None = None,
+                   passphrase: Passphrase = None) -> list[str]:
+    """Wrap the study key of ``path`` for more recipients; the payload bytes are copied unchanged.
+
+    Returns the key ids added. The producer signature stays valid (it covers the body only).
+    """
+    path = Path(path)
+    recips = [as_recipient(r) for r in recipients]
+    with open_container(path, identity=identity, passphrase=passphrase, _keep_study_key=True) as box:
+        header = box.header
+        if any(s.get("type") == "scrypt" for s in header.stanzas):
+            raise MedsecError(f"{path}: passphrase-protected; public-key recipients cannot be added "
+                              "(re-encrypt the study to public keys instead)")
+        present = {s.get("kid") for s in header.stanzas}
+        new = [r for r in recips if r.key_id not in present]
+        for r in new:
+            if r.type == "ed25519":
+                raise NoMatchingRecipientError(f"{r.key_id}: an ed25519 key signs; it cannot be a recipient")
+        if not new:
+            return []
+        fid = header.body.file_id
+        stanzas = header.stanzas + [recipient_stanza(box.study_key, r, fid) for r in
+                                    {r.key_id: r for r in new}.values()]
+        raw = encode_header(header.body, stanzas, header.signature_raw)
+        ks = KeySchedule.derive(box.study_key, fid)
+        try:
+            with atomic_file(path, mode=os.stat(path).st_mode & 0o777) as fh:
+                fh.write(raw + ks.header_mac(raw))
+                box.copy_payload_to(fh)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot rewrite container ({exc.strerror or exc}); it is unchanged") from None
+    return [r.key_id for r in new]
+

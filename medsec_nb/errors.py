@@ -1,0 +1,43 @@
+"""Exception hierarchy. Every message names the file and the problem, never a secret."""
+
+from __future__ import annotations
+
+
+class MedsecError(Exception):
+    """Base class of every error medsec-nb raises on purpose."""
+
+
+class FormatError(MedsecError):
+    """The file is not a medsec container, is truncated, or has an unknown version."""
+
+
+class AuthenticationError(MedsecError):
+    """Ciphertext, header or index failed authentication (tampered, truncated or reordered)."""
+
+
+class NoMatchingRecipientError(MedsecError):
+    """The identity given is not among the container's recipients."""
+
+
+class WrongPassphraseError(MedsecError):
+    """A passphrase did not unlock a container or a key file."""
+
+
+class SignatureError(MedsecError):
+    """A producer signature is missing, invalid, or from an unexpected signer."""
+
+
+class KeyFileError(MedsecError):
+    """A key file is unreadable, of the wrong kind, or of an unsupported type."""
+
+
+class SourceError(MedsecError):
+    """A file in a source study folder is unreadable or not a DICOM instance."""
+
+
+class OutputError(MedsecError):
+    """An output could not be written (disk full, permissions); nothing was left behind."""
+
+
+class StudyClosedError(MedsecError):
+    """The study was closed; its keys and decrypted buffers were dropped."""

@@ -1,0 +1,254 @@
+"""Study and Series: decrypted views of a container, in memory only.
+
+``open_study`` authenticates the header and index; instances are decrypted when asked
+for. ``Series.volume()`` decrypts pixel values straight into the output array on two
+threads (AES-GCM, SHA-256 and NumPy release the GIL), without parsing any header.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut
+from tqdm.auto import tqdm
+
+from .container.reader import Container, open_container
+from .errors import MedsecError
+from .keys import Identity, Passphrase, Recipient
+
+_WORKERS = 2
+_PREFETCH = 4
+
+
+def _parse(data: bytes | bytearray, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
+    ds.buffer = None      # pydicom keeps the source buffer otherwise (a second copy of the file)
+    return ds
+
+
+def _slice_order(entries: list[dict[str, Any]]) -> list[int]:
+    """Indices sorted by position along the slice normal, then instance number, then UID."""
+    normal = None
+    for e in entries:
+        o = e.get("orientation")
+        if o:
+            normal = np.cross(np.asarray(o[:3]), np.asarray(o[3:]))
+            break
+
+    def key(k: int) -> tuple:
+        e = entries[k]
+        pos = e.get("position")
+        dist = float(np.dot(pos, normal)) if pos is not None and normal is not None else None
+        inst = e.get("instance_number")
+        return (dist is None, dist or 0.0, inst is None, inst or 0.0, e["sop"])
+
+    return sorted(range(len(entries)), key=key)
+
+
+def _stored_dtype(img: dict[str, Any]) -> np.dtype:
+    kind = "i" if img["pixel_representation"] == 1 else "u"
+    return np.dtype(f"<{kind}{img['bits_allocated'] // 8}")
+
+
+def _output_dtype(imgs: list[dict[str, Any]]) -> np.dtype:
+    """Integer when every rescale is integral and the range fits, else float64 (as pydicom)."""
+    if all(i["slope"] == 1.0 and i["intercept"] == 0.0 for i in imgs) and \
+            len({_stored_dtype(i) for i in imgs}) == 1:
+        return _stored_dtype(imgs[0])
+    if all(i["slope"] == 1.0 and float(i["intercept"]).is_integer() for i in imgs):
+        lo = min((-(1 << (i["bits_stored"] - 1)) if i["pixel_representation"] else 0) + i["intercept"] for i in imgs)
+        hi = max(((1 << (i["bits_stored"] - 1)) - 1 if i["pixel_representation"] else (1 << i["bits_stored"]) - 1)
+                 + i["intercept"] for i in imgs)
+        for dt in (np.int16, np.int32, np.int64):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                return np.dtype(dt)
+    return np.dtype(np.float64)
+
+
+class Series:
+    """One series of a study: instances sorted by position, then instance number."""
+
+    def __init__(self, study: "Study", indices: list[int]):
+        self._study = study
+        entries = study._box.entries
+        self._idx = [indices[k] for k in _slice_order([entries[i] for i in indices])]
+        first = entries[self._idx[0]]
+        self.uid: str = first["series"]
+        self.modality: str = first.get("modality", "")
+        self.number: float | None = first.get("series_number")
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def _entry(self, i: int) -> tuple[int, dict[str, Any]]:
+        if not -len(self._idx) <= i < len(self._idx):
+            raise IndexError(f"series has {len(self._idx)} instances; no instance {i}")
+        k = self._idx[i]
+        return k, self._study._box.entries[k]
+
+    def __getitem__(self, i: int) -> pydicom.Dataset:
+        """Instance ``i`` as a pydicom Dataset, decrypted in memory."""
+        k, _ = self._entry(i)
+        return _parse(self._study._box.file_bytes(k))
+
+    def header(self, i: int) -> pydicom.Dataset:
+        """Instance ``i`` without Pixel Data; no pixel bytes are decrypted."""
+        k, e = self._entry(i)
+        meta = self._study._box.meta_bytes(k)
+        t = e.get("pixel_tag_offset")
+        return _parse(meta[:t] if t is not None else meta, stop_before_pixels=True)
+
+    def __iter__(self) -> Iterator[pydicom.Dataset]:
+        """Every instance in order; the next ones are decrypted ahead on worker threads."""
+        box = self._study._box
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            pending = [pool.submit(box.file_bytes, k) for k in self._idx[:_PREFETCH]]
+            for n in range(len(self._idx)):
+                data = pending[n].result()
+                pending[n] = None
+                if n + _PREFETCH < len(self._idx):
+                    pending.append(pool.submit(box.file_bytes, self._idx[n + _PREFETCH]))
+                yield _parse(data)
+
+    def volume(self, progress: bool | None = None) -> np.ndarray:
+        """Pixel data of the whole series, shape (z, y, x), modality rescale applied.
+
+        The dtype is the stored integer type when slope is 1 and the intercept integral
+        (int16 Hounsfield units for most CT), else float64 as pydicom's apply_modality_lut.
+        """
+        box = self._study._box
+        entries = [box.entries[k] for k in self._idx]
+        imgs = [e.get("image") for e in entries]
+        if any(i is None for i in imgs):
+            raise MedsecError(f"{box.path}: series {self.uid} has instances without pixel data")
+        shapes = {(i["rows"], i["columns"]) for i in imgs}
+        show = not (progress is False) and len(self._idx) > 1
+        bar = tqdm(total=len(self._idx), unit="slice", desc="decrypt", disable=None if show else True)
+        try:
+            if len(shapes) == 1 and all(i["native"] for i in imgs):
+                return self._native_volume(entries, imgs, bar)
+            return self._pydicom_volume(bar)
+        finally:
+            bar.close()
+
+    def _native_volume(self, entries: list[dict[str, Any]], imgs: list[dict[str, Any]], bar: tqdm) -> np.ndarray:
+        box = self._study._box
+        rows, cols = imgs[0]["rows"], imgs[0]["columns"]
+        starts = np.cumsum([0] + [i["frames"] for i in imgs])
+        out_dt = _output_dtype(imgs)
+        vol = np.empty((int(starts[-1]), rows, cols), dtype=out_dt)
+
+        def one(n: int) -> None:
+            k, img = self._idx[n], imgs[n]
+            target = vol[starts[n]:starts[n + 1]]
+            st = _stored_dtype(img)
+            need = target.size * st.itemsize
+            loc = entries[n]["pixels"]
+            direct = st == out_dt and loc["length"] - 16 * -(-need // box.header.body.chunk_size) == need
+            if direct:
+                box.pixel_bytes(k, memoryview(target.reshape(-1)).cast("B"))
+                raw = target
+            else:
+                raw = np.frombuffer(box.pixel_bytes(k), dtype=st, count=target.size).reshape(target.shape)
+                raw = raw.copy() if img["bits_stored"] < img["bits_allocated"] else raw
+            if img["bits_stored"] < img["bits_allocated"]:
+                shift = img["bits_allocated"] - img["bits_stored"]
+                np.left_shift(raw, shift, out=raw)
+                np.right_shift(raw, shift, out=raw)
+            if out_dt.kind == "f":
+                np.multiply(raw, img["slope"], out=target, dtype=np.float64)
+                target += img["intercept"]
+            elif not direct:
+                np.add(raw, int(img["intercept"]), out=target, dtype=out_dt, casting="unsafe")
+            elif img["intercept"]:
+                target += out_dt.type(int(img["intercept"]))
+            bar.update()
+
+        try:
+            with ThreadPoolExecutor(_WORKERS) as pool:
+                for _ in pool.map(one, range(len(self._idx))):
+                    pass
+        except BaseException:
+            vol.fill(0)
+            raise
+        return vol
+
+    def _pydicom_volume(self, bar: tqdm) -> np.ndarray:
+        arrays = []
+        for ds in self:
+            arr = apply_modality_lut(ds.pixel_array, ds)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            tail = arr.shape[-3:] if int(ds.get("SamplesPerPixel", 1)) > 1 else arr.shape[-2:]
+            arrays.append(arr.reshape((frames,) + tuple(tail)))
+            bar.update()
+        return np.concatenate(arrays, axis=0)
+
+    def __repr__(self) -> str:
+        return f"<Series {self.modality or '?'} #{self.number if self.number is not None else '?'}: {len(self)} instances>"
+
+
+class Study:
+    """A decrypted-on-demand view of a container. Use ``with open_study(...) as study:``."""
+
+    def __init__(self, box: Container):
+        self._box = box
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(box.entries):
+            groups.setdefault(e["series"], []).append(i)
+        series = [Series(self, idx) for idx in groups.values()]
+        series.sort(key=lambda s: (s.number is None, s.number or 0.0, s.uid))
+        self.series: list[Series] = series
+
+    @property
+    def path(self) -> str:
+        return str(self._box.path)
+
+    @property
+    def signer(self) -> str | None:
+        """Key id of the verified producer signature, or None if unsigned."""
+        return self._box.signer
+
+    @property
+    def key_id(self) -> str:
+        """Key id of the identity that opened the study ("passphrase" for a passphrase)."""
+        return self._box.key_id
+
+    @property
+    def instance_count(self) -> int:
+        return sum(len(s) for s in self.series)
+
+    @property
+    def closed(self) -> bool:
+        return self._box.closed
+
+    def close(self) -> None:
+        """Drop the keys and index; later access raises StudyClosedError."""
+        self._box.close()
+
+    def __enter__(self) -> "Study":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Study {os.path.basename(self.path)} (closed)>"
+        return (f"<Study {os.path.basename(self.path)}: {len(self.series)} series, "
+                f"{self.instance_count} instances, signer {self.signer or 'none'}>")
+
+
+def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
+               passphrase: Passphrase = None, *, require_signer: Recipient | str | os.PathLike | None = None,
+               identity_passphrase: Passphrase = None) -> Study:
+    """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
+
+    ``identity`` may be a path to a ``.key`` file; ``identity_passphrase`` unlocks it.
+    ``require_signer`` (a public key) refuses studies not signed by that key.
+    """
+    return Study(open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase))
