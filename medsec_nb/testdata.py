@@ -33,7 +33,8 @@ def synthesize_series(out_dir: str | os.PathLike, n_slices: int = 20, template: 
     out.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     z0 = float(src.ImagePositionPatient[2]) if "ImagePositionPatient" in src else 0.0
-    spacing = [float(v) * base.shape[0] / rows * reps[0] / reps[0] for v in src.get("PixelSpacing", [1.0, 1.0])]
+    sy, sx = (float(v) for v in src.get("PixelSpacing", [1.0, 1.0]))
+    spacing = [round(sy * src.Rows / rows, 6), round(sx * src.Columns / columns, 6)]   # same field of view
     paths = []
     order = np.random.default_rng(n_slices).permutation(n_slices)
     for k in range(n_slices):

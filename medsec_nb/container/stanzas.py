@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from Crypto.Cipher import AES, PKCS1_OAEP
 from Crypto.Hash import SHA256
@@ -67,26 +67,27 @@ def _ec_curve(kind: str) -> str:
 
 # ---------------------------------------------------------------- wrapping
 
-def scrypt_stanza(study_key: bytes, passphrase: bytes, file_id: bytes,
-                  log_n: int = SCRYPT_DEFAULT_LOG_N, r: int = 8, p: int = 1) -> dict[str, Any]:
+def scrypt_stanza(study_key: bytes, passphrase: bytes, file_id: bytes, log_n: int = SCRYPT_DEFAULT_LOG_N,
+                  r: int = 8, p: int = 1, rand: Callable[[int], bytes] = get_random_bytes) -> dict[str, Any]:
     _check_scrypt(log_n, r, p, "passphrase")
-    salt = get_random_bytes(16)
+    salt = rand(16)
     wk = scrypt(passphrase, salt, KEY_LEN, N=1 << log_n, r=r, p=p)
     return {"type": "scrypt", "salt": salt.hex(), "log_n": log_n, "r": r, "p": p,
             "wrapped": _seal(wk, study_key, _aad("scrypt", file_id)).hex()}
 
 
-def recipient_stanza(study_key: bytes, recipient: Recipient, file_id: bytes) -> dict[str, Any]:
+def recipient_stanza(study_key: bytes, recipient: Recipient, file_id: bytes,
+                     rand: Callable[[int], bytes] = get_random_bytes) -> dict[str, Any]:
     kind = recipient.type
     if kind in ("x25519", "p256"):
-        eph = ECC.generate(curve=_ec_curve(kind))
+        eph = ECC.generate(curve=_ec_curve(kind), randfunc=rand)
         shared = DH.key_agreement(static_pub=recipient.key, eph_priv=eph, kdf=lambda z: z)
         epk, rpk = _ec_raw(eph), _ec_raw(recipient.key)
         wk = _ecdh_wrap_key(kind, shared, epk, rpk)
         return {"type": kind, "kid": recipient.key_id, "epk": epk.hex(),
                 "wrapped": _seal(wk, study_key, _aad(kind, file_id)).hex()}
     if kind.startswith("rsa"):
-        oaep = PKCS1_OAEP.new(recipient.key, hashAlgo=SHA256, label=_aad("rsa-oaep-sha256", file_id))
+        oaep = PKCS1_OAEP.new(recipient.key, hashAlgo=SHA256, label=_aad("rsa-oaep-sha256", file_id), randfunc=rand)
         return {"type": "rsa-oaep-sha256", "kid": recipient.key_id, "wrapped": oaep.encrypt(study_key).hex()}
     raise NoMatchingRecipientError(f"a {kind} key cannot be a recipient (use x25519, p256 or rsa3072)")
 

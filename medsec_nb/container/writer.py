@@ -7,7 +7,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from Crypto.Random import get_random_bytes
 from tqdm.auto import tqdm
@@ -33,11 +33,11 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 
 def _stanzas(study_key: bytes, file_id: bytes, recipients: list[Recipient], passphrase: bytes | None,
-             scrypt_log_n: int) -> list[dict[str, Any]]:
+             scrypt_log_n: int, rand: Callable[[int], bytes]) -> list[dict[str, Any]]:
     if passphrase is not None and recipients:
         raise MedsecError("give recipients or a passphrase, not both (a passphrase stanza must be the only one)")
     if passphrase is not None:
-        return [scrypt_stanza(study_key, passphrase, file_id, log_n=scrypt_log_n)]
+        return [scrypt_stanza(study_key, passphrase, file_id, log_n=scrypt_log_n, rand=rand)]
     if not recipients:
         raise MedsecError("no recipients and no passphrase: nobody could ever open this study")
     seen: set[str] = set()
@@ -45,20 +45,21 @@ def _stanzas(study_key: bytes, file_id: bytes, recipients: list[Recipient], pass
     for r in recipients:
         if r.key_id not in seen:
             seen.add(r.key_id)
-            out.append(recipient_stanza(study_key, r, file_id))
+            out.append(recipient_stanza(study_key, r, file_id, rand))
     return out
 
 
 def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: Iterable[Any] = (),
                   passphrase: Passphrase = None, signer: Identity | str | os.PathLike | None = None, *,
                   chunk_size: int = DEFAULT_CHUNK_SIZE, scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
-                  progress: bool = True, workers: int = 2) -> Path:
+                  progress: bool = True, workers: int = 2,
+                  _rand: Callable[[int], bytes] = get_random_bytes) -> Path:
     """Encrypt the DICOM study in folder ``src`` to the container ``dest``; return ``dest``.
 
     ``recipients`` are public keys (Recipient, Identity or ``.pub`` paths); alternatively a
     ``passphrase`` (scrypt, N=2^``scrypt_log_n``). ``signer`` (an ed25519 or p256 Identity
     or key path) adds a producer signature. ``src`` is never modified; ``dest`` appears
-    only when complete.
+    only when complete. ``_rand`` exists for deterministic test vectors only.
     """
     dest = Path(dest)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -73,10 +74,10 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
     pw = _resolve_passphrase(passphrase)
     files = list_source_files(src)
 
-    study_key = get_random_bytes(KEY_LEN)
-    file_id = get_random_bytes(FILE_ID_LEN)
+    study_key = _rand(KEY_LEN)
+    file_id = _rand(FILE_ID_LEN)
     ks = KeySchedule.derive(study_key, file_id)
-    stanzas = _stanzas(study_key, file_id, recips, pw, scrypt_log_n)
+    stanzas = _stanzas(study_key, file_id, recips, pw, scrypt_log_n, _rand)
     sig_len = signing.block_length(sign_id) if sign_id else 0
     hlen = header_length(stanzas, sig_len)
 

@@ -1,0 +1,255 @@
+"""The ``medsec`` command line for data stewards (a thin skin over the Python API)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+from . import __version__
+from .container.export import decrypt_study, verify_study
+from .container.reader import inspect_study
+from .container.writer import add_recipients, encrypt_study
+from .errors import MedsecError
+from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
+
+MAIN_EPILOG = """\
+typical session of a data steward:
+  medsec keygen --out site-a                    # site-a.key (passphrase-protected) + site-a.pub
+  medsec keygen --out producer --type ed25519   # a signing key
+  medsec encrypt CT_STUDY/ -o study.msec -r site-a.pub -r site-b.pub --sign producer.key
+  medsec inspect study.msec                     # public facts only: no patient data
+  medsec verify study.msec -i site-a.key --require-signer producer.pub
+  medsec add-recipient study.msec -i site-a.key -r site-c.pub
+  medsec decrypt study.msec -i site-a.key -o EXPORT/   # explicit plaintext export
+
+Secrets are never command-line arguments: you are prompted, or scripts pass
+--passphrase-file F (a study passphrase) and --key-passphrase-file F (a key file's).
+Exit status: 0 success, 1 error (one line on stderr), 2 usage error.
+Set MEDSEC_DEBUG=1 to see a traceback for unexpected errors.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _read_secret_file(path: str, what: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise MedsecError(f"{path}: cannot read {what} file ({exc.strerror})") from None
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise MedsecError(f"{path}: {what} file is empty")
+    return data
+
+
+def _prompt(label: str, confirm: bool = False) -> bytes:
+    if not sys.stdin.isatty():
+        raise MedsecError(f"{label}: no terminal to prompt on; pass it in a file (see --help)")
+    first = getpass.getpass(f"{label}: ")
+    if confirm and getpass.getpass(f"{label} (again): ") != first:
+        raise MedsecError("the two passphrases differ")
+    if not first:
+        raise MedsecError("empty passphrase")
+    return first.encode("utf-8")
+
+
+def _key_passphrase(args: argparse.Namespace, key_path: str) -> Callable[[], bytes]:
+    """A callable asked only if the key file is encrypted."""
+    def get() -> bytes:
+        if getattr(args, "key_passphrase_file", None):
+            return _read_secret_file(args.key_passphrase_file, "key passphrase")
+        return _prompt(f"Passphrase for key {key_path}")
+    return get
+
+
+def _unlock_args(args: argparse.Namespace) -> dict:
+    """identity or passphrase keyword arguments for the API."""
+    if args.identity:
+        return {"identity": load_identity(args.identity, _key_passphrase(args, args.identity))}
+    if args.passphrase_file:
+        return {"passphrase": _read_secret_file(args.passphrase_file, "passphrase")}
+    return {"passphrase": _prompt(f"Passphrase for {args.container}")}
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    ident = generate_identity(args.type)
+    if args.unencrypted:
+        pw = None
+        print("medsec: warning: writing an UNENCRYPTED private key; protect the file (mode 0600) "
+              "and use it only for automation", file=sys.stderr)
+    elif args.key_passphrase_file:
+        pw = _read_secret_file(args.key_passphrase_file, "key passphrase")
+    else:
+        pw = _prompt(f"New passphrase for {args.out}.key", confirm=True)
+    key_path, pub_path = save_identity(ident, args.out, pw, overwrite=args.force)
+    print(f"{ident.key_id}\n  private: {key_path}\n  public:  {pub_path}")
+    return 0
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    signer = None
+    if args.sign:
+        signer = load_identity(args.sign, _key_passphrase(args, args.sign))
+    passphrase = None
+    if args.passphrase_file:
+        passphrase = _read_secret_file(args.passphrase_file, "passphrase")
+    elif args.passphrase:
+        passphrase = _prompt(f"New passphrase for {args.output}", confirm=True)
+    if not args.recipient and passphrase is None:
+        raise MedsecError("give at least one recipient (-r KEY.pub) or --passphrase / --passphrase-file")
+    encrypt_study(args.source, args.output, recipients=args.recipient or (), passphrase=passphrase,
+                  signer=signer, chunk_size=args.chunk_size, progress=not args.quiet)
+    info = inspect_study(args.output)
+    print(f"wrote {args.output}: {info.instance_count} instances, {info.file_size} bytes, "
+          f"{len(info.recipients)} recipient(s), signer {info.signer or 'none'}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = inspect_study(args.container)
+    if args.json:
+        print(json.dumps(asdict(info), indent=2))
+    else:
+        print("\n".join(info.lines()))
+    return 0 if info.complete and info.signature_valid is not False else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    rep = verify_study(args.container, **_unlock_args(args), require_signer=args.require_signer,
+                       progress=not args.quiet)
+    print(f"OK {rep.path}: {rep.instance_count} instances, {rep.bytes_authenticated} bytes authenticated; "
+          f"signer {rep.signer or 'none (unsigned)'}; opened with {rep.key_id}")
+    return 0
+
+
+def cmd_add_recipient(args: argparse.Namespace) -> int:
+    added = add_recipients(args.container, args.recipient, **_unlock_args(args))
+    if not added:
+        print(f"{args.container}: every key given is already a recipient; nothing changed")
+    for kid in added:
+        print(f"added {kid}")
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    files = decrypt_study(args.container, args.output, **_unlock_args(args), require_signer=args.require_signer,
+                          progress=not args.quiet)
+    print(f"exported {len(files)} plaintext DICOM files to {args.output} "
+          "(plaintext on disk: protect or delete it when done)")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def _unlock_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("unlocking (one of; prompts for the study passphrase if neither is given)")
+    g.add_argument("-i", "--identity", metavar="KEY", help="your private key file (.key)")
+    g.add_argument("--passphrase-file", metavar="F", help="file holding the study passphrase")
+    p.add_argument("--key-passphrase-file", metavar="F",
+                   help="file holding the passphrase of the key file (else you are prompted)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="medsec", formatter_class=fmt, epilog=MAIN_EPILOG,
+                     description="Encrypt, inspect, verify, share and export DICOM studies as .msec containers.")
+    parser.add_argument("--version", action="version", version=f"medsec-nb {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example,
+                           formatter_class=fmt)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("keygen", cmd_keygen, "Generate a key pair: PREFIX.key (private) and PREFIX.pub (public).",
+            "medsec keygen --out site-a              # x25519 recipient key, passphrase prompted\n"
+            "  medsec keygen --out producer --type ed25519\n"
+            "  medsec keygen --out ci --unencrypted     # automation only")
+    p.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
+    p.add_argument("--type", choices=KEY_TYPES, default="x25519",
+                   help="x25519 (default), p256 or rsa3072 to receive studies; ed25519 (or p256) to sign")
+    p.add_argument("--unencrypted", action="store_true", help="write the private key without a passphrase")
+    p.add_argument("--key-passphrase-file", metavar="F", help="read the new key's passphrase from F")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    p = add("encrypt", cmd_encrypt, "Encrypt a DICOM study folder into one .msec container.",
+            "medsec encrypt CT_STUDY/ -o study.msec -r site-a.pub -r site-b.pub --sign producer.key\n"
+            "  medsec encrypt CT_STUDY/ -o study.msec --passphrase-file pw.txt")
+    p.add_argument("source", help="folder of DICOM files of one study (the folder is not modified)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="container to write (.msec)")
+    p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
+    p.add_argument("--passphrase", action="store_true", help="protect with a passphrase (prompted)")
+    p.add_argument("--passphrase-file", metavar="F", help="protect with the passphrase in F")
+    p.add_argument("--sign", metavar="KEY", help="sign with this ed25519 or p256 private key")
+    p.add_argument("--key-passphrase-file", metavar="F", help="passphrase of the signing key file")
+    p.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES", help="default 1 MiB")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = add("inspect", cmd_inspect, "Show a container's public header: no key needed, no patient data.",
+            "medsec inspect study.msec")
+    p.add_argument("container")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("verify", cmd_verify, "Authenticate every byte of a container; writes no plaintext anywhere.",
+            "medsec verify study.msec -i site-a.key --require-signer producer.pub")
+    p.add_argument("container")
+    _unlock_options(p)
+    p.add_argument("--require-signer", metavar="KEY.pub", help="fail unless signed by this key")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = add("add-recipient", cmd_add_recipient, "Give more public keys access; the payload is not re-encrypted.",
+            "medsec add-recipient study.msec -i site-a.key -r site-c.pub")
+    p.add_argument("container")
+    p.add_argument("-r", "--recipient", action="append", required=True, metavar="KEY.pub")
+    _unlock_options(p)
+
+    p = add("decrypt", cmd_decrypt, "Export the original DICOM files (plaintext!) to a new folder.",
+            "medsec decrypt study.msec -i site-a.key -o EXPORT/")
+    p.add_argument("container")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="new (or empty) folder")
+    _unlock_options(p)
+    p.add_argument("--require-signer", metavar="KEY.pub", help="fail unless signed by this key")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except MedsecError as exc:
+        print(f"medsec: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("medsec: interrupted; nothing was left half-written", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"medsec: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except Exception as exc:  # never a bare traceback for users
+        if os.environ.get("MEDSEC_DEBUG"):
+            raise
+        print(f"medsec: internal error ({type(exc).__name__}); set MEDSEC_DEBUG=1 for details", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Conservative redaction for display, until the PS3.15 profile engine lands.
+
+Anything that can name or identify a person or place is shown as ``REDACTED``:
+every Person Name (PN) element, every private element, the IDs, dates of birth,
+addresses, institution and physician names listed below; sequences are not expanded.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pydicom
+
+REDACTED = "\u2588 redacted"
+
+IDENTIFYING_KEYWORDS = frozenset({
+    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "OtherPatientIDsSequence",
+    "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientBirthDate", "PatientBirthTime",
+    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "MedicalRecordLocator",
+    "MilitaryRank", "BranchOfService", "EthnicGroup", "PatientReligiousPreference", "PatientInsurancePlanCodeSequence",
+    "AccessionNumber", "StudyID", "AdmissionID", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "ReferringPhysicianName", "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord", "RequestingPhysician", "OperatorsName", "StationName", "DeviceSerialNumber",
+    "ResponsiblePerson", "ResponsibleOrganization", "PatientComments", "AdditionalPatientHistory",
+})
+
+
+def is_identifying(elem: pydicom.DataElement) -> bool:
+    return elem.tag.is_private or elem.VR == "PN" or elem.keyword in IDENTIFYING_KEYWORDS
+
+
+def display_value(elem: pydicom.DataElement, limit: int = 64) -> str:
+    """The value as it may be shown: redacted if identifying, sequences and bulk data summarised."""
+    if is_identifying(elem):
+        return REDACTED
+    if elem.VR == "SQ":
+        return f"<sequence, {len(elem.value)} item(s), not shown>"
+    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        return f"<{elem.VR}, {len(elem.value or b'')} bytes>"
+    text = str(elem.value)
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def redacted_items(ds: pydicom.Dataset) -> Iterator[tuple[str, str, str]]:
+    """(tag, keyword, displayed value) for every top-level element except Pixel Data."""
+    for elem in ds:
+        if elem.tag == 0x7FE00010:
+            continue
+        yield f"({elem.tag.group:04X},{elem.tag.element:04X})", elem.keyword or "(private)", display_value(elem)

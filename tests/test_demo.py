@@ -1,0 +1,26 @@
+"""The README's run command: the headless demo prints a redacted summary and leaves no plaintext."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pydicom
+from pydicom.data import get_testdata_file
+
+
+def test_demo_prints_redacted_summary(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "medsec_nb.demo", "--dir", str(tmp_path / "demo")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "series 0: CT, 24 instances, volume (24, 256, 256)" in out
+    assert "PatientName" in out and "redacted" in out
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    values = [str(template.get(k, "")) for k in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName")]
+    assert values[0] and values[1]
+    for value in filter(None, values):
+        assert value not in out
+    files = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert files == ["ct_demo.msec", "demo-analyst.key", "demo-analyst.pub", "demo-producer.key", "demo-producer.pub"]
+    assert not any(p.suffix == ".dcm" for p in tmp_path.rglob("*"))
