@@ -61,6 +61,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest}: exists and is not an empty folder")
     parent = dest.parent if str(dest.parent) else Path(".")
+    created = [p for p in [parent, *parent.parents] if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=parent))
     try:
@@ -71,4 +72,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:                      # folders this call made, innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise

@@ -203,11 +203,6 @@ def _import(pem: str, passphrase: bytes | None) -> PyKey:
     raise KeyFileError("not a supported PEM key")
 
 
-def is_encrypted_key_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a passphrase-protected private key."""
-    return "ENCRYPTED PRIVATE KEY" in _read_text(Path(path), "key")
-
-
 def load_identity(path: str | os.PathLike, passphrase: Passphrase = None) -> Identity:
     """Read a private key file; ``passphrase`` (or a callable returning it) unlocks an encrypted one.
 

@@ -17,8 +17,9 @@ import pydicom
 from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
+from .container.format import plaintext_length
 from .container.reader import Container, open_container
-from .errors import MedsecError
+from .errors import MedsecError, StudyClosedError
 from .keys import Identity, Passphrase, Recipient
 
 _WORKERS = 2
@@ -85,35 +86,44 @@ class Series:
     def __len__(self) -> int:
         return len(self._idx)
 
-    def _entry(self, i: int) -> tuple[int, dict[str, Any]]:
+    def _entry(self, i: int) -> tuple[Container, int, dict[str, Any]]:
+        box = self._study._open_box()
         if not -len(self._idx) <= i < len(self._idx):
             raise IndexError(f"series has {len(self._idx)} instances; no instance {i}")
         k = self._idx[i]
-        return k, self._study._box.entries[k]
+        return box, k, box.entries[k]
 
     def __getitem__(self, i: int) -> pydicom.Dataset:
         """Instance ``i`` as a pydicom Dataset, decrypted in memory."""
-        k, _ = self._entry(i)
-        return _parse(self._study._box.file_bytes(k))
+        box, k, _ = self._entry(i)
+        return _parse(box.file_bytes(k))
 
     def header(self, i: int) -> pydicom.Dataset:
-        """Instance ``i`` without Pixel Data; no pixel bytes are decrypted."""
-        k, e = self._entry(i)
-        meta = self._study._box.meta_bytes(k)
-        t = e.get("pixel_tag_offset")
-        return _parse(meta[:t] if t is not None else meta, stop_before_pixels=True)
+        """Instance ``i`` without Pixel Data (elements after it kept); no pixel bytes are decrypted."""
+        box, k, e = self._entry(i)
+        meta = box.meta_bytes(k)
+        t, v = e.get("pixel_tag_offset"), e.get("pixel_value_offset")
+        if t is not None:
+            del meta[t:v]          # drop the Pixel Data element header; its value is not in ``meta``
+        return _parse(meta, stop_before_pixels=t is None)
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
         """Every instance in order; the next ones are decrypted ahead on worker threads."""
-        box = self._study._box
+        box = self._study._open_box()
         with ThreadPoolExecutor(_WORKERS) as pool:
             pending = [pool.submit(box.file_bytes, k) for k in self._idx[:_PREFETCH]]
-            for n in range(len(self._idx)):
-                data = pending[n].result()
-                pending[n] = None
-                if n + _PREFETCH < len(self._idx):
-                    pending.append(pool.submit(box.file_bytes, self._idx[n + _PREFETCH]))
-                yield _parse(data)
+            try:
+                for n in range(len(self._idx)):
+                    data = pending[n].result()
+                    pending[n] = None
+                    self._study._open_box()      # closed meanwhile: prefetched plaintext is dropped
+                    if n + _PREFETCH < len(self._idx):
+                        pending.append(pool.submit(box.file_bytes, self._idx[n + _PREFETCH]))
+                    yield _parse(data)
+            finally:
+                for f in pending:
+                    if f is not None:
+                        f.cancel()
 
     def volume(self, progress: bool | None = None) -> np.ndarray:
         """Pixel data of the whole series, shape (z, y, x), modality rescale applied.
@@ -121,26 +131,30 @@ class Series:
         The dtype is the stored integer type when slope is 1 and the intercept integral
         (int16 Hounsfield units for most CT), else float64 as pydicom's apply_modality_lut.
         """
-        box = self._study._box
+        box = self._study._open_box()
         entries = [box.entries[k] for k in self._idx]
         imgs = [e.get("image") for e in entries]
         if any(i is None for i in imgs):
             raise MedsecError(f"{box.path}: series {self.uid} has instances without pixel data")
-        shapes = {(i["rows"], i["columns"]) for i in imgs}
+        shapes = {(i["rows"], i["columns"], i["samples"]) for i in imgs}
+        if len(shapes) > 1:
+            raise MedsecError(f"{box.path}: series {self.uid} mixes image sizes {sorted(shapes)}; "
+                              "read its instances one by one with series[i]")
         show = not (progress is False) and len(self._idx) > 1
         bar = tqdm(total=len(self._idx), unit="slice", desc="decrypt", disable=None if show else True)
         try:
-            if len(shapes) == 1 and all(i["native"] for i in imgs):
+            if all(i["native"] for i in imgs):
                 return self._native_volume(entries, imgs, bar)
             return self._pydicom_volume(bar)
         finally:
             bar.close()
 
     def _native_volume(self, entries: list[dict[str, Any]], imgs: list[dict[str, Any]], bar: tqdm) -> np.ndarray:
-        box = self._study._box
+        box = self._study._open_box()
         rows, cols = imgs[0]["rows"], imgs[0]["columns"]
         starts = np.cumsum([0] + [i["frames"] for i in imgs])
         out_dt = _output_dtype(imgs)
+        chunk = box.header.body.chunk_size
         vol = np.empty((int(starts[-1]), rows, cols), dtype=out_dt)
 
         def one(n: int) -> None:
@@ -148,8 +162,7 @@ class Series:
             target = vol[starts[n]:starts[n + 1]]
             st = _stored_dtype(img)
             need = target.size * st.itemsize
-            loc = entries[n]["pixels"]
-            direct = st == out_dt and loc["length"] - 16 * -(-need // box.header.body.chunk_size) == need
+            direct = st == out_dt and plaintext_length(entries[n]["pixels"]["length"], chunk) == need
             if direct:
                 box.pixel_bytes(k, memoryview(target.reshape(-1)).cast("B"))
                 raw = target
@@ -203,6 +216,11 @@ class Study:
         series = [Series(self, idx) for idx in groups.values()]
         series.sort(key=lambda s: (s.number is None, s.number or 0.0, s.uid))
         self.series: list[Series] = series
+
+    def _open_box(self) -> Container:
+        if self._box.closed:
+            raise StudyClosedError(f"{self._box.path}: study is closed; open it again to read")
+        return self._box
 
     @property
     def path(self) -> str:

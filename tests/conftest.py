@@ -184,3 +184,38 @@ def assert_clean_error(secrets):
             for blob in blobs:
                 assert secret not in blob, "a secret appears in the error text"
     return check
+
+
+def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> bytes:
+    """Bytes of ``path`` with one chunk of instance ``instance``'s pixel segment corrupted in a way
+    only someone holding the study key can produce: the segment's SHA-256 in the index, the index
+    hash in the body and the header MAC are all recomputed (the producer signature, which an
+    insider cannot redo, is dropped). Only the chunk's GCM tag still tells. Used to check that a
+    failure in the middle of decryption leaves no output and returns no partial pixels."""
+    import dataclasses
+
+    from Crypto.Hash import SHA256
+
+    from medsec_nb.container.format import TAG_LEN, KeySchedule, canonical_json, encode_header, index_segment
+    from medsec_nb.container.reader import open_container
+    from medsec_nb.container.segments import encrypt_segment
+
+    with open_container(path, identity=identity, _keep_study_key=True) as box:
+        h = box.header
+        entries = [dict(e) for e in box.entries]
+        ks = KeySchedule.derive(box.study_key, h.body.file_id)
+    fid, cs = h.body.file_id, h.body.chunk_size
+    data = bytearray(Path(path).read_bytes())
+    loc = entries[instance]["pixels"]
+    start = h.length + loc["offset"]
+    chunk_starts = list(range(start, start + loc["length"], cs + TAG_LEN))
+    data[chunk_starts[chunk] + 7] ^= 0x40
+    seg = bytes(data[start:start + loc["length"]])
+    entries[instance]["pixels"] = dict(loc, sha256=SHA256.new(seg).hexdigest())
+    index_ct, index_hash = encrypt_segment(ks.payload_key, fid, index_segment(),
+                                           canonical_json({"instances": entries}), cs)
+    assert len(index_ct) == h.body.index_length
+    istart = h.length + h.body.index_offset
+    data[istart:istart + len(index_ct)] = index_ct
+    raw = encode_header(dataclasses.replace(h.body, index_sha256=index_hash), h.stanzas, b"")
+    return raw + ks.header_mac(raw) + bytes(data[h.length:])

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_dir
 from ..errors import OutputError
 from ..keys import Identity, Passphrase, Recipient
-from .reader import iter_relpaths, open_container
+from .reader import export_relpaths, open_container
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def decrypt_study(path: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     with open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase) as box:
         box.check_hashes()
-        rels = iter_relpaths(box.entries)
+        rels = export_relpaths(box.entries)
         try:
             with atomic_dir(out_dir) as tmp:
                 for i in tqdm(range(len(rels)), unit="file", desc="decrypt", disable=None if progress else True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,7 +32,12 @@ class LocalFile:
             raise MedsecError(f"{path}: is a folder, not a container") from None
         except OSError as exc:
             raise MedsecError(f"{path}: cannot open ({exc.strerror})") from None
-        self.size = os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(self.fd)
+            raise MedsecError(f"{path}: is a folder, not a container" if stat.S_ISDIR(st.st_mode)
+                              else f"{path}: not a regular file")
+        self.size = st.st_size
 
     def read(self, offset: int, length: int) -> bytes:
         parts = []
@@ -188,10 +194,12 @@ class Container:
 
     def meta_bytes(self, i: int) -> bytearray:
         """Decrypted file bytes of instance ``i`` minus its Pixel Data value."""
+        self._keys()
         return self._decrypt(meta_segment(i), self.entries[i]["meta"], f"instance {i} metadata", None)
 
     def pixel_bytes(self, i: int, out: memoryview | None = None) -> bytearray | None:
         """Decrypted Pixel Data value of instance ``i`` (into ``out`` when given)."""
+        self._keys()
         loc = self.entries[i].get("pixels")
         if loc is None:
             return bytearray()
@@ -199,6 +207,7 @@ class Container:
 
     def file_bytes(self, i: int) -> bytes:
         """The original file of instance ``i``, byte for byte."""
+        self._keys()
         meta = self.meta_bytes(i)
         v = self.entries[i].get("pixel_value_offset")
         if v is None:
@@ -301,7 +310,8 @@ def _parse_index(raw: bytes, count: int, n_payload: int, where: str) -> list[dic
     return entries
 
 
-def iter_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
+def export_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
+    """A safe, unique relative output path per instance."""
     seen: set[PurePosixPath] = set()
     out = []
     for i, e in enumerate(entries):

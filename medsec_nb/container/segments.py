@@ -11,14 +11,18 @@ from __future__ import annotations
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, MedsecError
 from .format import TAG_LEN, chunk_count, chunk_nonce, ciphertext_length
+
+MAX_CHUNKS = (1 << 32) - 1      # chunk numbers are u32 in the nonce
 
 
 def encrypt_segment(key: bytes, file_id: bytes, segment: int, plaintext: bytes | memoryview,
                     chunk_size: int) -> tuple[bytearray, bytes]:
     """Return (ciphertext, SHA-256 of the ciphertext)."""
     n = len(plaintext)
+    if chunk_count(n, chunk_size) > MAX_CHUNKS or not 0 <= segment < 1 << 32:
+        raise MedsecError(f"segment {segment} of {n} bytes exceeds the format's nonce space")
     out = bytearray(ciphertext_length(n, chunk_size))
     view = memoryview(out)
     src = memoryview(plaintext)

@@ -17,11 +17,13 @@ from typing import Any, Iterator
 import pydicom
 from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import SourceError
 
-_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"}
+# (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data, LE and BE
+_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08",
+               b"\xe0\x7f\x09\x00", b"\x7f\xe0\x00\x09"}
 _NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
 
@@ -75,22 +77,25 @@ def _floats(value: Any, n: int) -> list[float] | None:
     return out if len(out) == n else None
 
 
-def _image(ds: pydicom.Dataset, ts: str, value_length: int) -> dict[str, Any] | None:
+def _image(ds: pydicom.Dataset, ts: str, value_length: int, float_pixels: bool) -> dict[str, Any] | None:
     if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
         return None
     rows, cols, ba = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
     frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
+    rescale = ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None
     # The fast path decodes raw little-endian monochrome samples itself; anything else
     # (compressed, big endian, colour, packed bits, a Modality LUT) goes through pydicom.
-    native = (ts in _NATIVE_LE and samples == 1 and ba in (8, 16, 32) and "ModalityLUTSequence" not in ds
+    native = (ts in _NATIVE_LE and not float_pixels and samples == 1 and ba in (8, 16, 32) and "ModalityLUTSequence" not in ds
               and value_length >= rows * cols * frames * ba // 8)
     return {
         "rows": rows, "columns": cols, "frames": frames, "samples": samples,
         "bits_allocated": ba, "bits_stored": int(ds.get("BitsStored", ba)),
         "pixel_representation": int(ds.get("PixelRepresentation", 0)),
         "photometric": str(ds.get("PhotometricInterpretation", "")),
-        "slope": _number(ds.get("RescaleSlope"), 1.0), "intercept": _number(ds.get("RescaleIntercept"), 0.0),
+        # as pydicom's apply_modality_lut: the rescale applies only when both attributes are present
+        "slope": _number(ds.get("RescaleSlope"), 1.0) if rescale else 1.0,
+        "intercept": _number(ds.get("RescaleIntercept"), 0.0) if rescale else 0.0,
         "native": native,
     }
 
@@ -123,6 +128,20 @@ def _pixel_value_span(data: bytes, tag_offset: int, implicit: bool, little: bool
     return start, stop + 4 - start
 
 
+def _check_complete(ds: pydicom.Dataset, size: int, path: Path) -> None:
+    """The last element of a dataset without Pixel Data must end exactly at the end of the file."""
+    tags = list(ds.keys())
+    if not tags:
+        raise SourceError(f"{path}: holds no data elements")
+    last = ds.get_item(tags[-1])
+    length, tell = getattr(last, "length", None), getattr(last, "value_tell", None)
+    if length is None or tell is None or length == 0xFFFFFFFF:
+        return
+    if tell + length != size:
+        raise SourceError(f"{path}: file ends {'inside' if tell + length > size else 'after'} its last "
+                          "element (truncated or corrupt DICOM file)")
+
+
 def read_source_instance(path: Path, rel: str) -> SourceInstance:
     """Read and split one file; raise SourceError naming it when it is not a usable instance."""
     try:
@@ -146,10 +165,20 @@ def read_source_instance(path: Path, rel: str) -> SourceInstance:
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
-    if tag_offset < len(data):
+    has_image = "Rows" in ds and "Columns" in ds
+    if ts == DeflatedExplicitVRLittleEndian:
+        v, n = len(data), 0          # the dataset is deflated as a whole: stored unsplit
+        has_pixels = has_image
+    elif tag_offset < len(data):
         v, n = _pixel_value_span(data, tag_offset, implicit, little, str(path))
+        has_pixels = True
     else:
         v, n = len(data), 0
+        has_pixels = False
+        if has_image:
+            raise SourceError(f"{path}: has image attributes but no Pixel Data (truncated file?)")
+        _check_complete(ds, len(data), path)
+    float_pixels = bool(n) and data[tag_offset:tag_offset + 4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
     entry = {
         "path": rel,
         "sop": str(ds.SOPInstanceUID), "sop_class": str(ds.get("SOPClassUID", "")),
@@ -161,7 +190,7 @@ def read_source_instance(path: Path, rel: str) -> SourceInstance:
         "transfer_syntax": ts, "size": len(data),
         "pixel_tag_offset": tag_offset if n else None,
         "pixel_value_offset": v if n else None,
-        "image": _image(ds, ts, n) if n else None,
+        "image": _image(ds, ts, n, float_pixels) if has_pixels else None,
     }
     return SourceInstance(data, entry, v, n)
 
