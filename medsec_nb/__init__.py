@@ -1,10 +1,11 @@
 """medsec-nb: encrypted DICOM studies you can analyse in Jupyter without exposing patients."""
 
-from .container.export import VerifyReport, decrypt_study, verify_study
+from .access import VerifyReport, add_recipients, decrypt_study, verify_study
 from .container.reader import ContainerInfo, inspect_study
-from .container.writer import add_recipients, encrypt_study
-from .errors import (AuthenticationError, FormatError, KeyFileError, MedsecError, NoMatchingRecipientError,
-                     OutputError, SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
+from .container.writer import encrypt_study
+from .errors import (AuditIntegrityError, AuditUnavailableError, AuthenticationError, FormatError, KeyFileError,
+                     MedsecError, NoMatchingRecipientError, OutputError, PolicyDeniedError, PolicyError,
+                     SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
 from .keys import Identity, Recipient, generate_identity, load_identity, load_recipient, save_identity
 from .study import Series, Study, open_study
 
@@ -16,4 +17,5 @@ __all__ = [
     "Study", "Series", "ContainerInfo", "VerifyReport",
     "MedsecError", "FormatError", "AuthenticationError", "NoMatchingRecipientError", "WrongPassphraseError",
     "SignatureError", "KeyFileError", "SourceError", "OutputError", "StudyClosedError",
+    "PolicyDeniedError", "PolicyError", "AuditUnavailableError", "AuditIntegrityError",
 ]

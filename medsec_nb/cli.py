@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__
-from .container.export import decrypt_study, verify_study
+from .access import add_recipients, decrypt_study, verify_study
+from .audit.cli import add_audit_commands
 from .container.reader import inspect_study
-from .container.writer import add_recipients, encrypt_study
+from .container.writer import encrypt_study
 from .errors import MedsecError
 from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
+from .prompt import key_passphrase, prompt_secret, read_secret_file
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -24,10 +25,14 @@ typical session of a data steward:
   medsec keygen --out producer --type ed25519   # a signing key
   medsec encrypt CT_STUDY/ -o study.msec -r site-a.pub -r site-b.pub --sign producer.key
   medsec inspect study.msec                     # public facts only: no patient data
-  medsec verify study.msec -i site-a.key --require-signer producer.pub
-  medsec add-recipient study.msec -i site-a.key -r site-c.pub
-  medsec decrypt study.msec -i site-a.key -o EXPORT/   # explicit plaintext export
+  medsec verify study.msec -i site-a.key --require-signer producer.pub --purpose HRESCH
+  medsec add-recipient study.msec -i site-a.key -r site-c.pub --purpose HRESCH
+  medsec decrypt study.msec -i site-a.key -o EXPORT/ --purpose HRESCH   # explicit plaintext export
+  medsec audit show --since 7d                  # who decrypted what, when and why
+  medsec audit verify                           # the log's hash chain and signed checkpoints
 
+Every decryption is checked against the access policy ($MEDSEC_POLICY) and recorded in
+the audit log ($MEDSEC_AUDIT_LOG) with its purpose of use (--purpose or $MEDSEC_PURPOSE).
 Secrets are never command-line arguments: you are prompted, or scripts pass
 --passphrase-file F (a study passphrase) and --key-passphrase-file F (a key file's).
 Exit status: 0 success, 1 error (one line on stderr), 2 usage error.
@@ -40,47 +45,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _read_secret_file(path: str, what: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise MedsecError(f"{path}: cannot read {what} file ({exc.strerror})") from None
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        raise MedsecError(f"{path}: {what} file is empty")
-    return data
-
-
-def _prompt(label: str, confirm: bool = False) -> bytes:
-    if not sys.stdin.isatty():
-        raise MedsecError(f"{label}: no terminal to prompt on; pass it in a file (see --help)")
-    first = getpass.getpass(f"{label}: ")
-    if confirm and getpass.getpass(f"{label} (again): ") != first:
-        raise MedsecError("the two passphrases differ")
-    if not first:
-        raise MedsecError("empty passphrase")
-    return first.encode("utf-8")
-
-
-def _key_passphrase(args: argparse.Namespace, key_path: str) -> Callable[[], bytes]:
-    """A callable asked only if the key file is encrypted."""
-    def get() -> bytes:
-        if getattr(args, "key_passphrase_file", None):
-            return _read_secret_file(args.key_passphrase_file, "key passphrase")
-        return _prompt(f"Passphrase for key {key_path}")
-    return get
-
-
 def _unlock_args(args: argparse.Namespace) -> dict:
-    """identity or passphrase keyword arguments for the API."""
+    """identity or passphrase, and purpose keyword arguments for the API."""
+    out = {"purpose": args.purpose, "purpose_text": args.purpose_text} if args.purpose_text else {"purpose": args.purpose}
     if args.identity:
-        return {"identity": load_identity(args.identity, _key_passphrase(args, args.identity))}
-    if args.passphrase_file:
-        return {"passphrase": _read_secret_file(args.passphrase_file, "passphrase")}
-    return {"passphrase": _prompt(f"Passphrase for {args.container}")}
+        out["identity"] = load_identity(args.identity, key_passphrase(args, args.identity))
+    elif args.passphrase_file:
+        out["passphrase"] = read_secret_file(args.passphrase_file, "passphrase")
+    else:
+        out["passphrase"] = prompt_secret(f"Passphrase for {args.container}")
+    return out
 
 
 # ---------------------------------------------------------------- commands
@@ -92,9 +66,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         print("medsec: warning: writing an UNENCRYPTED private key; protect the file (mode 0600) "
               "and use it only for automation", file=sys.stderr)
     elif args.key_passphrase_file:
-        pw = _read_secret_file(args.key_passphrase_file, "key passphrase")
+        pw = read_secret_file(args.key_passphrase_file, "key passphrase")
     else:
-        pw = _prompt(f"New passphrase for {args.out}.key", confirm=True)
+        pw = prompt_secret(f"New passphrase for {args.out}.key", confirm=True)
     key_path, pub_path = save_identity(ident, args.out, pw, overwrite=args.force)
     print(f"{ident.key_id}\n  private: {key_path}\n  public:  {pub_path}")
     return 0
@@ -103,12 +77,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_encrypt(args: argparse.Namespace) -> int:
     signer = None
     if args.sign:
-        signer = load_identity(args.sign, _key_passphrase(args, args.sign))
+        signer = load_identity(args.sign, key_passphrase(args, args.sign))
     passphrase = None
     if args.passphrase_file:
-        passphrase = _read_secret_file(args.passphrase_file, "passphrase")
+        passphrase = read_secret_file(args.passphrase_file, "passphrase")
     elif args.passphrase:
-        passphrase = _prompt(f"New passphrase for {args.output}", confirm=True)
+        passphrase = prompt_secret(f"New passphrase for {args.output}", confirm=True)
     if not args.recipient and passphrase is None:
         raise MedsecError("give at least one recipient (-r KEY.pub) or --passphrase / --passphrase-file")
     encrypt_study(args.source, args.output, recipients=args.recipient or (), passphrase=passphrase,
@@ -161,6 +135,10 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--passphrase-file", metavar="F", help="file holding the study passphrase")
     p.add_argument("--key-passphrase-file", metavar="F",
                    help="file holding the passphrase of the key file (else you are prompted)")
+    w = p.add_argument_group("why (recorded in the audit log with every decryption)")
+    w.add_argument("--purpose", metavar="CODE", default=os.environ.get("MEDSEC_PURPOSE"),
+                   help="purpose of use, e.g. TREAT, HRESCH (research), EDU; default $MEDSEC_PURPOSE")
+    w.add_argument("--purpose-text", metavar="TEXT", help="free-text reason, e.g. a protocol number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,25 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("verify", cmd_verify, "Authenticate every byte of a container; writes no plaintext anywhere.",
-            "medsec verify study.msec -i site-a.key --require-signer producer.pub")
+            "medsec verify study.msec -i site-a.key --require-signer producer.pub --purpose HRESCH")
     p.add_argument("container")
     _unlock_options(p)
     p.add_argument("--require-signer", metavar="KEY.pub", help="fail unless signed by this key")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = add("add-recipient", cmd_add_recipient, "Give more public keys access; the payload is not re-encrypted.",
-            "medsec add-recipient study.msec -i site-a.key -r site-c.pub")
+            "medsec add-recipient study.msec -i site-a.key -r site-c.pub --purpose HRESCH")
     p.add_argument("container")
     p.add_argument("-r", "--recipient", action="append", required=True, metavar="KEY.pub")
     _unlock_options(p)
 
     p = add("decrypt", cmd_decrypt, "Export the original DICOM files (plaintext!) to a new folder.",
-            "medsec decrypt study.msec -i site-a.key -o EXPORT/")
+            "medsec decrypt study.msec -i site-a.key -o EXPORT/ --purpose HRESCH")
     p.add_argument("container")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="new (or empty) folder")
     _unlock_options(p)
     p.add_argument("--require-signer", metavar="KEY.pub", help="fail unless signed by this key")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    add_audit_commands(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audit import AuditLog, verify_log
 from .container.reader import inspect_study
 from .container.writer import encrypt_study
 from .keys import generate_identity, load_identity, save_identity
@@ -44,9 +45,10 @@ def build_demo(folder: Path, slices: int = 24) -> tuple[Path, Path, Path]:
     return study, folder / "demo-analyst.key", folder / "demo-producer.pub"
 
 
-def summary(study_path: Path, identity_path: Path, signer_pub: Path) -> str:
+def summary(study_path: Path, identity_path: Path, signer_pub: Path, audit_log: Path) -> str:
     lines = ["== public header (medsec inspect) ==", *inspect_study(study_path).lines(), ""]
-    with open_study(study_path, identity=identity_path, require_signer=signer_pub) as study:
+    with open_study(study_path, identity=identity_path, require_signer=signer_pub, purpose="EDU",
+                    purpose_text="medsec-nb demo", audit_log=audit_log) as study:
         lines.append(f"== opened with {study.key_id}; signature by {study.signer} verified ==")
         for n, s in enumerate(study.series):
             vol = s.volume(progress=False)
@@ -59,6 +61,12 @@ def summary(study_path: Path, identity_path: Path, signer_pub: Path) -> str:
             if kw in rows:
                 tag, val = rows[kw]
                 lines.append(f"  {tag} {kw:<24} {val}")
+    lines += ["", f"== audit trail ({audit_log}) =="]
+    for rec in list(AuditLog(audit_log).records())[-2:]:
+        lines.append(f"  #{rec['seq']} {rec['action']} {rec['outcome']} by {rec['who']['hub_user'] or rec['who']['os_user']} "
+                     f"for {rec['why']['purpose']} with {rec['who']['key_id']}")
+    report = verify_log(audit_log)
+    lines.append(f"  chain: {'intact' if report.ok else 'BROKEN'}, {report.records} records")
     return "\n".join(lines)
 
 
@@ -67,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default="demo", help="where the demo keys and container go (default: ./demo)")
     args = ap.parse_args(argv)
     study, ident, signer = build_demo(Path(args.dir))
-    print(summary(study, ident, signer))
-    print(f"\nTry: medsec inspect {study}\n     medsec verify {study} -i {ident} --require-signer {signer}")
+    log = Path(args.dir) / "audit.jsonl"
+    print(summary(study, ident, signer, log))
+    print(f"\nTry: medsec inspect {study}\n"
+          f"     MEDSEC_AUDIT_LOG={log} medsec verify {study} -i {ident} --require-signer {signer} --purpose EDU\n"
+          f"     MEDSEC_AUDIT_LOG={log} medsec audit show")
     return 0
 
 

@@ -39,5 +39,29 @@ class OutputError(MedsecError):
     """An output could not be written (disk full, permissions); nothing was left behind."""
 
 
+class PolicyError(MedsecError):
+    """A policy file is missing or malformed, or a policy request is malformed."""
+
+
+class PolicyDeniedError(MedsecError):
+    """The access policy does not allow the request; ``decision`` says which rule decided."""
+
+    def __init__(self, decision):
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class AuditUnavailableError(MedsecError):
+    """An audit record could not be written durably: the audited operation must not go ahead."""
+
+
+class AuditRecordError(MedsecError, ValueError):
+    """An audit record, filter or checkpoint request was malformed (a caller's mistake)."""
+
+
+class AuditIntegrityError(MedsecError):
+    """The audit log or its checkpoints failed verification."""
+
+
 class StudyClosedError(MedsecError):
     """The study was closed; its keys and decrypted buffers were dropped."""

@@ -18,9 +18,12 @@ from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
 from .container.format import plaintext_length
-from .container.reader import Container, open_container
+from .access import Access, open_audited
+from .audit import AuditLog
+from .container.reader import Container
 from .errors import MedsecError, StudyClosedError
 from .keys import Identity, Passphrase, Recipient
+from .policy import Policy
 
 _WORKERS = 2
 _PREFETCH = 4
@@ -38,13 +41,14 @@ def _slice_order(entries: list[dict[str, Any]]) -> list[int]:
     for e in entries:
         o = e.get("orientation")
         if o:
-            normal = np.cross(np.asarray(o[:3]), np.asarray(o[3:]))
+            normal = [float(v) for v in np.cross(o[:3], o[3:])]
             break
 
     def key(k: int) -> tuple:
         e = entries[k]
         pos = e.get("position")
-        dist = float(np.dot(pos, normal)) if pos is not None and normal is not None else None
+        dist = (pos[0] * normal[0] + pos[1] * normal[1] + pos[2] * normal[2]
+                if pos is not None and normal is not None else None)
         inst = e.get("instance_number")
         return (dist is None, dist or 0.0, inst is None, inst or 0.0, e["sop"])
 
@@ -108,8 +112,19 @@ class Series:
         return _parse(meta, stop_before_pixels=t is None)
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
-        """Every instance in order; the next ones are decrypted ahead on worker threads."""
+        """Every instance in order (an audited bulk read); the next ones are decrypted ahead
+        on worker threads."""
         box = self._study._open_box()
+        access = self._study._access
+        access.record("decrypt-series", instances=len(self), detail={"mode": "iterate"})
+        try:
+            yield from self._iter(box)
+        except MedsecError as exc:
+            access.record("decrypt-series", "failure", instances=len(self),
+                          detail={"mode": "iterate", "error": type(exc).__name__})
+            raise
+
+    def _iter(self, box: Container) -> Iterator[pydicom.Dataset]:
         with ThreadPoolExecutor(_WORKERS) as pool:
             pending = [pool.submit(box.file_bytes, k) for k in self._idx[:_PREFETCH]]
             try:
@@ -126,11 +141,15 @@ class Series:
                         f.cancel()
 
     def volume(self, progress: bool | None = None) -> np.ndarray:
-        """Pixel data of the whole series, shape (z, y, x), modality rescale applied.
+        """Pixel data of the whole series, shape (z, y, x), modality rescale applied (an
+        audited bulk read: returned only once recorded).
 
         The dtype is the stored integer type when slope is 1 and the intercept integral
         (int16 Hounsfield units for most CT), else float64 as pydicom's apply_modality_lut.
         """
+        return self._study._access.audited("decrypt-series", lambda: self._volume(progress), instances=len(self))
+
+    def _volume(self, progress: bool | None) -> np.ndarray:
         box = self._study._open_box()
         entries = [box.entries[k] for k in self._idx]
         imgs = [e.get("image") for e in entries]
@@ -164,11 +183,10 @@ class Series:
             need = target.size * st.itemsize
             direct = st == out_dt and plaintext_length(entries[n]["pixels"]["length"], chunk) == need
             if direct:
-                box.pixel_bytes(k, memoryview(target.reshape(-1)).cast("B"))
+                box.pixel_view(k, memoryview(target.reshape(-1)).cast("B"))
                 raw = target
-            else:
-                raw = np.frombuffer(box.pixel_bytes(k), dtype=st, count=target.size).reshape(target.shape)
-                raw = raw.copy() if img["bits_stored"] < img["bits_allocated"] else raw
+            else:     # a view of this thread's scratch buffer, consumed before its next use
+                raw = np.frombuffer(box.pixel_view(k), dtype=st, count=target.size).reshape(target.shape)
             if img["bits_stored"] < img["bits_allocated"]:
                 shift = img["bits_allocated"] - img["bits_stored"]
                 np.left_shift(raw, shift, out=raw)
@@ -201,6 +219,25 @@ class Series:
             bar.update()
         return np.concatenate(arrays, axis=0)
 
+    @property
+    def geometry(self):
+        """Spacing, origin and direction of the series (see ``medsec_nb.geometry``)."""
+        from .geometry import series_geometry
+        return series_geometry(self)
+
+    def view(self, **kwargs):
+        """A slice viewer widget (slider, window/level presets); see ``medsec_nb.widgets``."""
+        from .widgets import SliceViewer
+        return SliceViewer(self, **kwargs)
+
+    def _repr_html_(self) -> str:
+        from .display import series_html
+        return series_html(self)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        from .display import series_text
+        p.text(series_text(self))
+
     def __repr__(self) -> str:
         return f"<Series {self.modality or '?'} #{self.number if self.number is not None else '?'}: {len(self)} instances>"
 
@@ -208,8 +245,9 @@ class Series:
 class Study:
     """A decrypted-on-demand view of a container. Use ``with open_study(...) as study:``."""
 
-    def __init__(self, box: Container):
+    def __init__(self, box: Container, access: Access):
         self._box = box
+        self._access = access
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(box.entries):
             groups.setdefault(e["series"], []).append(i)
@@ -225,6 +263,11 @@ class Study:
     @property
     def path(self) -> str:
         return str(self._box.path)
+
+    @property
+    def purpose(self) -> str:
+        """The purpose of use this study was opened for (recorded with every access)."""
+        return self._access.purpose
 
     @property
     def signer(self) -> str | None:
@@ -254,6 +297,14 @@ class Study:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _repr_html_(self) -> str:
+        from .display import study_html
+        return study_html(self)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        from .display import study_text
+        p.text(study_text(self))
+
     def __repr__(self) -> str:
         if self.closed:
             return f"<Study {os.path.basename(self.path)} (closed)>"
@@ -262,11 +313,19 @@ class Study:
 
 
 def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
-               passphrase: Passphrase = None, *, require_signer: Recipient | str | os.PathLike | None = None,
-               identity_passphrase: Passphrase = None) -> Study:
+               passphrase: Passphrase = None, *, purpose: str | None = None, purpose_text: str | None = None,
+               require_signer: Recipient | str | os.PathLike | None = None, identity_passphrase: Passphrase = None,
+               audit_log: AuditLog | str | os.PathLike | None = None,
+               policy: Policy | str | os.PathLike | None = None) -> Study:
     """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
 
+    ``purpose`` (required, or ``$MEDSEC_PURPOSE``): the purpose of use, e.g. TREAT, HRESCH, EDU.
+    The access policy is asked before any key is unwrapped, and the opening is recorded in the
+    audit log (``audit_log``, else ``$MEDSEC_AUDIT_LOG``, else the user's data folder).
     ``identity`` may be a path to a ``.key`` file; ``identity_passphrase`` unlocks it.
     ``require_signer`` (a public key) refuses studies not signed by that key.
     """
-    return Study(open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase))
+    box, access = open_audited(path, op="open", purpose=purpose, purpose_text=purpose_text, identity=identity,
+                               passphrase=passphrase, require_signer=require_signer,
+                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
+    return Study(box, access)

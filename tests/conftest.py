@@ -10,6 +10,7 @@ copy one (``shutil.copyfile``) before altering it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ from pydicom.data import get_testdata_file
 
 import medsec_nb
 from medsec_nb.testdata import synthesize_series
+
+# The purpose of use the tests open studies for (the API requires one; tests of that
+# requirement clear it). Data folder isolation is in the repository's root conftest.py.
+os.environ["MEDSEC_PURPOSE"] = "HRESCH"
 
 #: A passphrase distinctive enough that finding it in an error text cannot be a coincidence.
 PASSPHRASE = "correct horse battery staple 7Qz!x"

@@ -199,12 +199,12 @@ def ciphertext_length(plaintext_len: int, chunk_size: int) -> int:
     return plaintext_len + TAG_LEN * chunk_count(plaintext_len, chunk_size)
 
 
-def plaintext_length(ciphertext_len: int, chunk_size: int) -> int:
+def plaintext_length(ciphertext_len: int, chunk_size: int, where: str = "container") -> int:
     """Inverse of :func:`ciphertext_length`; raises FormatError when impossible."""
     n = -(-ciphertext_len // (chunk_size + TAG_LEN))
     pt = ciphertext_len - TAG_LEN * max(1, n)
     if pt < 0 or ciphertext_length(pt, chunk_size) != ciphertext_len:
-        raise FormatError(f"impossible segment length {ciphertext_len}")
+        raise FormatError(f"{where}: impossible segment length {ciphertext_len}")
     return pt
 
 

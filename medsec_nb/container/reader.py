@@ -39,6 +39,16 @@ class LocalFile:
                               else f"{path}: not a regular file")
         self.size = st.st_size
 
+    def readinto(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` from ``offset``; return the number of bytes read (short at end of file)."""
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n == 0:
+                break
+            done += n
+        return done
+
     def read(self, offset: int, length: int) -> bytes:
         parts = []
         while length > 0:
@@ -143,6 +153,9 @@ class Container:
         self._file = file
         self._ks: KeySchedule | None = ks
         self._lock = threading.Lock()
+        self._tls = threading.local()
+        #: segment hashes exist (and are checked) in signed containers only: see docs/FORMAT.md
+        self.hashed = header.signature is not None
 
     # -- lifecycle
     def close(self) -> None:
@@ -163,6 +176,12 @@ class Container:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _entry(self, i: int) -> dict[str, Any]:
+        entries = self.entries          # emptied by close(), possibly on another thread
+        if self._ks is None or not entries:
+            raise StudyClosedError(f"{self.path}: study is closed")
+        return entries[i]
+
     def _keys(self) -> KeySchedule:
         ks = self._ks
         if ks is None:
@@ -170,65 +189,77 @@ class Container:
         return ks
 
     # -- segments
-    def _read_ct(self, loc: dict[str, Any], what: str) -> bytes:
-        start = self.header.length + loc["offset"]
-        ct = self._file.read(start, loc["length"])
-        if len(ct) != loc["length"]:
-            raise FormatError(f"{self.path}: {what} is truncated")
-        return ct
+    def _scratch(self, name: str, n: int) -> memoryview:
+        """A per-thread reusable buffer of at least ``n`` bytes (no page faults per slice)."""
+        buf = getattr(self._tls, name, None)
+        if buf is None or len(buf) < n:
+            buf = bytearray(max(n, 1 << 16))
+            setattr(self._tls, name, buf)
+        return memoryview(buf)[:n]
 
-    def _decrypt(self, segment: int, loc: dict[str, Any], what: str, out: memoryview | None) -> bytearray | None:
+    def _read_ct(self, loc: dict[str, Any], what: str) -> memoryview:
+        """The stored segment, in this thread's read buffer (valid until its next read)."""
+        view = self._scratch("ct", loc["length"])
+        if self._file.readinto(self.header.length + loc["offset"], view) != loc["length"]:
+            raise FormatError(f"{self.path}: {what} is truncated")
+        return view
+
+    def _expected_hash(self, loc: dict[str, Any], what: str) -> bytes | None:
+        if not self.hashed:
+            return None
+        try:
+            return bytes.fromhex(loc["sha256"])
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{self.path}: signed container lacks the hash of {what}") from None
+
+    def _decrypt(self, segment: int, loc: dict[str, Any], what: str, out: memoryview,
+                 check_hash: bool = True) -> None:
         ks = self._keys()
         cs = self.header.body.chunk_size
+        where = f"{self.path}: {what}"
+        n = plaintext_length(loc["length"], cs, where)
+        if len(out) != n:
+            raise FormatError(f"{where} holds {n} bytes, expected {len(out)}")
         ct = self._read_ct(loc, what)
-        n = plaintext_length(len(ct), cs)
-        buf = None
-        if out is None:
-            buf = bytearray(n)
-            out = memoryview(buf)
-        elif len(out) != n:
-            raise FormatError(f"{self.path}: {what} holds {n} bytes, expected {len(out)}")
         decrypt_segment(ks.payload_key, self.header.body.file_id, segment, ct, cs,
-                        bytes.fromhex(loc["sha256"]), out, f"{self.path}: {what}")
-        return buf
+                        self._expected_hash(loc, what) if check_hash else None, out, where)
+
+    def _plain_len(self, loc: dict[str, Any]) -> int:
+        return plaintext_length(loc["length"], self.header.body.chunk_size, str(self.path))
 
     def meta_bytes(self, i: int) -> bytearray:
         """Decrypted file bytes of instance ``i`` minus its Pixel Data value."""
-        self._keys()
-        return self._decrypt(meta_segment(i), self.entries[i]["meta"], f"instance {i} metadata", None)
+        loc = self._entry(i)["meta"]
+        buf = bytearray(self._plain_len(loc))
+        self._decrypt(meta_segment(i), loc, f"instance {i} metadata", memoryview(buf))
+        return buf
 
-    def pixel_bytes(self, i: int, out: memoryview | None = None) -> bytearray | None:
-        """Decrypted Pixel Data value of instance ``i`` (into ``out`` when given)."""
-        self._keys()
-        loc = self.entries[i].get("pixels")
+    def pixel_view(self, i: int, out: memoryview | None = None) -> memoryview:
+        """Decrypted Pixel Data value of instance ``i``: into ``out`` when given, else into
+        this thread's scratch buffer (valid until this thread's next ``pixel_view``)."""
+        loc = self._entry(i).get("pixels")
         if loc is None:
-            return bytearray()
-        return self._decrypt(pixel_segment(i), loc, f"instance {i} pixel data", out)
+            return memoryview(b"")
+        if out is None:
+            out = self._scratch("pt", self._plain_len(loc))
+        self._decrypt(pixel_segment(i), loc, f"instance {i} pixel data", out)
+        return out
 
     def file_bytes(self, i: int) -> bytes:
         """The original file of instance ``i``, byte for byte."""
-        self._keys()
         meta = self.meta_bytes(i)
-        v = self.entries[i].get("pixel_value_offset")
+        v = self._entry(i).get("pixel_value_offset")
         if v is None:
             return bytes(meta)
-        pix = self.pixel_bytes(i)
-        return b"".join((meta[:v], pix, meta[v:]))
-
-    def check_hashes(self) -> None:
-        """SHA-256 of every stored segment against the authenticated index (no decryption)."""
-        for i, e in enumerate(self.entries):
-            for loc, what in ((e["meta"], "metadata"), (e.get("pixels"), "pixel data")):
-                if loc is not None and SHA256.new(self._read_ct(loc, what)).hexdigest() != loc.get("sha256"):
-                    raise AuthenticationError(f"{self.path}: instance {i} {what} failed authentication "
-                                              "(ciphertext altered)")
+        return b"".join((meta[:v], self.pixel_view(i), meta[v:]))
 
     def verify(self, progress: bool = False) -> int:
-        """Authenticate every byte of the payload; return the container size checked."""
+        """Authenticate every byte of the payload (hashes when signed, every GCM tag);
+        nothing is kept. Returns the container size checked."""
         from tqdm.auto import tqdm
         for i in tqdm(range(len(self.entries)), unit="inst", desc="verify", disable=None if progress else True):
             self.meta_bytes(i)
-            self.pixel_bytes(i)
+            self.pixel_view(i)
         return self.header.length + self.header.body.payload_length
 
     def copy_payload_to(self, fh: BinaryIO, block: int = 1 << 22) -> None:
@@ -289,8 +320,11 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
                 raise SignatureError(f"{where}: not signed by {want} (signer: {signer or 'none'})")
         box = Container(path, file, header, ks, [], signer, key_id, study_key if _keep_study_key else None)
         b = header.body
-        idx = box._decrypt(index_segment(), {"offset": b.index_offset, "length": b.index_length,
-                                             "sha256": b.index_sha256.hex()}, "index", None)
+        loc = {"offset": b.index_offset, "length": b.index_length}
+        idx = bytearray(plaintext_length(b.index_length, b.chunk_size, where))
+        if SHA256.new(box._read_ct(loc, "index")).digest() != b.index_sha256:
+            raise AuthenticationError(f"{where}: index failed authentication (altered)")
+        box._decrypt(index_segment(), loc, "index", memoryview(idx), check_hash=False)   # checked just above
         entries = _parse_index(bytes(idx), b.instance_count, b.index_offset, where)
         box.entries = entries
         return box

@@ -18,8 +18,8 @@ MAX_CHUNKS = (1 << 32) - 1      # chunk numbers are u32 in the nonce
 
 
 def encrypt_segment(key: bytes, file_id: bytes, segment: int, plaintext: bytes | memoryview,
-                    chunk_size: int) -> tuple[bytearray, bytes]:
-    """Return (ciphertext, SHA-256 of the ciphertext)."""
+                    chunk_size: int, hashed: bool = True) -> tuple[bytearray, bytes | None]:
+    """Return (ciphertext, SHA-256 of the ciphertext, or None unless ``hashed``)."""
     n = len(plaintext)
     if chunk_count(n, chunk_size) > MAX_CHUNKS or not 0 <= segment < 1 << 32:
         raise MedsecError(f"segment {segment} of {n} bytes exceeds the format's nonce space")
@@ -38,17 +38,17 @@ def encrypt_segment(key: bytes, file_id: bytes, segment: int, plaintext: bytes |
         pos += len(piece)
         view[pos:pos + TAG_LEN] = c.digest()
         pos += TAG_LEN
-    return out, SHA256.new(out).digest()
+    return out, SHA256.new(out).digest() if hashed else None
 
 
 def decrypt_segment(key: bytes, file_id: bytes, segment: int, ciphertext: bytes | bytearray | memoryview,
-                    chunk_size: int, expected_sha256: bytes, out: memoryview, what: str) -> None:
+                    chunk_size: int, expected_sha256: bytes | None, out: memoryview, what: str) -> None:
     """Authenticate ``ciphertext`` and decrypt it into ``out`` (exactly the plaintext length).
 
-    The SHA-256 recorded in the authenticated index is checked before any
+    A SHA-256 from the authenticated index (signed containers) is checked before any
     decryption; a chunk that fails its GCM tag wipes ``out`` before raising.
     """
-    if SHA256.new(ciphertext).digest() != expected_sha256:
+    if expected_sha256 is not None and SHA256.new(ciphertext).digest() != expected_sha256:
         raise AuthenticationError(f"{what} failed authentication (ciphertext altered)")
     ct = memoryview(ciphertext)
     n = len(out)

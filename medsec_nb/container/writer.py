@@ -19,7 +19,7 @@ from . import signing
 from .format import (DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body,
                      KeySchedule, canonical_json, ciphertext_length, encode_header, header_length,
                      index_segment, meta_segment, pixel_segment, signed_message)
-from .reader import open_container
+from .reader import Container
 from .segments import encrypt_segment
 from .sources import SourceInstance, iter_source_instances, list_source_files
 from .stanzas import SCRYPT_DEFAULT_LOG_N, recipient_stanza, scrypt_stanza
@@ -86,7 +86,7 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
             fd = fh.fileno()
             entries, payload_len = _write_instances(fd, hlen, ks.payload_key, file_id, chunk_size,
                                                     iter_source_instances(src, files), len(files),
-                                                    progress, workers)
+                                                    progress, workers, hashed=sign_id is not None)
             index_pt = canonical_json({"instances": entries})
             index_ct, index_hash = encrypt_segment(ks.payload_key, file_id, index_segment(), index_pt, chunk_size)
             _pwrite_all(fd, index_ct, hlen + payload_len)
@@ -106,21 +106,28 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
 
 def _write_instances(fd: int, base: int, key: bytes, file_id: bytes, chunk_size: int,
                      instances: Iterable[SourceInstance], total: int, progress: bool,
-                     workers: int) -> tuple[list[dict[str, Any]], int]:
+                     workers: int, hashed: bool) -> tuple[list[dict[str, Any]], int]:
     """Encrypt instances on worker threads (GCM and SHA-256 release the GIL) while the
-    main thread reads and parses the next file; each job writes at its precomputed offset."""
+    main thread reads and parses the next file; each job writes at its precomputed offset.
+    Segment hashes are recorded only for signed containers (``hashed``)."""
     entries: list[dict[str, Any]] = []
     pending: deque[Future] = deque()
     offset = 0
 
+    def location(offset: int, ct: bytearray, h: bytes | None) -> dict[str, Any]:
+        loc = {"offset": offset, "length": len(ct)}
+        if h is not None:
+            loc["sha256"] = h.hex()
+        return loc
+
     def job(inst: SourceInstance, i: int, meta_off: int, pix_off: int) -> None:
-        ct, h = encrypt_segment(key, file_id, meta_segment(i), inst.meta, chunk_size)
+        ct, h = encrypt_segment(key, file_id, meta_segment(i), inst.meta, chunk_size, hashed)
         _pwrite_all(fd, ct, base + meta_off)
-        inst.entry["meta"] = {"offset": meta_off, "length": len(ct), "sha256": h.hex()}
+        inst.entry["meta"] = location(meta_off, ct, h)
         if inst.value_length:
-            ct, h = encrypt_segment(key, file_id, pixel_segment(i), inst.pixels, chunk_size)
+            ct, h = encrypt_segment(key, file_id, pixel_segment(i), inst.pixels, chunk_size, hashed)
             _pwrite_all(fd, ct, base + pix_off)
-            inst.entry["pixels"] = {"offset": pix_off, "length": len(ct), "sha256": h.hex()}
+            inst.entry["pixels"] = location(pix_off, ct, h)
         else:
             inst.entry["pixels"] = None
         inst.data = b""
@@ -149,36 +156,33 @@ def _write_instances(fd: int, base: int, key: bytes, file_id: bytes, chunk_size:
     return entries, offset
 
 
-def add_recipients(path: str | os.PathLike, recipients: Iterable[Any], identity: Identity | str | None = None,
-                   passphrase: Passphrase = None) -> list[str]:
-    """Wrap the study key of ``path`` for more recipients; the payload bytes are copied unchanged.
-
-    Returns the key ids added. The producer signature stays valid (it covers the body only).
-    """
-    path = Path(path)
+def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
+    """Wrap the study key of an unlocked container (opened keeping its study key) for more
+    recipients and rewrite its header; the payload bytes are copied unchanged. Returns the key
+    ids added. The producer signature stays valid (it covers the body only)."""
+    path = box.path
     recips = [as_recipient(r) for r in recipients]
-    with open_container(path, identity=identity, passphrase=passphrase, _keep_study_key=True) as box:
-        header = box.header
-        if any(s.get("type") == "scrypt" for s in header.stanzas):
-            raise MedsecError(f"{path}: passphrase-protected; public-key recipients cannot be added "
-                              "(re-encrypt the study to public keys instead)")
-        present = {s.get("kid") for s in header.stanzas}
-        new = [r for r in recips if r.key_id not in present]
-        for r in new:
-            if r.type == "ed25519":
-                raise NoMatchingRecipientError(f"{r.key_id}: an ed25519 key signs; it cannot be a recipient")
-        if not new:
-            return []
-        fid = header.body.file_id
-        stanzas = header.stanzas + [recipient_stanza(box.study_key, r, fid) for r in
-                                    {r.key_id: r for r in new}.values()]
-        raw = encode_header(header.body, stanzas, header.signature_raw)
-        ks = KeySchedule.derive(box.study_key, fid)
-        try:
-            with atomic_file(path, mode=os.stat(path).st_mode & 0o777) as fh:
-                fh.write(raw + ks.header_mac(raw))
-                box.copy_payload_to(fh)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot rewrite container ({exc.strerror or exc}); it is unchanged") from None
+    header = box.header
+    if box.study_key is None:
+        raise MedsecError(f"{path}: opened without keeping the study key")
+    if any(s.get("type") == "scrypt" for s in header.stanzas):
+        raise MedsecError(f"{path}: passphrase-protected; public-key recipients cannot be added "
+                          "(re-encrypt the study to public keys instead)")
+    present = {s.get("kid") for s in header.stanzas}
+    new = list({r.key_id: r for r in recips if r.key_id not in present}.values())
+    for r in new:
+        if r.type == "ed25519":
+            raise NoMatchingRecipientError(f"{r.key_id}: an ed25519 key signs; it cannot be a recipient")
+    if not new:
+        return []
+    fid = header.body.file_id
+    stanzas = header.stanzas + [recipient_stanza(box.study_key, r, fid) for r in new]
+    raw = encode_header(header.body, stanzas, header.signature_raw)
+    ks = KeySchedule.derive(box.study_key, fid)
+    try:
+        with atomic_file(path, mode=os.stat(path).st_mode & 0o777) as fh:
+            fh.write(raw + ks.header_mac(raw))
+            box.copy_payload_to(fh)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot rewrite container ({exc.strerror or exc}); it is unchanged") from None
     return [r.key_id for r in new]
-

@@ -1,0 +1,200 @@
+"""Authorised, audited access: every way to decrypt a container goes through here.
+
+Order of an attempt: resolve the purpose of use, read the public header, ask the access
+policy (before any key is unwrapped), unlock, ask the policy again with the Study Instance
+UID, and write the audit record. A record that cannot be written stops the operation: the
+caller gets AuditUnavailableError and no plaintext. Failures and denials are recorded too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from Crypto.Hash import SHA256
+
+from .audit import AuditLog
+from .container.export import export_container
+from .container.format import BODY_LEN, PREFIX_LEN
+from .container.reader import Container, open_container, read_header
+from .container.writer import rewrap
+from .errors import MedsecError, PolicyDeniedError
+from .keys import Identity, Passphrase, Recipient
+from .policy import Policy, local_user
+
+EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY = "110103", "110106", "110113"
+_PURPOSE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+T = TypeVar("T")
+
+
+def resolve_purpose(purpose: str | None) -> str:
+    """The purpose of use: the argument, else ``$MEDSEC_PURPOSE``; required."""
+    purpose = purpose or os.environ.get("MEDSEC_PURPOSE")
+    if not purpose:
+        raise MedsecError("a purpose of use is required: pass purpose='HRESCH' (research), 'TREAT', 'EDU', ... "
+                          "or set MEDSEC_PURPOSE")
+    if not _PURPOSE.match(purpose):
+        raise MedsecError(f"purpose {purpose!r}: use a short code such as TREAT, HRESCH or EDU")
+    return purpose.upper()
+
+
+def container_id(path: str | os.PathLike) -> str:
+    """SHA-256 of the container's fixed header body: names this container, commits to its
+    study key and (through the index hash) its content, without reading the payload."""
+    header, _ = read_header(path)
+    return SHA256.new(header.raw[:PREFIX_LEN + BODY_LEN]).hexdigest()
+
+
+@dataclass
+class Access:
+    """One authorised opening: writes the audit records of what is done with it."""
+
+    log: AuditLog
+    purpose: str
+    purpose_text: str | None
+    key_id: str | None
+    study: dict[str, Any]
+
+    def record(self, action: str, outcome: str = "success", *, event: str = EVENT_ACCESS,
+               detail: dict[str, Any] | None = None, instances: int | None = None) -> dict[str, Any]:
+        study = dict(self.study)
+        if instances is not None:
+            study["instances"] = instances
+        return self.log.append(action=action, outcome=outcome, event=event, purpose=self.purpose,
+                               purpose_text=self.purpose_text, key_id=self.key_id, study=study, detail=detail)
+
+    def audited(self, action: str, fn: Callable[[], T], *, event: str = EVENT_ACCESS,
+                instances: int | None = None, detail: Callable[[T], dict[str, Any]] | None = None) -> T:
+        """Run ``fn`` and record its outcome; its result is returned only once recorded."""
+        try:
+            result = fn()
+        except MedsecError as exc:
+            self.record(action, "failure", event=event, instances=instances, detail=_error(exc))
+            raise
+        self.record(action, event=event, instances=instances, detail=detail(result) if detail else None)
+        return result
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"error": type(exc).__name__, "reason": str(exc)[:500]}
+
+
+def _as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
+    return audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
+
+
+def _as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
+    return policy if isinstance(policy, Policy) else Policy.load(policy)
+
+
+def _key_id_of(identity: Any) -> str | None:
+    return identity.key_id if isinstance(identity, Identity) else None
+
+
+def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", event: str = EVENT_ACCESS,
+                 purpose: str | None = None, purpose_text: str | None = None,
+                 identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None,
+                 require_signer: Recipient | str | os.PathLike | None = None,
+                 identity_passphrase: Passphrase = None, audit_log: AuditLog | str | os.PathLike | None = None,
+                 policy: Policy | str | os.PathLike | None = None,
+                 keep_study_key: bool = False) -> tuple[Container, Access]:
+    """Unlock ``path`` for ``action`` (a policy action) on behalf of the local user.
+
+    ``op`` names the operation in the audit log (open, verify, export, add-recipient).
+    """
+    purpose = resolve_purpose(purpose)
+    log = _as_log(audit_log)
+    access = Access(log, purpose, purpose_text, _key_id_of(identity), {})
+    try:
+        cid = container_id(path)
+    except MedsecError as exc:
+        access.record(op, "failure", event=event, detail=_error(exc))
+        raise
+    access.study["container_sha256"] = cid
+    pol = _as_policy(policy)
+    subject = local_user()
+    decision = pol.check(subject, action, cid, purpose)
+    if not decision.allowed:
+        access.record(op, "denied", event=EVENT_SECURITY, detail={"reason": decision.reason, "rule": decision.rule})
+        raise PolicyDeniedError(decision)
+    try:
+        box = open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase,
+                             _keep_study_key=keep_study_key)
+    except MedsecError as exc:
+        access.record(op, "failure", event=event, detail=_error(exc))
+        raise
+    try:
+        access.key_id = box.key_id
+        study_uid = box.entries[0]["study"] if box.entries else None
+        if study_uid:
+            access.study["study_uid"] = study_uid
+        access.study["instances"] = len(box.entries)
+        decision = pol.check(subject, action, cid, purpose, projects=[study_uid] if study_uid else ())
+        if not decision.allowed:
+            access.record(op, "denied", event=EVENT_SECURITY,
+                          detail={"reason": decision.reason, "rule": decision.rule})
+            raise PolicyDeniedError(decision)
+        access.record(op, event=event, detail={"signer": box.signer} if box.signer else None)
+    except BaseException:
+        box.close()
+        raise
+    return box, access
+
+
+# ---------------------------------------------------------------- audited whole-container operations
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: str
+    instance_count: int
+    bytes_authenticated: int
+    signer: str | None
+    key_id: str
+
+
+def verify_study(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
+                 passphrase: Passphrase = None, *, purpose: str | None = None,
+                 require_signer: Recipient | str | os.PathLike | None = None, identity_passphrase: Passphrase = None,
+                 progress: bool = False, audit_log: AuditLog | str | None = None,
+                 policy: Policy | str | None = None) -> VerifyReport:
+    """Authenticate every byte of a container (header, index, every chunk); write no plaintext."""
+    box, access = open_audited(path, op="verify-open", purpose=purpose, identity=identity, passphrase=passphrase,
+                               require_signer=require_signer, identity_passphrase=identity_passphrase,
+                               audit_log=audit_log, policy=policy)
+    with box:
+        n = access.audited("verify", lambda: box.verify(progress=progress), instances=len(box.entries))
+        return VerifyReport(str(path), len(box.entries), n, box.signer, box.key_id)
+
+
+def decrypt_study(path: str | os.PathLike, out_dir: str | os.PathLike,
+                  identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None, *,
+                  purpose: str | None = None, require_signer: Recipient | str | os.PathLike | None = None,
+                  identity_passphrase: Passphrase = None, progress: bool = True,
+                  audit_log: AuditLog | str | None = None, policy: Policy | str | None = None) -> list[Path]:
+    """Export the original DICOM files to ``out_dir`` (explicit plaintext export, policy action
+    ``export``). Every byte is authenticated before the first file is written; ``out_dir``
+    appears only when complete."""
+    box, access = open_audited(path, op="export-open", action="export", event=EVENT_EXPORT, purpose=purpose,
+                               identity=identity, passphrase=passphrase, require_signer=require_signer,
+                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
+    with box:
+        return access.audited("export", lambda: export_container(box, Path(out_dir), progress),
+                              event=EVENT_EXPORT, instances=len(box.entries))
+
+
+def add_recipients(path: str | os.PathLike, recipients: Iterable[Any], identity: Identity | str | None = None,
+                   passphrase: Passphrase = None, *, purpose: str | None = None,
+                   identity_passphrase: Passphrase = None, audit_log: AuditLog | str | None = None,
+                   policy: Policy | str | None = None) -> list[str]:
+    """Wrap the study key of ``path`` for more recipients (policy action ``add-recipient``);
+    the payload bytes are copied unchanged. Returns the key ids added."""
+    box, access = open_audited(path, op="add-recipient-open", action="add-recipient", event=EVENT_SECURITY,
+                               purpose=purpose, identity=identity, passphrase=passphrase,
+                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy,
+                               keep_study_key=True)
+    with box:
+        return access.audited("add-recipient", lambda: rewrap(box, recipients), event=EVENT_SECURITY,
+                              detail=lambda added: {"added": added})

@@ -1,0 +1,15 @@
+"""Tamper-evident audit log: hash-chained JSON Lines records, signed checkpoints, exports.
+
+See docs/AUDIT.md for the record, the chain and the checkpoint format.
+"""
+
+from ..errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
+from .events import set_event_logger
+from .log import AuditLog
+from .pseudonym import pseudonym
+from .verify import AuditVerifyReport, verify_log
+
+__all__ = [
+    "AuditLog", "verify_log", "AuditVerifyReport", "pseudonym", "set_event_logger",
+    "AuditUnavailableError", "AuditRecordError", "AuditIntegrityError",
+]

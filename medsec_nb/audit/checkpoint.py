@@ -1,0 +1,190 @@
+"""Signed checkpoints of the chain head (C2SP signed-note form) and the checkpoint signing key.
+
+A checkpoint note::
+
+    medsec-nb/audit/v1/<log id>      origin: log id = first 32 hex digits of record 1's hash
+    <size>                           records covered; the last one has seq == size
+    <base64 of that record's hash>
+    time <UTC time of signing>
+    bytes <length of the log through that record>
+    (empty line)
+    — <key name> <base64(4-byte key hash || 64-byte Ed25519 signature over the body)>
+
+The key name is the signer's medsec key id; the key hash is the first 4 bytes of
+SHA-256(name || 0x0A || 0x01 || 32-byte public key). See docs/AUDIT.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+from Crypto.Hash import SHA256
+from Crypto.Signature import eddsa
+
+from ..keys import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
+from ..errors import AuditIntegrityError, AuditRecordError
+from .paths import checkpoint_key_path, write_once
+
+ORIGIN_PREFIX = "medsec-nb/audit/v1/"
+SIG_PREFIX = "\u2014 "
+ED25519_ALG = b"\x01"
+
+PublicKeys = Union[Recipient, Identity, str, os.PathLike, Iterable[Union[Recipient, Identity, str, os.PathLike]], None]
+
+_BODY = re.compile(r"(?P<origin>[^\n]+)\n(?P<size>0|[1-9][0-9]*)\n(?P<head>[A-Za-z0-9+/=]{44})\n"
+                   r"time (?P<time>[0-9T:.\-]+Z)\nbytes (?P<length>0|[1-9][0-9]*)\n")
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """What a checkpoint asserts about the log."""
+
+    log_id: str   # 32 hex digits
+    size: int     # number of records
+    head: str     # hash (hex) of record ``size``
+    length: int   # bytes of the log through record ``size``
+    time: str
+
+    def body(self) -> bytes:
+        head64 = base64.b64encode(bytes.fromhex(self.head)).decode("ascii")
+        return (f"{ORIGIN_PREFIX}{self.log_id}\n{self.size}\n{head64}\ntime {self.time}\n"
+                f"bytes {self.length}\n").encode("utf-8")
+
+
+def _raw_public(key: Recipient | Identity) -> bytes:
+    if key.type != "ed25519":
+        raise AuditRecordError(f"checkpoint keys are ed25519; {key.key_id} is {key.type}")
+    return key.key.public_key().export_key(format="raw")
+
+
+def key_hash(name: str, public: bytes) -> bytes:
+    return SHA256.new(name.encode("utf-8") + b"\n" + ED25519_ALG + public).digest()[:4]
+
+
+def sign(head: ChainHead, identity: Identity) -> str:
+    """The signed note for ``head``."""
+    name, public, body = identity.key_id, _raw_public(identity), head.body()
+    sig = eddsa.new(identity.key, "rfc8032").sign(body)
+    blob = base64.b64encode(key_hash(name, public) + sig).decode("ascii")
+    return body.decode("utf-8") + f"\n{SIG_PREFIX}{name} {blob}\n"
+
+
+def parse(note: str) -> tuple[ChainHead, bytes, list[tuple[str, bytes, bytes]]]:
+    """(head, signed body, [(key name, key hash, signature)]); AuditIntegrityError if malformed."""
+    body, sep, sigs = note.partition("\n\n")
+    m = _BODY.fullmatch(body + "\n") if sep else None
+    if not m or not m.group("origin").startswith(ORIGIN_PREFIX):
+        raise AuditIntegrityError("malformed checkpoint note")
+    try:
+        head = base64.b64decode(m.group("head"), validate=True).hex()
+    except binascii.Error:
+        raise AuditIntegrityError("malformed checkpoint note (hash)") from None
+    if not sigs.endswith("\n"):
+        raise AuditIntegrityError("malformed checkpoint note (no signature)")
+    signatures = []
+    for line in sigs[:-1].split("\n"):
+        parts = line[len(SIG_PREFIX):].split(" ") if line.startswith(SIG_PREFIX) else []
+        try:
+            blob = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+        except binascii.Error:
+            blob = b""
+        if len(blob) != 68:
+            raise AuditIntegrityError("malformed checkpoint signature line")
+        signatures.append((parts[0], blob[:4], blob[4:]))
+    return (ChainHead(m.group("origin")[len(ORIGIN_PREFIX):], int(m.group("size")), head, int(m.group("length")),
+                      m.group("time")), (body + "\n").encode("utf-8"), signatures)
+
+
+def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
+    """Check a note's signature against ``trusted`` (key name -> raw public key): (head, signer)."""
+    head, body, signatures = parse(note)
+    for name, khash, sig in signatures:
+        public = trusted.get(name)
+        if public is None or khash != key_hash(name, public):
+            continue
+        try:
+            eddsa.new(eddsa.import_public_key(public), "rfc8032").verify(body, sig)
+        except ValueError:
+            raise AuditIntegrityError(f"checkpoint signature by {name} is invalid (note altered)") from None
+        return head, name
+    names = ", ".join(n for n, _, _ in signatures) or "nobody"
+    raise AuditIntegrityError(f"checkpoint is not signed by a trusted key (signed by {names})")
+
+
+# ---------------------------------------------------------------- keys
+
+def signing_identity(identity: Identity | str | os.PathLike | None = None) -> Identity:
+    """The given ed25519 identity (or key file), else the installation's checkpoint key,
+    generated on first use (``<data dir>/audit-checkpoint.key``, mode 0600, ``.pub`` beside it)."""
+    if identity is None:
+        path, default = checkpoint_key_path()
+        if default and not path.exists():
+            new = generate_identity("ed25519")
+            write_once(path, private_pem(new).encode("ascii"), 0o600)
+            write_once(path.with_suffix(".pub"), new.public.pem().encode("ascii") + b"\n", 0o644)
+        identity = path
+    ident = identity if isinstance(identity, Identity) else load_identity(identity)
+    _raw_public(ident)
+    return ident
+
+
+def trusted_keys(public_key: PublicKeys = None) -> dict[str, bytes]:
+    """Key name -> raw public key for the keys given, else for the installation's checkpoint key
+    (its ``.pub``, or the ``.key`` itself when unencrypted). Empty when there is none."""
+    if public_key is None:
+        path, _ = checkpoint_key_path()
+        pub = path.with_suffix(".pub")
+        if pub.exists():
+            keys: list = [pub]
+        elif path.exists():
+            keys = [signing_identity(path)]
+        else:
+            return {}
+    elif isinstance(public_key, (Recipient, Identity, str, os.PathLike)):
+        keys = [public_key]
+    else:
+        keys = list(public_key)
+    out = {}
+    for k in keys:
+        rec = as_recipient(k)
+        out[rec.key_id] = _raw_public(rec)
+    return out
+
+
+# ---------------------------------------------------------------- the checkpoint file
+
+def store(path: Path, note: str) -> None:
+    """Append ``note`` to the checkpoint file (one JSON object per line) and fsync it."""
+    line = json.dumps({"note": note}, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if os.write(fd, line) != len(line):
+            raise OSError(f"{path}: short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stored(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, note) for each checkpoint in the file; none if the file does not exist."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                note = json.loads(line)["note"]
+                if not isinstance(note, str) or not line.endswith(b"\n"):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                raise AuditIntegrityError(f"{path}: line {n} is not a checkpoint") from None
+            yield n, note
+

@@ -1,0 +1,149 @@
+"""``medsec audit``: show, verify, checkpoint and export the audit log (added to the main CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..atomic import atomic_file
+from ..errors import AuditIntegrityError
+from ..keys import load_identity
+from ..prompt import key_passphrase
+from . import export
+from .log import AuditLog
+from .record import utc_now
+from .verify import verify_log
+
+AUDIT_EPILOG = """\
+examples:
+  medsec audit show --since 7d                      # the last week's records
+  medsec audit show --study 1.2.840.113619.2.55.3 --json
+  medsec audit verify                               # every record's hash and link, every checkpoint
+  medsec audit checkpoint                           # sign the current chain head now
+  medsec audit export --format fhir -o audit.json   # FHIR R4 AuditEvent bundle
+
+The log is --log FILE, else $MEDSEC_AUDIT_LOG, else audit.jsonl in the medsec data folder.
+Its signed checkpoints go to --checkpoints FILE, else $MEDSEC_AUDIT_CHECKPOINTS, else the
+log's name with the suffix .checkpoints. See docs/AUDIT.md.
+"""
+
+
+def _log(args: argparse.Namespace) -> AuditLog:
+    return AuditLog(args.log, checkpoints=args.checkpoints)
+
+
+def _filtered(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return list(_log(args).records(study=args.study, user=args.user, since=args.since))
+
+
+def _line(rec: dict[str, Any]) -> str:
+    who, study = rec["who"], rec.get("study") or {}
+    user = who["os_user"] + (f" ({who['hub_user']})" if who.get("hub_user") else "")
+    target = study.get("study_uid") or (study.get("container_sha256") or "-")[:16]
+    n = "" if study.get("instances") is None else f" [{study['instances']}]"
+    return (f"{rec['seq']:>6}  {rec['time'][:19]}Z  {user:<16} {rec['action']:<13} {rec['outcome']:<8} "
+            f"{rec['why']['purpose']:<8} {target}{n}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    records = _filtered(args)
+    if args.json:
+        for rec in records:
+            print(json.dumps(rec, sort_keys=True))
+        return 0
+    print(f"{'SEQ':>6}  {'TIME (UTC)':<20}  {'USER':<16} {'ACTION':<13} {'OUTCOME':<8} {'PURPOSE':<8} STUDY")
+    for rec in records:
+        print(_line(rec))
+    print(f"{len(records)} record(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify_log(args.log, args.checkpoints, args.public_key or None)
+    if not report.ok:
+        raise AuditIntegrityError(report.message)
+    print(f"OK {report.message}")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    identity = None
+    if args.identity:
+        identity = load_identity(args.identity, key_passphrase(args, args.identity))
+    cp = _log(args).checkpoint(identity)
+    print(cp["note"], end="")
+    print(f"checkpoint of {cp['size']} records appended to {cp['path']}; keep a copy elsewhere too",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    records = _filtered(args)
+    if args.format == "fhir":
+        data = (json.dumps(export.fhir_bundle(records, utc_now()), indent=2) + "\n").encode("utf-8")
+        what = "FHIR R4 AuditEvent bundle"
+    else:
+        data = export.dicom_xml(records)
+        what = "DICOM PS3.15 audit messages"
+    if not args.output:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    with atomic_file(args.output, mode=0o600) as fh:
+        fh.write(data)
+    print(f"wrote {len(records)} record(s) to {args.output} ({what})")
+    return 0
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", metavar="UID", help="only this Study Instance UID (or container SHA-256)")
+    p.add_argument("--user", metavar="U", help="only this OS or JupyterHub user")
+    p.add_argument("--since", metavar="T", help="only records at or after T: 2025-01-31, 2025-01-31T14:00 "
+                   "(UTC unless an offset is given) or an age such as 30m, 12h, 7d")
+
+
+def add_audit_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``audit`` and its subcommands to the main parser's ``subparsers``; return its parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    audit = subparsers.add_parser("audit", help="Show, verify, checkpoint and export the audit log.",
+                                  description="Show, verify, checkpoint and export the tamper-evident audit log.",
+                                  epilog=AUDIT_EPILOG, formatter_class=fmt)
+    sub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, func, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example,
+                           formatter_class=fmt)
+        p.set_defaults(func=func)
+        p.add_argument("--log", metavar="FILE",
+                       help="the audit log (default: $MEDSEC_AUDIT_LOG, else the data folder's)")
+        p.add_argument("--checkpoints", metavar="FILE", help="its checkpoint file (default: beside the log)")
+        return p
+
+    p = add("show", cmd_show, "List audit records, oldest first (the chain is not checked: use verify).",
+            "medsec audit show --user alice --since 2025-01-01\n"
+            "  medsec audit show --study 1.2.840.113619.2.55.3 --json | jq .outcome")
+    _filters(p)
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+
+    p = add("verify", cmd_verify, "Check every record's hash and chain link and every signed checkpoint; "
+            "names the first bad line.",
+            "medsec audit verify --public-key steward-audit.pub")
+    p.add_argument("--public-key", action="append", metavar="KEY.pub",
+                   help="trusted ed25519 checkpoint key (repeatable; default: this installation's)")
+
+    p = add("checkpoint", cmd_checkpoint, "Sign the current chain head (size and last hash) and append it "
+            "to the checkpoint file; prints the signed note.",
+            "medsec audit checkpoint --identity steward-audit.key > head-$(date +%F).txt")
+    p.add_argument("--identity", metavar="KEY", help="ed25519 private key to sign with "
+                   "(default: this installation's checkpoint key, created on first use)")
+    p.add_argument("--key-passphrase-file", metavar="F", help="file holding the passphrase of --identity")
+
+    p = add("export", cmd_export, "Export records as a FHIR R4 AuditEvent bundle or DICOM PS3.15 audit messages.",
+            "medsec audit export --format fhir -o audit.json\n"
+            "  medsec audit export --format dicom --since 30d -o audit.xml")
+    p.add_argument("--format", required=True, choices=("fhir", "dicom"), help="fhir (JSON) or dicom (XML)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    _filters(p)
+    return audit

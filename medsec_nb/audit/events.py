@@ -1,0 +1,31 @@
+"""Audit records as Jupyter server events (jupyter_events), when a server hands us its logger."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+SCHEMA_ID = "urn:medsec-nb:events:audit:v1"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "events" / "audit.yaml"
+
+_logger: Any = None
+
+
+def set_event_logger(logger: Any) -> None:
+    """Emit every record appended in this process on ``logger`` (a ``jupyter_events.EventLogger``,
+    e.g. ``serverapp.event_logger``); the schema is registered on it. None stops emitting."""
+    global _logger
+    if logger is not None and SCHEMA_ID not in logger.schemas:
+        logger.register_event_schema(SCHEMA_PATH)
+    _logger = logger
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Emit ``record`` if a logger is set. The record is already durable: a failure only warns."""
+    if _logger is None:
+        return
+    try:
+        _logger.emit(schema_id=SCHEMA_ID, data=record)
+    except Exception as exc:  # a broken event handler must not fail an audited, completed access
+        warnings.warn(f"audit event not emitted ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=3)
