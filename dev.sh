@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# medsec-nb developer entry point: `./dev.sh run` (demo) and `./dev.sh test` (every test).
+# medsec-nb developer entry point: `./dev.sh run` (demo in JupyterLab) and `./dev.sh test` (every test).
 # Each sets up its own virtual environment in .venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,9 +21,17 @@ setup() {
 
 case "${1:-}" in
   run)
+    # Build the demo study (keys, container, audit log in ./demo), print its redacted summary,
+    # then open JupyterLab on the starter notebook. `./dev.sh run --headless` stops after the summary.
     setup
     shift
-    exec "$VENV/bin/python" -m medsec_nb.demo "$@"
+    "$VENV/bin/python" -m medsec_nb.demo --dir demo
+    if [ "${1:-}" = "--headless" ]; then exit 0; fi
+    export MEDSEC_AUDIT_LOG="${MEDSEC_AUDIT_LOG:-$PWD/demo/audit.jsonl}"
+    extra=()
+    [ "$(id -u)" = 0 ] && extra+=(--allow-root)
+    exec "$VENV/bin/jupyter" lab --ip 127.0.0.1 --no-browser "${extra[@]}" \
+      --ServerApp.root_dir="$PWD" notebooks/00_start_here.ipynb
     ;;
   test)
     setup

@@ -42,8 +42,19 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
-import medsec_nb
-from medsec_nb.testdata import synthesize_series
+# The benchmark's audit log, checkpoint key and pseudonym secret live in a throwaway data folder
+# (inherited by the memory subprocesses); every open is for research.
+os.environ["MEDSEC_DATA_DIR"] = os.environ.get("MEDSEC_BENCH_DATA_DIR") or tempfile.mkdtemp(prefix="medsec-bench-data-")
+os.environ["MEDSEC_BENCH_DATA_DIR"] = os.environ["MEDSEC_DATA_DIR"]
+os.environ["MEDSEC_PURPOSE"] = "HRESCH"
+os.environ.pop("MEDSEC_AUDIT_LOG", None)
+
+import medsec_nb  # noqa: E402
+from medsec_nb.access import Access  # noqa: E402
+from medsec_nb.audit import AuditLog  # noqa: E402
+from medsec_nb.container.reader import open_container  # noqa: E402
+from medsec_nb.study import Study  # noqa: E402
+from medsec_nb.testdata import synthesize_series  # noqa: E402
 
 PASSPHRASE = "correct horse battery staple (benchmark only)"
 MiB = 1 << 20
@@ -82,6 +93,19 @@ def plain_meta(files: list[Path]) -> list[pydicom.Dataset]:
 
 def msec_full(path: Path, ident: medsec_nb.Identity) -> np.ndarray:
     with medsec_nb.open_study(path, identity=ident) as st:
+        return st.series[0].volume(progress=False)
+
+
+class _UnrecordedLog(AuditLog):
+    """Benchmark only: an audit log that records nothing, to measure what auditing costs."""
+
+    def append(self, **kwargs: Any) -> dict:
+        return {}
+
+
+def msec_full_unaudited(path: Path, ident: medsec_nb.Identity) -> np.ndarray:
+    """The same load with no policy check and no audit record (not reachable through the API)."""
+    with Study(open_container(path, ident), Access(_UnrecordedLog(), "HRESCH", None, None, {})) as st:
         return st.series[0].volume(progress=False)
 
 
@@ -334,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         key_path, _ = medsec_nb.save_identity(ident, key_prefix)          # for the memory children
         study = tmp / "study.msec"
         medsec_nb.encrypt_study(src, study, recipients=[ident.public], progress=False)
+        signed = tmp / "study-signed.msec"
+        medsec_nb.encrypt_study(src, signed, recipients=[ident.public], signer=medsec_nb.generate_identity("ed25519"),
+                                progress=False)
         pp_study = tmp / "study-pass.msec"
         medsec_nb.encrypt_study(src, pp_study, passphrase=PASSPHRASE, progress=False)
         pp_info = medsec_nb.inspect_study(pp_study)
@@ -363,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         routes: dict[str, Callable[[], Any]] = {
             "plain": lambda: plain_full(files),
             "msec_full": lambda: msec_full(study, ident),
+            "msec_full_unaudited": lambda: msec_full_unaudited(study, ident),
+            "msec_full_signed": lambda: msec_full(signed, ident),
             "msec_iter": lambda: msec_iter(study, ident),
             "plain_int": lambda: plain_int(files, vol_dtype),
             "plain_meta": lambda: plain_meta(files),
@@ -372,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             "open_passphrase": lambda: msec_open_passphrase(pp_study),
             "encrypt": lambda: msec_encrypt(src, enc_dest, ident),
         }
-        blocks = [["plain", "msec_full", "msec_iter", "plain_int"],
+        blocks = [["plain", "msec_full", "msec_iter", "plain_int", "msec_full_signed"],
+                  ["msec_full", "msec_full_unaudited"],
                   ["plain_meta", "msec_meta"],
                   ["msec_first", "open_identity", "open_passphrase"],
                   ["encrypt"]]
@@ -442,12 +472,16 @@ def main(argv: list[str] | None = None) -> int:
     add("1  full load: open + volume() / plain read+sort+stack(apply_modality_lut)", "msec_full", "plain", 1.05)
     add("1b full load: open + iterate Datasets + stack(LUT) / same plain route", "msec_iter", "plain", 1.05)
     add("1i (info) open + volume() / plain read producing volume()'s integer HU", "msec_full", "plain_int", None)
+    add("1s (info) signed container (segment hashes checked): open + volume() / plain", "msec_full_signed",
+        "plain", None)
     add("2  metadata scan: open + header(i) x N / dcmread(stop_before_pixels) x N", "msec_meta", "plain_meta", 1.10)
     add("3  open + first slice (series[0][0]) / row 1 full load (open + volume())", "msec_first", "msec_full", 0.02)
     add("3i (info) open + first slice / row 1b full load (open + iterate + stack)", "msec_first", "msec_iter", None)
     add("3p (info) open + first slice / row 1 plain route", "msec_first", "plain", None)
     add("4  encrypt_study / plain read (row 1 plain route)", "encrypt", "plain", 1.0)
     add("4i (info) encrypt_study / plain read producing integer HU", "encrypt", "plain_int", None)
+    add("6  audited open + volume() / the same without policy and audit (issue 3)", "msec_full",
+        "msec_full_unaudited", 1.02)
     if use_gpg:
         add("4g encrypt_study / tar | gpg --symmetric (defaults)", "encrypt", "gpg", 1.0, "<")
         add("4n encrypt_study / tar | gpg --symmetric --compress-algo none", "encrypt", "gpg_nocompress", 1.0, "<")

@@ -11,6 +11,18 @@ from .study import Series, Study, open_study
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ip) -> None:
+    """``%load_ext medsec_nb``: the magics (imported lazily, so the CLI never loads IPython)."""
+    from .magics import load_ipython_extension as load
+    load(ip)
+
+
+def unload_ipython_extension(ip) -> None:
+    from .magics import unload_ipython_extension as unload
+    unload(ip)
+
+
 __all__ = [
     "encrypt_study", "open_study", "verify_study", "inspect_study", "add_recipients", "decrypt_study",
     "generate_identity", "save_identity", "load_identity", "load_recipient", "Identity", "Recipient",

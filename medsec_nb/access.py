@@ -23,7 +23,7 @@ from .container.reader import Container, open_container, read_header
 from .container.writer import rewrap
 from .errors import MedsecError, PolicyDeniedError
 from .keys import Identity, Passphrase, Recipient
-from .policy import Policy, local_user
+from .policy import DEFAULT_POLICY, Policy, local_user
 
 EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY = "110103", "110106", "110113"
 _PURPOSE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -50,13 +50,27 @@ def container_id(path: str | os.PathLike) -> str:
 
 @dataclass
 class Access:
-    """One authorised opening: writes the audit records of what is done with it."""
+    """One authorised opening: asks the policy about, and records, what is done with it."""
 
     log: AuditLog
     purpose: str
     purpose_text: str | None
     key_id: str | None
     study: dict[str, Any]
+    policy: Policy | None = None
+    subject: str = ""
+
+    def authorize(self, action: str, op: str, detail: dict[str, Any] | None = None) -> None:
+        """Ask the policy for a further ``action`` on this study; a denial is recorded and raised."""
+        if self.policy is None:
+            raise MedsecError(f"{op}: no access policy attached to this study")
+        uid = self.study.get("study_uid")
+        decision = self.policy.check(self.subject, action, self.study["container_sha256"], self.purpose,
+                                     projects=[uid] if uid else ())
+        if not decision.allowed:
+            self.record(op, "denied", event=EVENT_SECURITY,
+                        detail={**(detail or {}), "reason": decision.reason, "rule": decision.rule})
+            raise PolicyDeniedError(decision)
 
     def record(self, action: str, outcome: str = "success", *, event: str = EVENT_ACCESS,
                detail: dict[str, Any] | None = None, instances: int | None = None) -> dict[str, Any]:
@@ -86,8 +100,23 @@ def _as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
     return audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
 
 
+_POLICIES: dict[tuple, Policy] = {}
+
+
 def _as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
-    return policy if isinstance(policy, Policy) else Policy.load(policy)
+    """The policy object, loaded once per file version (path, size, modification times, user)."""
+    if isinstance(policy, Policy):
+        return policy
+    path = Path(policy or os.environ.get("MEDSEC_POLICY") or DEFAULT_POLICY).expanduser()
+    try:
+        st, conf = path.stat(), path.with_suffix(".conf")
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns,
+               conf.stat().st_mtime_ns if conf.is_file() else None, local_user())
+    except OSError:
+        return Policy.load(path)            # raises the policy layer's clear error
+    if key not in _POLICIES:
+        _POLICIES[key] = Policy.load(path)
+    return _POLICIES[key]
 
 
 def _key_id_of(identity: Any) -> str | None:
@@ -116,6 +145,7 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
     access.study["container_sha256"] = cid
     pol = _as_policy(policy)
     subject = local_user()
+    access.policy, access.subject = pol, subject
     decision = pol.check(subject, action, cid, purpose)
     if not decision.allowed:
         access.record(op, "denied", event=EVENT_SECURITY, detail={"reason": decision.reason, "rule": decision.rule})

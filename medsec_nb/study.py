@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
@@ -21,6 +23,7 @@ from .container.format import plaintext_length
 from .access import Access, open_audited
 from .audit import AuditLog
 from .container.reader import Container
+from .display import redacted
 from .errors import MedsecError, StudyClosedError
 from .keys import Identity, Passphrase, Recipient
 from .policy import Policy
@@ -32,6 +35,27 @@ _PREFETCH = 4
 def _parse(data: bytes | bytearray, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
     ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     ds.buffer = None      # pydicom keeps the source buffer otherwise (a second copy of the file)
+    return redacted(ds)
+
+
+def _assemble(entry: dict[str, Any], meta: bytearray, pixels: bytes | None) -> pydicom.Dataset:
+    """The instance as pydicom would read it from the original file, without copying the pixel
+    value through a parser: the metadata is parsed, then Pixel Data is attached as the raw
+    element pydicom itself would have produced (encapsulated data is parsed whole)."""
+    t, v = entry.get("pixel_tag_offset"), entry.get("pixel_value_offset")
+    if pixels is None or t is None:
+        return _parse(meta)
+    head = bytes(meta[t:v])
+    implicit = v - t == 8
+    order = "big" if head[:2] in (b"\x7f\xe0",) else "little"
+    length = int.from_bytes(head[4:8] if implicit else head[8:12], order)
+    if length == 0xFFFFFFFF:
+        return _parse(b"".join((meta[:v], pixels, meta[v:])))
+    del meta[t:v]
+    ds = _parse(meta)
+    tag = (int.from_bytes(head[0:2], order) << 16) | int.from_bytes(head[2:4], order)
+    ds[tag] = RawDataElement(Tag(tag), None if implicit else head[4:6].decode("ascii"), length, pixels, v,
+                             implicit, order == "little", True, False)
     return ds
 
 
@@ -99,8 +123,8 @@ class Series:
 
     def __getitem__(self, i: int) -> pydicom.Dataset:
         """Instance ``i`` as a pydicom Dataset, decrypted in memory."""
-        box, k, _ = self._entry(i)
-        return _parse(box.file_bytes(k))
+        box, k, e = self._entry(i)
+        return _assemble(e, *box.instance_parts(k))
 
     def header(self, i: int) -> pydicom.Dataset:
         """Instance ``i`` without Pixel Data (elements after it kept); no pixel bytes are decrypted."""
@@ -110,6 +134,21 @@ class Series:
         if t is not None:
             del meta[t:v]          # drop the Pixel Data element header; its value is not in ``meta``
         return _parse(meta, stop_before_pixels=t is None)
+
+    def reveal(self, i: int, keyword: str) -> str:
+        """The raw value of one identifying element of instance ``i`` (e.g. "PatientName"),
+        if the policy allows ``reveal-tag`` for this purpose; the reveal (not the value) is
+        recorded in the audit log. Displays stay redacted."""
+        box, k, _ = self._entry(i)
+        access = self._study._access
+        detail = {"tag": keyword, "instance": int(i)}
+        access.authorize("reveal-tag", "reveal-tag", detail)
+        header = self.header(i)
+        if keyword not in header:
+            raise MedsecError(f"{box.path}: instance {i} has no element {keyword!r}")
+        value = str(header[keyword].value)
+        access.record("reveal-tag", detail=detail)
+        return value
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
         """Every instance in order (an audited bulk read); the next ones are decrypted ahead
@@ -126,15 +165,15 @@ class Series:
 
     def _iter(self, box: Container) -> Iterator[pydicom.Dataset]:
         with ThreadPoolExecutor(_WORKERS) as pool:
-            pending = [pool.submit(box.file_bytes, k) for k in self._idx[:_PREFETCH]]
+            pending = [pool.submit(box.instance_parts, k) for k in self._idx[:_PREFETCH]]
             try:
                 for n in range(len(self._idx)):
-                    data = pending[n].result()
+                    meta, pixels = pending[n].result()
                     pending[n] = None
                     self._study._open_box()      # closed meanwhile: prefetched plaintext is dropped
                     if n + _PREFETCH < len(self._idx):
-                        pending.append(pool.submit(box.file_bytes, self._idx[n + _PREFETCH]))
-                    yield _parse(data)
+                        pending.append(pool.submit(box.instance_parts, self._idx[n + _PREFETCH]))
+                    yield _assemble(box.entries[self._idx[n]], meta, pixels)
             finally:
                 for f in pending:
                     if f is not None:

@@ -149,3 +149,22 @@ def test_cli_paths_are_audited(signed_container, identities, tmp_path):
     actions = [(x["action"], x["event"]) for x in AuditLog(tmp_path / "cli.jsonl").records()]
     assert actions == [("verify-open", "110103"), ("verify", "110103"), ("export-open", "110106"),
                        ("export", "110106")]
+
+
+def test_reveal_is_authorised_and_recorded_without_the_value(signed_container, identities, tmp_path, log):
+    import pydicom
+    with medsec_nb.open_study(signed_container, identities.x25519, audit_log=log) as st:
+        s = st.series[0]
+        name = s.reveal(0, "PatientName")
+        assert name == str(s.header(0).PatientName) and name
+        assert "redacted" in repr(s.header(0)) and name not in repr(s.header(0))
+    rec = _records(log)[-1]
+    assert rec["action"] == "reveal-tag" and rec["detail"]["tag"] == "PatientName"
+    assert name not in log.read_text()
+    policy = tmp_path / "no-reveal.csv"
+    policy.write_text("p, @local, *, decrypt, *, *, allow\n")
+    with medsec_nb.open_study(signed_container, identities.x25519, audit_log=log, policy=policy) as st:
+        with pytest.raises(medsec_nb.PolicyDeniedError):
+            st.series[0].reveal(0, "PatientName")
+    rec = _records(log)[-1]
+    assert (rec["action"], rec["outcome"]) == ("reveal-tag", "denied")

@@ -245,6 +245,13 @@ class Container:
         self._decrypt(pixel_segment(i), loc, f"instance {i} pixel data", out)
         return out
 
+    def instance_parts(self, i: int) -> tuple[bytearray, bytes | None]:
+        """Decrypted (metadata, Pixel Data value or None) of instance ``i``."""
+        meta = self.meta_bytes(i)
+        if self._entry(i).get("pixels") is None:
+            return meta, None
+        return meta, bytes(self.pixel_view(i))
+
     def file_bytes(self, i: int) -> bytes:
         """The original file of instance ``i``, byte for byte."""
         meta = self.meta_bytes(i)

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Notebook-layer benchmark (issue 4, "Performance").
+
+    python bench/bench_notebook.py [--slices 300] [--rounds 15] [--steps 30]
+
+1. ``%load_secure_study`` + ``ct.series[0].volume()`` run as one IPython cell, against
+   ``open_study`` + ``volume()`` called directly (bound: ratio <= 1.05).
+2. One ``SliceViewer`` slider step on a 512x512 slice that is not cached (decrypt the
+   instance, parse it, modality rescale, window/level, matplotlib draw, PNG encoding, widget
+   update) against a bare matplotlib ``set_data`` + ``draw`` of the already decrypted slice
+   on a figure of the same size (bound: ratio <= 1.5).
+
+Same process, routes alternated from round to round after an untimed warm-up; each ratio is
+the median over rounds of the per-round ratio. Both load routes write the same audit records
+(to a temporary data folder; periodic audit checkpoints are off, so that one landing in one
+route does not count against it). Widget messages go to ipywidgets' default
+no-kernel comm (nothing is sent), so (2) measures the kernel side of a step only.
+Exits 0 unless something breaks (``--strict``: 1 when a bound fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from IPython.core.interactiveshell import InteractiveShell
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import medsec_nb
+from medsec_nb.testdata import synthesize_series
+from medsec_nb.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
+
+BOUNDS = {"load": 1.05, "step": 1.5}
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> list[tuple[float, float]]:
+    """(magic, direct) seconds per round."""
+    cell = (f"%load_secure_study {study} --identity {key} --purpose HRESCH --as ct\n"
+            "vol = ct.series[0].volume(progress=False)")
+
+    def magic() -> None:
+        res = shell.run_cell(cell, store_history=False)
+        res.raise_error()
+
+    def direct() -> None:
+        st = medsec_nb.open_study(study, identity=key, purpose="HRESCH")
+        shell.user_ns["vol"] = st.series[0].volume(progress=False)
+        shell.user_ns["st"] = st
+
+    def drop() -> None:
+        shell.run_cell("%unload_secure_study", store_history=False)
+        for name in ("vol", "st"):
+            obj = shell.user_ns.pop(name, None)
+            if isinstance(obj, medsec_nb.Study):
+                obj.close()
+
+    out = []
+    for r in range(rounds + 1):
+        pair = {}
+        for name, fn in ((("magic", magic), ("direct", direct)) if r % 2 else (("direct", direct), ("magic", magic))):
+            pair[name] = _timed(fn)
+            drop()
+        if r:                       # round 0 is the warm-up
+            out.append((pair["magic"], pair["direct"]))
+    return out
+
+
+def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[float, float]]:
+    """(viewer step, bare set_data + draw) seconds per step, per round."""
+    width, level = WINDOW_PRESETS["soft tissue"]
+    out = []
+    with medsec_nb.open_study(study, identity=key, purpose="HRESCH") as st:
+        series = st.series[0]
+        n = len(series)
+        viewer = SliceViewer(series, index=0, preset="soft tissue", cache_size=8)
+        arrays = [instance_pixels(series, i)[0] for i in range(steps)]
+        rows, cols = arrays[0].shape
+        fig = Figure(figsize=(cols / 100, rows / 100), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_axis_off()
+        image = ax.imshow(arrays[0], cmap="gray", vmin=level - width / 2, vmax=level + width / 2,
+                          interpolation="nearest")
+        canvas.draw()
+        start = 1
+
+        def step() -> None:
+            nonlocal start
+            for k in range(steps):       # every step lands on an instance that is not cached
+                viewer.slider.value = (start + k) % n
+            start += steps
+
+        def bare() -> None:
+            for a in arrays:
+                image.set_data(a)
+                canvas.draw()
+
+        for r in range(rounds + 1):
+            pair = {}
+            for name, fn in ((("step", step), ("bare", bare)) if r % 2 else (("bare", bare), ("step", step))):
+                pair[name] = _timed(fn) / steps
+            if r:
+                out.append((pair["step"], pair["bare"]))
+        viewer.close()
+    return out
+
+
+def _report(title: str, pairs: list[tuple[float, float]], bound: float, unit: float, unit_name: str) -> bool:
+    ratio = statistics.median(a / b for a, b in pairs)
+    a, b = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    ok = ratio <= bound
+    print(f"{title}: {a * unit:.1f} {unit_name} vs {b * unit:.1f} {unit_name}; median ratio {ratio:.3f} "
+          f"(ratio of medians {a / b:.3f}), bound {bound} -> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=30, help="slider steps per round")
+    ap.add_argument("--strict", action="store_true")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="medsec-bench-nb-") as tmp:
+        tmp = Path(tmp)
+        os.environ["MEDSEC_DATA_DIR"] = str(tmp / "data")        # the audit log, not the user's
+        os.environ["MEDSEC_AUDIT_CHECKPOINT_EVERY"] = "0"        # no periodic checkpoint landing in one route
+        os.environ.pop("MEDSEC_AUDIT_LOG", None)
+        t = time.perf_counter()
+        synthesize_series(tmp / "src", args.slices, rows=512, columns=512)
+        ident = medsec_nb.generate_identity("x25519")
+        key, _ = medsec_nb.save_identity(ident, tmp / "analyst")
+        study = tmp / "ct.msec"
+        medsec_nb.encrypt_study(tmp / "src", study, recipients=[ident.public], progress=False)
+        print(f"{args.slices} slices of 512x512 built and encrypted in {time.perf_counter() - t:.1f} s; "
+              f"{args.rounds} rounds, Python {sys.version.split()[0]}")
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "medsec_nb.magics")
+        ok = _report("magic load + volume() vs open_study + volume()",
+                     bench_load(shell, study, key, args.rounds), BOUNDS["load"], 1e3, "ms")
+        ok &= _report("view() slider step vs bare set_data + draw",
+                      bench_step(study, key, args.rounds, args.steps), BOUNDS["step"], 1e3, "ms")
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
