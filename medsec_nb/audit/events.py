@@ -29,3 +29,11 @@ def emit(record: dict[str, Any]) -> None:
         _logger.emit(schema_id=SCHEMA_ID, data=record)
     except Exception as exc:  # a broken event handler must not fail an audited, completed access
         warnings.warn(f"audit event not emitted ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=3)
+
+
+def emit_from_other_process(record: dict[str, Any], own_pid: int) -> bool:
+    """Emit a record read back from the log unless this process wrote (and so already emitted) it."""
+    if (record.get("where") or {}).get("pid") == own_pid:
+        return False
+    emit(record)
+    return _logger is not None
