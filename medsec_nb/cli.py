@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import NoReturn, Sequence
 
 from . import __version__

@@ -18,9 +18,7 @@ from Crypto.PublicKey import ECC, RSA
 from .atomic import atomic_file
 from .errors import KeyFileError, WrongPassphraseError
 
-#: Key types medsec-nb generates and what each may do.
-ENCRYPTION_TYPES = ("x25519", "p256", "rsa3072")
-SIGNING_TYPES = ("ed25519", "p256")
+#: Key types medsec-nb generates: x25519, p256 and rsa3072 receive studies; ed25519 and p256 sign.
 KEY_TYPES = ("x25519", "p256", "rsa3072", "ed25519")
 MIN_RSA_BITS = 3072
 KEY_FILE_PROTECTION = "scryptAndAES256-GCM"
@@ -134,7 +132,7 @@ def generate_identity(key_type: str = "x25519") -> Identity:
     raise KeyFileError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def _resolve_passphrase(passphrase: Passphrase) -> bytes | None:
+def resolve_passphrase(passphrase: Passphrase) -> bytes | None:
     if callable(passphrase):
         passphrase = passphrase()
     if passphrase is None:
@@ -148,7 +146,7 @@ def _resolve_passphrase(passphrase: Passphrase) -> bytes | None:
 
 def private_pem(identity: Identity, passphrase: Passphrase = None) -> str:
     """PKCS#8 PEM of the identity, encrypted when a passphrase is given."""
-    pw = _resolve_passphrase(passphrase)
+    pw = resolve_passphrase(passphrase)
     key = identity.key
     if pw is None:
         if isinstance(key, RSA.RsaKey):
@@ -214,7 +212,7 @@ def load_identity(path: str | os.PathLike, passphrase: Passphrase = None) -> Ide
         raise KeyFileError(f"{path}: not a private key file (a .pub file was given where a .key is needed?)")
     pw = None
     if "ENCRYPTED PRIVATE KEY" in text:
-        pw = _resolve_passphrase(passphrase)
+        pw = resolve_passphrase(passphrase)
         if pw is None:
             raise WrongPassphraseError(f"{path}: key file is passphrase-protected; no passphrase given")
     try:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import medsec_nb
@@ -152,7 +151,6 @@ def test_cli_paths_are_audited(signed_container, identities, tmp_path):
 
 
 def test_reveal_is_authorised_and_recorded_without_the_value(signed_container, identities, tmp_path, log):
-    import pydicom
     with medsec_nb.open_study(signed_container, identities.x25519, audit_log=log) as st:
         s = st.series[0]
         name = s.reveal(0, "PatientName")

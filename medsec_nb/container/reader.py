@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterable
 from Crypto.Hash import SHA256
 
 from ..errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
-from ..keys import Identity, Passphrase, Recipient, _resolve_passphrase, as_identity, as_recipient
+from ..keys import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
 from . import signing
 from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, pixel_segment,
                      plaintext_length)
@@ -306,7 +306,7 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
             study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
             key_id = ident.key_id
         else:
-            pw = _resolve_passphrase(passphrase)
+            pw = resolve_passphrase(passphrase)
             study_key = unwrap_with_passphrase(header.stanzas, pw, fid, where)
             key_id = "passphrase"
         ks = KeySchedule.derive(study_key, fid)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_file
 from ..errors import MedsecError, NoMatchingRecipientError, OutputError
-from ..keys import Identity, Passphrase, Recipient, as_identity, as_recipient, _resolve_passphrase
+from ..keys import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from . import signing
 from .format import (DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body,
                      KeySchedule, canonical_json, ciphertext_length, encode_header, header_length,
@@ -71,7 +71,7 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
     sign_id = as_identity(signer) if signer is not None else None
     if sign_id is not None:
         signing.check_signer(sign_id)
-    pw = _resolve_passphrase(passphrase)
+    pw = resolve_passphrase(passphrase)
     files = list_source_files(src)
 
     study_key = _rand(KEY_LEN)
