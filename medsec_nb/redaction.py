@@ -1,8 +1,9 @@
-"""Conservative redaction for display, until the PS3.15 profile engine lands.
+"""Redaction for display: what is shown of a dataset, never the identifying values.
 
-Anything that can name or identify a person or place is shown as ``REDACTED``:
-every Person Name (PN) element, every private element, the IDs, dates of birth,
-addresses, institution and physician names listed below; sequences are not expanded.
+An element is shown as ``REDACTED`` when the PS3.15 Basic Profile (``medsec_nb.deid``)
+would remove or replace it (names, IDs, dates, UIDs, descriptions, ...), and always
+when it is a Person Name, a private element, or on the conservative list below;
+sequences are not expanded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import pydicom
+
+from .deid import Profile, display_action
 
 REDACTED = "\u2588 redacted"
 
@@ -26,8 +29,14 @@ IDENTIFYING_KEYWORDS = frozenset({
 })
 
 
+#: The display profile: the PS3.15 Basic Application Level Confidentiality Profile, no options.
+DISPLAY_PROFILE = Profile(frozenset())
+
+
 def is_identifying(elem: pydicom.DataElement) -> bool:
-    return elem.tag.is_private or elem.VR == "PN" or elem.keyword in IDENTIFYING_KEYWORDS
+    """Hidden unless the Basic Profile keeps it (and never if on the conservative list)."""
+    return (elem.tag.is_private or elem.VR == "PN" or elem.keyword in IDENTIFYING_KEYWORDS
+            or display_action(elem.tag, DISPLAY_PROFILE) != "keep")
 
 
 def display_value(elem: pydicom.DataElement, limit: int = 64) -> str:

@@ -33,7 +33,8 @@ def source(tmp_path_factory) -> list[Path]:
         ds = pydicom.dcmread(f)
         for kw, value in PATIENT.items():
             setattr(ds, kw, value)
-        ds.StudyDescription = HOSTILE
+        ds.StudyDescription = HOSTILE          # redacted by the Basic Profile (X)
+        ds.Manufacturer = HOSTILE              # kept by the Basic Profile: shown, so it must be escaped
         ds.save_as(f, enforce_file_format=True)
     return files
 
@@ -99,6 +100,8 @@ def test_series_display_redacts_the_first_header(study, source):
 
 
 def test_html_is_escaped(study):
+    header_lines = series_text(study.series[0]).splitlines()
+    assert any("StudyDescription" in ln and REDACTED in ln for ln in header_lines)
     html = series_html(study.series[0])
     assert HOSTILE not in html and "&lt;script&gt;" in html
     ds = redacted(study.series[0].header(0))
