@@ -1,8 +1,8 @@
 """Redaction for display: what is shown of a dataset, never the identifying values.
 
 An element is shown as ``REDACTED`` when the PS3.15 Basic Profile (``medsec_nb.deid``)
-would remove or replace it (names, IDs, dates, UIDs, descriptions, ...), and always
-when it is a Person Name, a private element, or on the conservative list below;
+would remove or replace it (names, IDs, dates, UIDs, descriptions, institution, device
+and physician identity, every private element), and always when it is a Person Name;
 sequences are not expanded.
 """
 
@@ -16,27 +16,13 @@ from .deid import Profile, display_action
 
 REDACTED = "\u2588 redacted"
 
-IDENTIFYING_KEYWORDS = frozenset({
-    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "OtherPatientIDsSequence",
-    "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientBirthDate", "PatientBirthTime",
-    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "MedicalRecordLocator",
-    "MilitaryRank", "BranchOfService", "EthnicGroup", "PatientReligiousPreference", "PatientInsurancePlanCodeSequence",
-    "AccessionNumber", "StudyID", "AdmissionID", "InstitutionName", "InstitutionAddress",
-    "InstitutionalDepartmentName", "ReferringPhysicianName", "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
-    "PhysiciansOfRecord", "RequestingPhysician", "OperatorsName", "StationName", "DeviceSerialNumber",
-    "ResponsiblePerson", "ResponsibleOrganization", "PatientComments", "AdditionalPatientHistory",
-})
-
-
 #: The display profile: the PS3.15 Basic Application Level Confidentiality Profile, no options.
 DISPLAY_PROFILE = Profile(frozenset())
 
 
 def is_identifying(elem: pydicom.DataElement) -> bool:
-    """Hidden unless the Basic Profile keeps it (and never if on the conservative list)."""
-    return (elem.tag.is_private or elem.VR == "PN" or elem.keyword in IDENTIFYING_KEYWORDS
-            or display_action(elem.tag, DISPLAY_PROFILE) != "keep")
+    """Hidden unless the Basic Profile keeps it (private elements never are); any Person Name too."""
+    return elem.VR == "PN" or display_action(elem.tag, DISPLAY_PROFILE) != "keep"
 
 
 def display_value(elem: pydicom.DataElement, limit: int = 64) -> str:

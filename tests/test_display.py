@@ -163,3 +163,17 @@ def test_instances_and_headers_come_back_redacted(study, source):
     series = study.series[0]
     assert type(series[0]) is RedactedDataset and type(series.header(0)) is RedactedDataset
     _assert_clean(repr(series[2]) + pretty(series.header(2)), source)
+
+
+def test_identity_attributes_are_redacted_by_the_basic_profile():
+    from pydicom import DataElement
+    from medsec_nb.redaction import is_identifying
+    for kw, vr, value in (("PatientName", "PN", "Doe^J"), ("PatientID", "LO", "123"),
+                          ("PatientBirthDate", "DA", "19700101"), ("PatientAddress", "LO", "Main St"),
+                          ("InstitutionName", "LO", "General"), ("ReferringPhysicianName", "PN", "Who^Dr"),
+                          ("AccessionNumber", "SH", "A1"), ("StationName", "SH", "CT01"),
+                          ("OtherPatientIDsSequence", "SQ", []), ("StudyInstanceUID", "UI", "1.2.3")):
+        assert is_identifying(DataElement(kw, vr, value)), kw
+    assert is_identifying(DataElement(0x00091001, "LO", "private value"))
+    for kw, vr, value in (("Modality", "CS", "CT"), ("Rows", "US", 512), ("Manufacturer", "LO", "ACME")):
+        assert not is_identifying(DataElement(kw, vr, value)), kw
