@@ -53,6 +53,7 @@ import medsec_nb  # noqa: E402
 from medsec_nb.access import Access  # noqa: E402
 from medsec_nb.audit import AuditLog  # noqa: E402
 from medsec_nb.container.reader import open_container  # noqa: E402
+from medsec_nb.policy import Policy, local_user  # noqa: E402
 from medsec_nb.study import Study  # noqa: E402
 from medsec_nb.testdata import synthesize_series  # noqa: E402
 
@@ -105,7 +106,8 @@ class _UnrecordedLog(AuditLog):
 
 def msec_full_unaudited(path: Path, ident: medsec_nb.Identity) -> np.ndarray:
     """The same load with no policy check and no audit record (not reachable through the API)."""
-    with Study(open_container(path, ident), Access(_UnrecordedLog(), "HRESCH", None, None, {})) as st:
+    access = Access(_UnrecordedLog(), "HRESCH", None, None, {}, Policy.load(), local_user())
+    with Study(open_container(path, ident), access) as st:
         return st.series[0].volume(progress=False)
 
 

@@ -18,7 +18,7 @@ from Crypto.Hash import SHA256
 
 from .audit import AuditLog
 from .container.export import export_container
-from .container.format import BODY_LEN, PREFIX_LEN
+from .container.format import BODY_LEN, PREFIX_LEN, Header
 from .container.reader import Container, open_container, read_header
 from .container.writer import rewrap
 from .errors import MedsecError, PolicyDeniedError
@@ -41,11 +41,15 @@ def resolve_purpose(purpose: str | None) -> str:
     return purpose.upper()
 
 
-def container_id(path: str | os.PathLike) -> str:
-    """SHA-256 of the container's fixed header body: names this container, commits to its
-    study key and (through the index hash) its content, without reading the payload."""
-    header, _ = read_header(path)
+def header_id(header: Header) -> str:
+    """SHA-256 of the container's magic, version and fixed header body: names the container,
+    commits to its study key and (through the index hash) its content."""
     return SHA256.new(header.raw[:PREFIX_LEN + BODY_LEN]).hexdigest()
+
+
+def container_id(path: str | os.PathLike) -> str:
+    """:func:`header_id` of the container at ``path`` (reads the public header only)."""
+    return header_id(read_header(path)[0])
 
 
 @dataclass
@@ -57,13 +61,11 @@ class Access:
     purpose_text: str | None
     key_id: str | None
     study: dict[str, Any]
-    policy: Policy | None = None
-    subject: str = ""
+    policy: Policy
+    subject: str
 
     def authorize(self, action: str, op: str, detail: dict[str, Any] | None = None) -> None:
-        """Ask the policy for a further ``action`` on this study; a denial is recorded and raised."""
-        if self.policy is None:
-            raise MedsecError(f"{op}: no access policy attached to this study")
+        """Ask the policy for ``action`` on this study; a denial is recorded and raised."""
         uid = self.study.get("study_uid")
         decision = self.policy.check(self.subject, action, self.study["container_sha256"], self.purpose,
                                      projects=[uid] if uid else ())
@@ -135,38 +137,27 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
     """
     purpose = resolve_purpose(purpose)
-    log = _as_log(audit_log)
-    access = Access(log, purpose, purpose_text, _key_id_of(identity), {})
-    try:
-        cid = container_id(path)
-    except MedsecError as exc:
-        access.record(op, "failure", event=event, detail=_error(exc))
-        raise
-    access.study["container_sha256"] = cid
-    pol = _as_policy(policy)
-    subject = local_user()
-    access.policy, access.subject = pol, subject
-    decision = pol.check(subject, action, cid, purpose)
-    if not decision.allowed:
-        access.record(op, "denied", event=EVENT_SECURITY, detail={"reason": decision.reason, "rule": decision.rule})
-        raise PolicyDeniedError(decision)
+    access = Access(_as_log(audit_log), purpose, purpose_text, _key_id_of(identity), {},
+                    _as_policy(policy), local_user())
+
+    def check_policy(header: Header) -> None:        # runs before any key is unwrapped
+        access.study["container_sha256"] = header_id(header)
+        access.authorize(action, op)
+
     try:
         box = open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase,
-                             _keep_study_key=keep_study_key)
+                             _keep_study_key=keep_study_key, before_unlock=check_policy)
+    except PolicyDeniedError:
+        raise                                          # recorded as a denial by authorize()
     except MedsecError as exc:
         access.record(op, "failure", event=event, detail=_error(exc))
         raise
     try:
         access.key_id = box.key_id
-        study_uid = box.entries[0]["study"] if box.entries else None
-        if study_uid:
-            access.study["study_uid"] = study_uid
+        if box.entries:
+            access.study["study_uid"] = box.entries[0]["study"]
         access.study["instances"] = len(box.entries)
-        decision = pol.check(subject, action, cid, purpose, projects=[study_uid] if study_uid else ())
-        if not decision.allowed:
-            access.record(op, "denied", event=EVENT_SECURITY,
-                          detail={"reason": decision.reason, "rule": decision.rule})
-            raise PolicyDeniedError(decision)
+        access.authorize(action, op)                   # again, now that the Study Instance UID is known
         access.record(op, event=event, detail={"signer": box.signer} if box.signer else None)
     except BaseException:
         box.close()

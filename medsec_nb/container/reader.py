@@ -7,7 +7,7 @@ import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from Crypto.Hash import SHA256
 
@@ -290,9 +290,13 @@ def safe_relpath(rel: Any, i: int) -> PurePosixPath:
 
 def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
                    passphrase: Passphrase = None, require_signer: Recipient | str | os.PathLike | None = None,
-                   *, identity_passphrase: Passphrase = None, _keep_study_key: bool = False) -> Container:
+                   *, identity_passphrase: Passphrase = None, _keep_study_key: bool = False,
+                   before_unlock: Callable[[Header], None] | None = None) -> Container:
     """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
-    commitment and signature, decrypt the index. Instances stay encrypted until asked for."""
+    commitment and signature, decrypt the index. Instances stay encrypted until asked for.
+
+    ``before_unlock(header)`` runs on the parsed public header before any key is unwrapped
+    (the access layer's policy check); raising there stops the opening."""
     path = Path(path)
     where = str(path)
     if identity is None and passphrase is None:
@@ -300,6 +304,8 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
     file = LocalFile(path)
     try:
         header = decode_header(file.read, where)
+        if before_unlock is not None:
+            before_unlock(header)
         fid = header.body.file_id
         if identity is not None:
             ident = as_identity(identity, identity_passphrase)
