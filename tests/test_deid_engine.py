@@ -15,6 +15,7 @@ from pydicom.sequence import Sequence
 
 from medsec_nb.deid import DeidKeys, Profile, deidentify, display_action, find_leaks, identifying_values, resolve
 from medsec_nb.deid import table
+from medsec_nb.deid.engine import SCRUB_MARKER
 
 KEYS = DeidKeys(b"test secret for medsec-nb deid!!")
 BASIC = Profile()
@@ -320,6 +321,9 @@ def test_each_option_on_every_row_it_names(ct, row, option, code):
     tag = _tag(row)
     vr = dictionary_VR(tag).split(" ")[0]
     value = Sequence([Dataset()]) if vr == "SQ" else _marker(vr, tag)
+    scrubbed = option == "clean-descriptors" and code == "C" and vr in ("LO", "LT", "SH", "ST", "UC", "UT")
+    if scrubbed:                                             # free text naming the patient
+        value = f"{value} {ct.PatientID}"
     ct.add_new(tag, vr, value)
     profile = Profile(frozenset({option}))
     assert resolve(row, profile) == code
@@ -327,6 +331,9 @@ def test_each_option_on_every_row_it_names(ct, row, option, code):
     if code == "K":
         kept = out[tag].value
         assert (len(kept) == 1) if vr == "SQ" else kept == value
+    elif scrubbed:                                           # cleaned: the name replaced, the rest kept
+        assert out[tag].value == value.replace(str(ct.PatientID), SCRUB_MARKER)
+        assert not find_leaks(out, identifying_values(ct))
     elif vr in ("OB", "OW", "UN"):
         assert tag not in out                               # C on binary data: cannot clean, removed
     elif vr == "SQ":

@@ -35,6 +35,18 @@ def test_shipped_table_equals_reference():
     assert shipped == reference
 
 
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared reference folder absent")
+@pytest.mark.parametrize("shipped, reference", [
+    ("table_e3_4_1_clean_structured_content.csv", "ps315_2023b_table_e3_4_1_clean_structured_content_codes.csv"),
+    ("table_e3_10_1_safe_private.csv", "ps315_2023b_table_e3_10_1_safe_private.csv"),
+])
+def test_shipped_2023b_tables_equal_reference(shipped, reference):
+    with open(REFERENCE / reference, newline="", encoding="utf-8") as f:
+        expected = list(csv.reader(f))
+    with open(table.DATA_DIR / shipped, newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f)) == expected
+
+
 def test_keywords_agree_with_pydicom_dictionary():
     checked = 0
     for r in table.rows():

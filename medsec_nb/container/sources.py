@@ -148,6 +148,11 @@ def read_source_instance(path: Path, rel: str) -> SourceInstance:
         data = path.read_bytes()
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
+    return split_instance(data, rel, path)
+
+
+def split_instance(data: bytes, rel: str, path: Path | str) -> SourceInstance:
+    """Split the bytes of one DICOM file (named ``path`` in errors) for storage as ``rel``."""
     buf = io.BytesIO(data)
     try:
         try:

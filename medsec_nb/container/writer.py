@@ -61,6 +61,19 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
     or key path) adds a producer signature. ``src`` is never modified; ``dest`` appears
     only when complete. ``_rand`` exists for deterministic test vectors only.
     """
+    files = list_source_files(src)
+    return write_container(dest, iter_source_instances(src, files), len(files), recipients, passphrase, signer,
+                           chunk_size=chunk_size, scrypt_log_n=scrypt_log_n, progress=progress, workers=workers,
+                           _rand=_rand)
+
+
+def write_container(dest: str | os.PathLike, instances: Iterable[SourceInstance], total: int,
+                    recipients: Iterable[Any] = (), passphrase: Passphrase = None,
+                    signer: Identity | str | os.PathLike | None = None, *,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE, scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
+                    progress: bool = True, workers: int = 2,
+                    _rand: Callable[[int], bytes] = get_random_bytes) -> Path:
+    """Encrypt ``total`` already split ``instances`` (e.g. made in memory) to the container ``dest``."""
     dest = Path(dest)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise MedsecError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
@@ -72,7 +85,6 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
     if sign_id is not None:
         signing.check_signer(sign_id)
     pw = resolve_passphrase(passphrase)
-    files = list_source_files(src)
 
     study_key = _rand(KEY_LEN)
     file_id = _rand(FILE_ID_LEN)
@@ -85,7 +97,7 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
         with atomic_file(dest, mode=0o644) as fh:
             fd = fh.fileno()
             entries, payload_len = _write_instances(fd, hlen, ks.payload_key, file_id, chunk_size,
-                                                    iter_source_instances(src, files), len(files),
+                                                    instances, total,
                                                     progress, workers, hashed=sign_id is not None)
             index_pt = canonical_json({"instances": entries})
             index_ct, index_hash = encrypt_segment(ks.payload_key, file_id, index_segment(), index_pt, chunk_size)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 import pydicom
@@ -18,6 +19,7 @@ from pydicom.tag import BaseTag, Tag
 
 from . import table
 from .keys import DeidKeys
+from .scan import identifying_values
 
 OPTIONS = frozenset(table.OPTION_COLUMNS)
 
@@ -51,6 +53,13 @@ _DUMMY: dict[str, object] = {
     "FL": 0.0, "FD": 0.0, "SL": 0, "SS": 0, "SV": 0, "UL": 0, "US": 0, "UV": 0, "AT": 0,
 }
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_TEXT = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+#: What replaces an identifying value found inside a cleaned descriptor or text content item.
+SCRUB_MARKER = "[REMOVED]"
+_CONTENT_SEQUENCE = 0x0040A730
+#: The attribute holding a content item's value, by Value Type (PS3.3 C.17.3).
+_CONTENT_VALUE = {"TEXT": "TextValue", "DATETIME": "DateTime", "DATE": "Date", "TIME": "Time",
+                  "PNAME": "PersonName", "UIDREF": "UID"}
 _DROPPED = (0x04000561, 0xFFFAFFFA)   # Original Attributes Sequence, Digital Signatures Sequence
 
 
@@ -138,11 +147,14 @@ def _effective(code: str, row: table.Row, vr: str) -> str:
 class _Run:
     """One de-identification of one dataset: profile, keys and the patient's derived values."""
 
-    def __init__(self, profile: Profile, keys: DeidKeys, patient_key: str) -> None:
+    def __init__(self, profile: Profile, keys: DeidKeys, patient_key: str, needles: frozenset[str] = frozenset()) -> None:
         self.profile, self.keys = profile, keys
         self.pseudonym = keys.patient_pseudonym(patient_key)
         self.shift = dt.timedelta(days=keys.date_shift_days(patient_key))
         self.modified_dates = "retain-long-modified-dates" in profile.options
+        self.clean_descriptors = "clean-descriptors" in profile.options
+        words = sorted(needles, key=len, reverse=True)
+        self._needles = re.compile("|".join(map(re.escape, words)), re.IGNORECASE) if words else None
 
     def clean(self, ds: Dataset, top: bool) -> None:
         self._private(ds)
@@ -172,6 +184,8 @@ class _Run:
             elem.value = self.pseudonym
         elif code == "X":
             del ds[tag]
+        elif code == "C" and int(tag) == _CONTENT_SEQUENCE:
+            elem.value = self._content(elem.value)
         elif code == "K" or (code in "CU" and vr == "SQ"):
             if vr == "SQ":
                 self._items(elem.value)
@@ -181,8 +195,65 @@ class _Run:
             elem.value = self._uids(elem.value)
         elif code == "C" and vr in ("DA", "DT", "TM") and self.modified_dates:
             elem.value = self._shift(elem.value, vr)
+        elif code == "C" and vr in _TEXT and self.clean_descriptors:
+            elem.value = self.scrub(elem.value)
         else:                                    # D, C and U on a VR that cannot hold a UID
             elem.value = _dummy(vr)
+
+    def scrub(self, value: object) -> object:
+        """Free text with every identifying value of the original replaced by :data:`SCRUB_MARKER`."""
+        if self._needles is None or value in (None, ""):
+            return value
+        if isinstance(value, MultiValue):
+            return [self._needles.sub(SCRUB_MARKER, str(v)) for v in value]
+        return self._needles.sub(SCRUB_MARKER, str(value))
+
+    def _content(self, seq: Sequence | None) -> Sequence:
+        """Clean Structured Content (Table E.3.4-1): drop, replace or keep each content item by its
+        concept name; text kept is scrubbed; then Table E.1-1 applies inside every kept item."""
+        kept = []
+        for item in seq or ():
+            code = self._content_code(item)
+            if code == "X":
+                continue
+            self._content_value(item, code)
+            self.clean(item, top=False)
+            kept.append(item)
+        return Sequence(kept)
+
+    def _content_code(self, item: Dataset) -> str | None:
+        names = item.get("ConceptNameCodeSequence") or ()
+        if not names:
+            return None
+        name = names[0]
+        row = table.content_row(str(name.get("CodingSchemeDesignator", "")), str(name.get("CodeValue", "")),
+                                str(item.get("ValueType", "")))
+        if row is None:
+            return None
+        codes = {row.options[o] for o in self.profile.options if o in row.options}
+        code = "C" if "C" in codes else "K" if "K" in codes else row.basic
+        return code.split("/")[0]                 # X/D: the strictest choice, as for Table E.1-1
+
+    def _content_value(self, item: Dataset, code: str | None) -> None:
+        value_type = str(item.get("ValueType", ""))
+        keyword = _CONTENT_VALUE.get(value_type)
+        if keyword is None or keyword not in item:
+            if value_type == "NUM" and code in ("D", "C"):
+                for mv in item.get("MeasuredValueSequence") or ():
+                    mv.NumericValue = "0"
+            return
+        elem = item[keyword]
+        if code in (None, "K"):                   # unlisted or kept: text is still scrubbed
+            if value_type == "TEXT":
+                elem.value = self.scrub(elem.value)
+        elif value_type == "TEXT":
+            elem.value = self.scrub(elem.value) if code == "C" and self.clean_descriptors else DUMMY_TEXT
+        elif code == "C" and elem.VR in ("DA", "DT", "TM") and self.modified_dates:
+            elem.value = self._shift(elem.value, elem.VR)
+        elif elem.VR == "UI":
+            elem.value = self._uids(elem.value)
+        else:
+            elem.value = _dummy(elem.VR)
 
     def _uids(self, value: object) -> object:
         if isinstance(value, MultiValue):
@@ -251,7 +322,8 @@ def _mark(ds: Dataset, profile: Profile) -> None:
 def deidentify(ds: Dataset, profile: Profile, keys: DeidKeys) -> Dataset:
     """A de-identified copy of ``ds`` (with its file meta); ``ds`` itself is not changed."""
     out = copy.deepcopy(ds)
-    run = _Run(profile, keys, _patient_key(ds))
+    cleans_text = profile.options & {"clean-descriptors", "clean-structured-content"}
+    run = _Run(profile, keys, _patient_key(ds), frozenset(identifying_values(ds)) if cleans_text else frozenset())
     run.clean(out, top=True)
     meta = getattr(out, "file_meta", None)
     if meta is not None:

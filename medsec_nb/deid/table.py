@@ -1,4 +1,4 @@
-"""The shipped PS3.15 Annex E tables (Table E.1-1 2024b, Table E.3.10-1 2023b) and their lookup."""
+"""The shipped PS3.15 Annex E tables (Table E.1-1 2024b; Tables E.3.10-1 and E.3.4-1 2023b) and their lookup."""
 
 from __future__ import annotations
 
@@ -117,3 +117,48 @@ def is_safe_private(tag: int | BaseTag, creator: str) -> bool:
 def action_codes() -> dict[str, str]:
     """Table E.1-1a: action code to its meaning."""
     return {code: meaning for code, meaning in csv.reader(io.StringIO(_read("table_e1_1a_action_codes.csv")))}
+
+
+#: The option columns of Table E.3.4-1, by option name (it has no Safe Private, Clean Structured
+#: Content or Clean Graphics column).
+CSC_OPTION_COLUMNS: dict[str, str] = {
+    "retain-uids": "Rtn. UIDs Opt.",
+    "retain-device-identity": "Rtn. Dev. Id. Opt.",
+    "retain-institution-identity": "Rtn. Inst. Id. Opt.",
+    "retain-patient-characteristics": "Rtn. Pat. Chars. Opt.",
+    "retain-long-full-dates": "Rtn. Long. Full Dates Opt.",
+    "retain-long-modified-dates": "Rtn. Long. Modif. Dates Opt.",
+    "clean-descriptors": "Clean Desc. Opt.",
+}
+
+
+@dataclass(frozen=True)
+class ContentRow:
+    """One row of Table E.3.4-1 (a content item concept name and its actions)."""
+
+    meaning: str
+    value: str
+    scheme: str
+    value_type: str
+    basic: str
+    options: dict[str, str]
+
+
+@lru_cache(maxsize=1)
+def structured_content() -> dict[tuple[str, str], tuple[ContentRow, ...]]:
+    """Table E.3.4-1 by (coding scheme designator, code value); a few codes have one row per value type."""
+    out: dict[tuple[str, str], list[ContentRow]] = {}
+    for r in csv.DictReader(io.StringIO(_read("table_e3_4_1_clean_structured_content.csv"))):
+        opts = {name: r[col] for name, col in CSC_OPTION_COLUMNS.items() if r[col]}
+        row = ContentRow(r["Code Meaning"], r["Code Value"], r["Coding Scheme Designator"], r["Value Type"],
+                         r["Basic Prof."], opts)
+        out.setdefault((row.scheme, row.value), []).append(row)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def content_row(scheme: str, value: str, value_type: str) -> ContentRow | None:
+    """The Table E.3.4-1 row for a content item's concept name (and value type, when a code has several)."""
+    found = structured_content().get((scheme.strip(), value.strip()))
+    if not found:
+        return None
+    return next((r for r in found if r.value_type == value_type.strip()), found[0])
