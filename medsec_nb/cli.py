@@ -14,6 +14,7 @@ from .access import add_recipients, decrypt_study, verify_study
 from .audit.cli import add_audit_commands
 from .container.reader import inspect_study
 from .container.writer import encrypt_study
+from .deid_cli import add_deid_commands
 from .errors import MedsecError
 from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
 from .prompt import key_passphrase, prompt_secret, read_secret_file
@@ -29,6 +30,7 @@ typical session of a data steward:
   medsec decrypt study.msec -i site-a.key -o EXPORT/ --purpose HRESCH   # explicit plaintext export
   medsec audit show --since 7d                  # who decrypted what, when and why
   medsec audit verify                           # the log's hash chain and signed checkpoints
+  medsec deid CT_STUDY/ -o DEID/ --secret-file project.secret --purpose HRESCH   # PS3.15 de-identified copy
 
 Every decryption is checked against the access policy ($MEDSEC_POLICY) and recorded in
 the audit log ($MEDSEC_AUDIT_LOG) with its purpose of use (--purpose or $MEDSEC_PURPOSE).
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     add_audit_commands(sub)
+    add_deid_commands(sub)
     return parser
 
 

@@ -330,6 +330,13 @@ class Study:
         """Drop the keys and index; later access raises StudyClosedError."""
         self._box.close()
 
+    def export_deidentified(self, output: str | os.PathLike | None = None, **kwargs: Any):
+        """De-identify this study (PS3.15 Basic Profile plus ``options``) to a DICOM folder or, with
+        ``recipients``, a new container; audited, atomic, leak-scanned. Keyword arguments and the
+        returned conformance report: ``medsec_nb.deid_export.export_deidentified``."""
+        from .deid_export import export_deidentified
+        return export_deidentified(self, output, **kwargs)
+
     def __enter__(self) -> "Study":
         return self
 

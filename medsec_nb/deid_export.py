@@ -1,0 +1,215 @@
+"""Audited de-identified export (``medsec deid``, ``Study.export_deidentified``) and mapping read-back.
+
+Each export asks the access policy (action ``export``) for its purpose of use and is recorded in the
+audit log (action ``deid-export``, DICOM event 110106 Export) with its profile, counts and outcome;
+a burned-in override is recorded as its own ``burned-in-override`` record before anything is written.
+Reading a mapping back is re-identification: policy action ``reveal-tag``, audit action ``reidentify``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import pydicom
+from Crypto.Random import get_random_bytes
+
+from .access import EVENT_EXPORT, EVENT_SECURITY, Access, _as_log, _as_policy, resolve_purpose
+from .audit import AuditLog
+from .container.sources import list_source_files
+from .deid import DeidKeys, Profile
+from .deid.export import ExportReport, ExportSettings, export_instances
+from .deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
+from .deid.pixels import MaskRule, burned_in_reason, load_mask_rules
+from .errors import MedsecError, OutputError, PolicyDeniedError, SourceError
+from .keys import Identity, Passphrase
+from .policy import Policy, local_user
+
+if TYPE_CHECKING:
+    from .study import Study
+
+
+def _read(path: Path) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types on garbage input
+        raise SourceError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
+
+
+def _file_items(files: list[Path]) -> Iterator[tuple[str, pydicom.Dataset]]:
+    for path in files:
+        yield str(path), _read(path)
+
+
+def _study_items(study: "Study") -> Iterator[tuple[str, pydicom.Dataset]]:
+    n = 0
+    for series in study.series:
+        for ds in series:
+            n += 1
+            yield f"{study.path}: instance {n}", ds
+
+
+def _rules(mask_rules: str | os.PathLike | Iterable[MaskRule] | None) -> tuple[MaskRule, ...]:
+    if mask_rules is None:
+        return ()
+    if isinstance(mask_rules, (str, os.PathLike)):
+        return load_mask_rules(mask_rules)
+    return tuple(mask_rules)
+
+
+def _keys(secret: bytes | DeidKeys | None, dry_run: bool) -> RecordingKeys:
+    if isinstance(secret, DeidKeys):
+        secret = secret.secret
+    if secret is None:
+        if not dry_run:
+            raise MedsecError("a de-identification secret is required (>= 16 bytes; the same secret gives the "
+                              "same pseudonyms, UIDs and date shifts in every export)")
+        secret = get_random_bytes(32)        # a dry run writes nothing; any key shows the changes
+    try:
+        return RecordingKeys(secret)
+    except ValueError as exc:
+        raise MedsecError(str(exc)) from None
+
+
+def _profile(profile: Profile | Iterable[str]) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return Profile(frozenset(profile))
+    except ValueError as exc:
+        raise MedsecError(str(exc)) from None
+
+
+def _summary(report: ExportReport) -> dict[str, Any]:
+    return {"profile": ["basic", *report.profile], "encrypted": report.encrypted, "dry_run": report.dry_run,
+            "actions": [f"{a}={n}" for a, n in sorted(report.actions.items())],
+            "burned_in": len(report.burned_in)}
+
+
+def _run(access: Access, items: Iterable[tuple[str, pydicom.Dataset]], total: int,
+         output: str | os.PathLike | None, settings: ExportSettings, *, recipients: list[Any],
+         passphrase: Passphrase, dry_run: bool, progress: bool,
+         mapping: str | os.PathLike | None, mapping_recipients: list[Any] | None,
+         mapping_passphrase: Passphrase) -> ExportReport:
+    if not dry_run:
+        if output is None:
+            raise MedsecError("an output (-o folder, or a .msec container with recipients) is required")
+        out = Path(output)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise OutputError(f"{out}: already exists (refusing to overwrite; choose a new output)")
+        if mapping is not None and Path(mapping).exists():
+            raise OutputError(f"{mapping}: already exists (refusing to overwrite the mapping file)")
+        if mapping is not None and not (mapping_recipients or mapping_passphrase is not None):
+            raise MedsecError("the mapping is written encrypted: give its recipients (public keys) or a passphrase")
+    items = _override_audited(access, items, settings) if settings.allow_burned_in else items
+    report = access.audited(
+        "deid-export",
+        lambda: export_instances(items, total, output, settings, recipients=recipients, passphrase=passphrase,
+                                 dry_run=dry_run, progress=progress),
+        event=EVENT_EXPORT, instances=total, detail=_summary)
+    if mapping is not None and not dry_run:
+        keys = settings.keys
+        assert isinstance(keys, RecordingKeys)
+        note = {"studies": sorted({keys.uids.get(u) for u in _study_uids(access)} - {None})}
+        access.audited("deid-mapping", lambda: write_mapping(mapping, keys.mapping(), mapping_recipients or (),
+                                                              mapping_passphrase, note=note),
+                       event=EVENT_EXPORT, detail=lambda p: {"mapping": os.path.basename(p)})
+    return report
+
+
+def _study_uids(access: Access) -> list[str]:
+    uid = access.study.get("study_uid")
+    return [uid] if uid else []
+
+
+def _override_audited(access: Access, items: Iterable[tuple[str, pydicom.Dataset]],
+                      settings: ExportSettings) -> Iterator[tuple[str, pydicom.Dataset]]:
+    """Record each burned-in override (an instance flagged and not masked) before it is exported."""
+    for name, ds in items:
+        reason = burned_in_reason(ds)
+        if reason is not None and not any(r.matches(ds) for r in settings.mask_rules):
+            access.record("burned-in-override", event=EVENT_SECURITY,
+                          detail={"instance": os.path.basename(name), "reason": reason})
+        yield name, ds
+
+
+def _plain_access(study_uid: str, purpose: str | None, purpose_text: str | None,
+                  audit_log: AuditLog | str | os.PathLike | None,
+                  policy: Policy | str | os.PathLike | None) -> Access:
+    """Access for a plain DICOM source: the policy object is its Study Instance UID."""
+    access = Access(_as_log(audit_log), resolve_purpose(purpose), purpose_text, None,
+                    {"study_uid": study_uid}, _as_policy(policy), local_user())
+    decision = access.policy.check(access.subject, "export", study_uid, access.purpose)
+    if not decision.allowed:
+        access.record("deid-export", "denied", event=EVENT_SECURITY,
+                      detail={"reason": decision.reason, "rule": decision.rule})
+        raise PolicyDeniedError(decision)
+    return access
+
+
+def export_deidentified(source: "str | os.PathLike | Study", output: str | os.PathLike | None = None, *,
+                        options: Iterable[str] | Profile = (), secret: bytes | DeidKeys | None = None,
+                        purpose: str | None = None, purpose_text: str | None = None,
+                        identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None,
+                        identity_passphrase: Passphrase = None,
+                        recipients: Iterable[Any] = (), output_passphrase: Passphrase = None,
+                        dry_run: bool = False, mask_rules: str | os.PathLike | Iterable[MaskRule] | None = None,
+                        allow_burned_in: bool = False, mapping: str | os.PathLike | None = None,
+                        mapping_recipients: Iterable[Any] | None = None, mapping_passphrase: Passphrase = None,
+                        progress: bool = True, audit_log: AuditLog | str | os.PathLike | None = None,
+                        policy: Policy | str | os.PathLike | None = None) -> ExportReport:
+    """De-identify a study (a DICOM file or folder, a ``.msec`` container, or an open Study) with the
+    PS3.15 Basic Profile plus ``options``, and write it to ``output``: a new folder of DICOM files, or,
+    with ``recipients`` (public keys) or ``output_passphrase``, a new encrypted container (no plaintext
+    on disk). ``secret`` (>= 16 bytes) keys pseudonyms, UIDs and date shifts. ``dry_run`` writes nothing;
+    its report holds the per-element diff. ``mapping`` writes the re-identification mapping encrypted to
+    ``mapping_recipients`` (or ``mapping_passphrase``). A container source is unlocked with ``identity``
+    or ``passphrase``. Returns the conformance report.
+    """
+    settings = ExportSettings(_profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in)
+    kw = dict(recipients=list(recipients), passphrase=output_passphrase, dry_run=dry_run, progress=progress,
+              mapping=mapping, mapping_recipients=list(mapping_recipients or ()),
+              mapping_passphrase=mapping_passphrase)
+    if not isinstance(source, (str, os.PathLike)):
+        study = source
+        study._open_box()
+        study._access.authorize("export", "deid-export")
+        return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
+    src = Path(source)
+    if src.is_file() and src.suffix.lower() == ".msec":
+        from .study import open_study      # the study layer opens containers
+        with open_study(src, identity, passphrase, purpose=purpose, purpose_text=purpose_text,
+                        identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy) as study:
+            study._access.authorize("export", "deid-export")
+            return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
+    files = list_source_files(src)
+    first = _read(files[0])
+    uid = str(first.get("StudyInstanceUID", "") or "").strip()
+    if not uid:
+        raise SourceError(f"{files[0]}: not a DICOM instance (no StudyInstanceUID)")
+    access = _plain_access(uid, purpose, purpose_text, audit_log, policy)
+    return _run(access, _file_items(files), len(files), output, settings, **kw)
+
+
+def read_mapping(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
+                 passphrase: Passphrase = None, *, identity_passphrase: Passphrase = None,
+                 purpose: str | None = None, purpose_text: str | None = None,
+                 audit_log: AuditLog | str | os.PathLike | None = None,
+                 policy: Policy | str | os.PathLike | None = None) -> dict[str, Any]:
+    """Decrypt an export's mapping for authorised re-identification: the policy must allow
+    ``reveal-tag`` for ``purpose`` on the mapping (by its file id or the de-identified study UIDs),
+    and the read is recorded (action ``reidentify``) before the mapping is returned."""
+    sealed = read_sealed(path)
+    studies = [s for s in sealed.note.get("studies", []) if isinstance(s, str)]
+    access = Access(_as_log(audit_log), resolve_purpose(purpose), purpose_text, None,
+                    {"study_uid": studies[0]} if studies else {}, _as_policy(policy), local_user())
+    decision = access.policy.check(access.subject, "reveal-tag", sealed.file_id, access.purpose, projects=studies)
+    if not decision.allowed:
+        access.record("reidentify", "denied", event=EVENT_SECURITY,
+                      detail={"mapping": sealed.file_id, "reason": decision.reason, "rule": decision.rule})
+        raise PolicyDeniedError(decision)
+    return access.audited("reidentify", lambda: open_mapping(sealed, identity, passphrase, identity_passphrase),
+                          event=EVENT_SECURITY,
+                          detail=lambda m: {"mapping": sealed.file_id, "patients": len(m.get("patients", {})),
+                                            "uids": len(m.get("uids", {}))})
