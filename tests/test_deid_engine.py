@@ -118,10 +118,17 @@ def test_basic_profile_every_attribute_top_and_nested(ct, row):
     assert tag in ds and ds[tag].value == value           # the input is unchanged
 
 
-def test_input_unchanged(ct):
-    before = ct.to_json_dict()
-    deidentify(ct, BASIC, KEYS)
-    assert ct.to_json_dict() == before
+@pytest.mark.parametrize("options", [frozenset(), frozenset({"clean-structured-content", "clean-descriptors",
+                                                             "retain-long-modified-dates", "retain-safe-private"})])
+def test_input_unchanged(ct, options):
+    item = Dataset()
+    item.ValueType, item.TextValue = "TEXT", f"about {ct.PatientName}"
+    item.DateTime = "20200101101010"
+    ct.ContentSequence = Sequence([item])
+    before, meta = ct.to_json_dict(), ct.file_meta.to_json_dict()
+    out = deidentify(ct, Profile(options), KEYS)
+    assert ct.to_json_dict() == before and ct.file_meta.to_json_dict() == meta
+    assert out.to_json_dict() != before and out.file_meta.to_json_dict() != meta
 
 
 def _with_patient(ct, pid: str, study: str, dates: tuple[str, str]) -> Dataset:

@@ -9,8 +9,10 @@ import copy
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -319,11 +321,37 @@ def _mark(ds: Dataset, profile: Profile) -> None:
         else "UNMODIFIED" if "retain-long-full-dates" in profile.options else "REMOVED")
 
 
-def deidentify(ds: Dataset, profile: Profile, keys: DeidKeys) -> Dataset:
-    """A de-identified copy of ``ds`` (with its file meta); ``ds`` itself is not changed."""
-    out = copy.deepcopy(ds)
+def _copy(ds: Dataset) -> Dataset:
+    """A copy to de-identify: new element objects (and sequence items, recursively) that share the
+    original's immutable values and unparsed raw elements, so no value, pixel data included, is copied."""
+    new = copy.copy(ds)
+    new._dict = {}
+    for tag, elem in ds._dict.items():
+        if isinstance(elem, RawDataElement):
+            new._dict[tag] = elem                 # a named tuple: parsing it stores a new element in ``new``
+            continue
+        elem = copy.copy(elem)
+        if elem.VR == "SQ":
+            elem.value = Sequence([_copy(item) for item in elem.value or ()])
+        new._dict[tag] = elem
+    new.__dict__.update(_pixel_array=None, _pixel_id={},
+                        _pixel_array_opts=dict(ds.__dict__.get("_pixel_array_opts", {"use_pdh": False})))
+    meta = ds.__dict__.get("file_meta")
+    if meta is not None:
+        new.file_meta = _copy(meta)
+    return new
+
+
+def deidentify(ds: Dataset, profile: Profile, keys: DeidKeys, *, identifying: Iterable[str] | None = None) -> Dataset:
+    """A de-identified copy of ``ds`` (with its file meta); ``ds``'s values are not changed.
+
+    ``identifying``: the original's identifying values (:func:`identifying_values`), if already known;
+    Clean Descriptors and Clean Structured Content scrub them from the free text they keep.
+    """
     cleans_text = profile.options & {"clean-descriptors", "clean-structured-content"}
-    run = _Run(profile, keys, _patient_key(ds), frozenset(identifying_values(ds)) if cleans_text else frozenset())
+    needles = frozenset(identifying_values(ds) if identifying is None else identifying) if cleans_text else frozenset()
+    out = _copy(ds)
+    run = _Run(profile, keys, _patient_key(ds), needles)
     run.clean(out, top=True)
     meta = getattr(out, "file_meta", None)
     if meta is not None:

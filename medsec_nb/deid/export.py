@@ -222,8 +222,9 @@ def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
         else:
             raise BurnedInError(f"{name}: may carry burned-in text ({reason}); add a --mask-rules rule that "
                                 "masks it, leave it out, or override with --allow-burned-in (audited)")
-    out = deidentify(work, settings.profile, settings.keys)
-    hits = find_leaks(out, identifying_values(ds))
+    needles = identifying_values(ds)          # first: parses the original's elements once, for both
+    out = deidentify(work, settings.profile, settings.keys, identifying=needles)
+    hits = find_leaks(out, needles)
     if hits:
         report.leak_hits += len(hits)
         raise LeakError(f"{name}: identifying value(s) of the original remain after de-identification at "
