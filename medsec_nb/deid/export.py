@@ -40,14 +40,24 @@ class LeakError(MedsecError):
 
 @dataclass(frozen=True)
 class Change:
-    """One element's fate in one instance: ``before`` is always redacted for changed elements."""
+    """One element's fate in one instance; its display redacts every value that was changed."""
 
     path: str
     keyword: str
     vr: str
     action: str            # kept | removed | replaced | emptied | uid-replaced | shifted | pseudonymised | added
-    before: str
-    after: str
+    old: pydicom.DataElement | None = field(default=None, repr=False)
+    new: pydicom.DataElement | None = field(default=None, repr=False)
+
+    @property
+    def before(self) -> str:
+        if self.old is None:
+            return "-"
+        return _shown(self.old) if self.action == "kept" else _redacted(self.old)
+
+    @property
+    def after(self) -> str:
+        return "-" if self.new is None else _shown(self.new)
 
 
 @dataclass
@@ -145,24 +155,20 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
         where = f"{path}({tag.group:04X},{tag.element:04X})"
         keyword = elem.keyword or where
         if tag not in after:
-            out.append(Change(where, keyword, elem.VR, "removed", _redacted(elem), "-"))
+            out.append(Change(where, keyword, elem.VR, "removed", elem))
             continue
         new = after[tag]
         if elem.VR == "SQ":
             old_items, new_items = list(elem.value or ()), list(new.value or ())
             if len(old_items) != len(new_items):
-                out.append(Change(where, keyword, "SQ", "replaced", _redacted(elem), _shown(new)))
+                out.append(Change(where, keyword, "SQ", "replaced", elem, new))
             else:
-                out.append(Change(where, keyword, "SQ", "kept", _shown(elem), _shown(new)))
+                out.append(Change(where, keyword, "SQ", "kept", elem, new))
                 for i, (a, b) in enumerate(zip(old_items, new_items)):
                     out.extend(diff(a, b, f"{where}[{i}]/"))
             continue
-        if int(tag) in _BULK:
-            same = elem.value is new.value or elem.value == new.value
-        else:
-            same = elem.value == new.value
-        if same:
-            out.append(Change(where, keyword, elem.VR, "kept", _shown(elem), _shown(new)))
+        if elem.value is new.value or elem.value == new.value:
+            out.append(Change(where, keyword, elem.VR, "kept", elem, new))
             continue
         if new.value in (None, "", b""):
             action = "emptied"
@@ -174,11 +180,11 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
             action = "shifted"
         else:
             action = "replaced"
-        out.append(Change(where, keyword, elem.VR, action, _redacted(elem), _shown(new)))
+        out.append(Change(where, keyword, elem.VR, action, elem, new))
     for elem in after:
         if elem.tag not in before:
             where = f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
-            out.append(Change(where, elem.keyword or where, elem.VR, "added", "-", _shown(elem)))
+            out.append(Change(where, elem.keyword or where, elem.VR, "added", None, elem))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -18,6 +19,8 @@ IDENTIFYING_KEYWORDS = (
     "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
     "OperatorsName", "AccessionNumber",
 )
+
+_IDENTIFYING_TAGS = frozenset(tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS)
 
 
 def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, object, object]]:
@@ -46,10 +49,9 @@ def _texts(value: object) -> list[str]:
 def identifying_values(ds: Dataset) -> set[str]:
     """Identifying values of an original dataset, at every depth: patient names (and their
     parts), IDs, birth date, address, institution, physicians, operators, accession number."""
-    wanted = set(IDENTIFYING_KEYWORDS)
     found: set[str] = set()
     for _, elem, value in _walk(ds):
-        if elem.keyword in wanted:
+        if elem.tag in _IDENTIFYING_TAGS:
             found.update(t.strip() for t in _texts(value) if len(t.strip()) >= MIN_LEN)
     return found
 
