@@ -339,7 +339,7 @@ def test_each_option_on_every_row_it_names(ct, row, option, code):
         kept = out[tag].value
         assert (len(kept) == 1) if vr == "SQ" else kept == value
     elif scrubbed:                                           # cleaned: the name replaced, the rest kept
-        assert out[tag].value == value.replace(str(ct.PatientID), SCRUB_MARKER)
+        assert out[tag].value == value.replace(str(ct.PatientID), SCRUB_MARKER)[:16 if vr == "SH" else None]
         assert not find_leaks(out, identifying_values(ct))
     elif vr in ("OB", "OW", "UN"):
         assert tag not in out                               # C on binary data: cannot clean, removed

@@ -297,3 +297,23 @@ def test_cli(series_source, identities, tmp_path):
         r = medsec("deid", series_source.folder, *args, "--purpose", "HRESCH", "-q", cwd=tmp_path)
         assert r.returncode == code and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "X").exists()
+
+
+def test_policy_denial_is_recorded_and_writes_nothing(series_source, identities, tmp_path):
+    from medsec_nb.errors import PolicyDeniedError
+    policy = tmp_path / "site.csv"
+    policy.write_text("p, @local, *, *, *, *, allow\np, @local, *, export, *, *, deny\n"
+                      "p, @local, *, reveal-tag, HRESCH, *, deny\n")
+    log = tmp_path / "audit.jsonl"
+    with pytest.raises(PolicyDeniedError):
+        export_deidentified(series_source.folder, tmp_path / "OUT", secret=SECRET, policy=policy, audit_log=log,
+                            progress=False)
+    assert not (tmp_path / "OUT").exists()
+    rec = _records(log)[-1]
+    assert (rec["action"], rec["outcome"]) == ("deid-export", "denied")
+    mapping = tmp_path / "map.json"
+    export_deidentified(series_source.folder, tmp_path / "OUT2", secret=SECRET, mapping=mapping,
+                        mapping_recipients=[identities.x25519], audit_log=log, progress=False)
+    with pytest.raises(PolicyDeniedError):
+        read_mapping(mapping, identities.x25519, purpose="HRESCH", policy=policy, audit_log=log)
+    assert (_records(log)[-1]["action"], _records(log)[-1]["outcome"]) == ("reidentify", "denied")

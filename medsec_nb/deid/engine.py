@@ -58,6 +58,7 @@ _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _TEXT = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
 #: What replaces an identifying value found inside a cleaned descriptor or text content item.
 SCRUB_MARKER = "[REMOVED]"
+_MAX_LEN = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
 _CONTENT_SEQUENCE = 0x0040A730
 #: The attribute holding a content item's value, by Value Type (PS3.3 C.17.3).
 _CONTENT_VALUE = {"TEXT": "TextValue", "DATETIME": "DateTime", "DATE": "Date", "TIME": "Time",
@@ -198,17 +199,18 @@ class _Run:
         elif code == "C" and vr in ("DA", "DT", "TM") and self.modified_dates:
             elem.value = self._shift(elem.value, vr)
         elif code == "C" and vr in _TEXT and self.clean_descriptors:
-            elem.value = self.scrub(elem.value)
+            elem.value = self.scrub(elem.value, _MAX_LEN.get(vr))
         else:                                    # D, C and U on a VR that cannot hold a UID
             elem.value = _dummy(vr)
 
-    def scrub(self, value: object) -> object:
-        """Free text with every identifying value of the original replaced by :data:`SCRUB_MARKER`."""
+    def scrub(self, value: object, max_len: int | None = None) -> object:
+        """Free text with every identifying value of the original replaced by :data:`SCRUB_MARKER`
+        (cut to ``max_len``, the VR's maximum, when the marker made it longer)."""
         if self._needles is None or value in (None, ""):
             return value
         if isinstance(value, MultiValue):
-            return [self._needles.sub(SCRUB_MARKER, str(v)) for v in value]
-        return self._needles.sub(SCRUB_MARKER, str(value))
+            return [self._needles.sub(SCRUB_MARKER, str(v))[:max_len] for v in value]
+        return self._needles.sub(SCRUB_MARKER, str(value))[:max_len]
 
     def _content(self, seq: Sequence | None) -> Sequence:
         """Clean Structured Content (Table E.3.4-1): drop, replace or keep each content item by its
