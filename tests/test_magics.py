@@ -174,7 +174,7 @@ def test_config_defaults(ip, typed, signed_container, keys, capsys):
     assert ip.run_cell(f"%load_secure_study {signed_container} --as st --purpose TREAT").success
     assert ip.user_ns["st"].purpose == "TREAT"
     ip.run_line_magic("config", "MedsecMagics.redaction_profile = 'none'")
-    assert _magics(ip).redaction_profile == "conservative"
+    assert _magics(ip).redaction_profile == "basic"
     ip.run_line_magic("config", "MedsecMagics")
     listing = capsys.readouterr().out
     for trait in ("default_identity", "default_purpose", "redaction_profile", "audit_log", "harden"):
