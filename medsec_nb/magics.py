@@ -234,6 +234,7 @@ def unload_ipython_extension(ip) -> None:
     if magics is None:
         return
     magics.unload_all()
+    set_profile()
     for kind, names in magics.magics.items():
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
