@@ -8,8 +8,8 @@ study is closed or the process exits. The values themselves are never written. T
 server's pre-save hook (``medsec_nb.server.save_guard``) tokenises notebook outputs the same
 way and compares fingerprints of token runs.
 
-Values are read from the first instance header of each series, on a background thread, so
-opening a study is not slowed down; :func:`wait` joins it.
+Values are read from the first instance header of the study (and the series UIDs from its
+index), on a background thread, so opening a study is hardly slowed down; :func:`wait` joins it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import secrets
 import threading
 import weakref
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pydicom
 from Crypto.Hash import HMAC, SHA256
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
 from .atomic import atomic_file
@@ -71,6 +73,7 @@ def guard_key() -> bytes:
     return key
 
 
+@lru_cache(maxsize=1 << 16)
 def _norm(token: str) -> str:
     token = token.casefold()
     return str(int(token)) if token.isdigit() and len(token) < 40 else token
@@ -125,21 +128,31 @@ def value_variants(elem: pydicom.DataElement) -> set[tuple[str, ...]]:
 def identifying_variants(ds: pydicom.Dataset) -> set[tuple[str, ...]]:
     """Token sequences of every guarded value of ``ds``, at every depth."""
     out: set[tuple[str, ...]] = set()
-    for elem in _walk(ds):
-        if elem.keyword in GUARDED_KEYWORDS and elem.VR != "SQ":
+    for elem in _guarded(ds):
+        if elem.VR != "SQ":
             out |= value_variants(elem)
     return out
 
 
-def _walk(ds: pydicom.Dataset) -> Iterator[pydicom.DataElement]:
-    for elem in ds:
-        if elem.tag == 0x7FE00010:
-            continue
-        if elem.VR == "SQ":
-            for item in elem.value or ():
-                yield from _walk(item)
-        else:
-            yield elem
+_GUARDED_TAGS = frozenset(t for t in map(tag_for_keyword, GUARDED_KEYWORDS) if t is not None)
+
+
+@lru_cache(maxsize=4096)
+def _is_sequence(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _guarded(ds: pydicom.Dataset) -> Iterator[pydicom.DataElement]:
+    """The guarded elements of ``ds`` and of its sequence items; other elements are not even parsed."""
+    for tag in list(ds.keys()):
+        if tag in _GUARDED_TAGS:
+            yield ds[tag]
+        elif not tag.is_private and _is_sequence(tag):
+            for item in ds[tag].value or ():
+                yield from _guarded(item)
 
 
 def fingerprint(key: bytes, toks: Iterable[str]) -> str:
@@ -158,10 +171,10 @@ class Fingerprints:
     @classmethod
     def of(cls, key: bytes, variants: Iterable[tuple[str, ...]]) -> "Fingerprints":
         fp = cls()
-        for v in variants:
-            fp.full.add(fingerprint(key, v))
-            fp.first.add(fingerprint(key, v[:1]))
-            fp.lengths.add(len(v))
+        variants = set(variants)
+        fp.full = {fingerprint(key, v) for v in variants}
+        fp.first = {fingerprint(key, (t,)) for t in {v[0] for v in variants}}
+        fp.lengths = {len(v) for v in variants}
         return fp
 
     def update(self, other: "Fingerprints") -> None:
@@ -207,9 +220,9 @@ def _write() -> None:
 
 def _collect(study: Any, entry: _Entry) -> None:
     try:
-        variants: set[tuple[str, ...]] = set()
-        for series in study.series:
-            variants |= identifying_variants(series.header(0))
+        variants = identifying_variants(study.series[0].header(0)) if study.series else set()
+        for series in study.series:      # other series: same patient; their UIDs come from the index
+            variants.add(_toks(series.uid))
         fp = Fingerprints.of(guard_key(), variants)
     except MedsecError:            # closed meanwhile, or unreadable: nothing to publish
         return

@@ -25,27 +25,49 @@ MARKER = "\u2588 redacted by medsec save guard"
 _SKIPPED_MIME = ("image/", "application/pdf")
 
 
+class Matcher:
+    """Finds runs of tokens whose fingerprint is in ``fps``; fingerprints computed once per distinct run."""
+
+    def __init__(self, fps: Fingerprints, key: bytes, marker: str = MARKER):
+        self.fps, self.key, self.marker = fps, key, marker
+        self.lengths = sorted(fps.lengths, reverse=True)
+        self._first: dict[str, bool] = {}
+        self._full: dict[tuple[str, ...], bool] = {}
+
+    def _is_first(self, tok: str) -> bool:
+        hit = self._first.get(tok)
+        if hit is None:
+            hit = self._first[tok] = fingerprint(self.key, (tok,)) in self.fps.first
+        return hit
+
+    def _is_value(self, run: tuple[str, ...]) -> bool:
+        hit = self._full.get(run)
+        if hit is None:
+            hit = self._full[run] = fingerprint(self.key, run) in self.fps.full
+        return hit
+
+    def redact(self, text: str) -> tuple[str, int]:
+        """``text`` with every matching run replaced by the marker; and how many runs."""
+        if not self.fps.full:
+            return text, 0
+        toks = tokens(text)
+        words = [t for t, _, _ in toks]
+        spans: list[tuple[int, int]] = []
+        for i, (tok, start, _) in enumerate(toks):
+            if (spans and start < spans[-1][1]) or not self._is_first(tok):
+                continue
+            for n in self.lengths:               # the longest match first
+                if i + n <= len(toks) and self._is_value(tuple(words[i:i + n])):
+                    spans.append((start, toks[i + n - 1][2]))
+                    break
+        for start, end in reversed(spans):
+            text = text[:start] + self.marker + text[end:]
+        return text, len(spans)
+
+
 def redact_text(text: str, fps: Fingerprints, key: bytes, marker: str = MARKER) -> tuple[str, int]:
     """``text`` with every run of tokens matching ``fps`` replaced by ``marker``; and how many runs."""
-    if not fps.full:
-        return text, 0
-    toks = tokens(text)
-    firsts: dict[str, bool] = {}
-    spans: list[tuple[int, int]] = []
-    lengths = sorted(fps.lengths, reverse=True)
-    for i, (tok, start, _) in enumerate(toks):
-        hit = firsts.get(tok)
-        if hit is None:
-            hit = firsts[tok] = fingerprint(key, (tok,)) in fps.first
-        if not hit or (spans and start < spans[-1][1]):
-            continue
-        for n in lengths:                    # the longest match first
-            if i + n <= len(toks) and fingerprint(key, [t for t, _, _ in toks[i:i + n]]) in fps.full:
-                spans.append((start, toks[i + n - 1][2]))
-                break
-    for start, end in reversed(spans):
-        text = text[:start] + marker + text[end:]
-    return text, len(spans)
+    return Matcher(fps, key, marker).redact(text)
 
 
 def _walk_strings(value: Any, fix: Callable[[str], str]) -> Any:
@@ -63,10 +85,11 @@ def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: st
     """Redact, in place, every output of ``nb`` (nbformat JSON) and its saved widget state;
     return the number of values replaced."""
     count = 0
+    matcher = Matcher(fps, key, marker)
 
     def fix(text: str) -> str:
         nonlocal count
-        text, n = redact_text(text, fps, key, marker)
+        text, n = matcher.redact(text)
         count += n
         return text
 
