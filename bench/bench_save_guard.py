@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Save guard benchmark (issue 5, "In the notebook").
 
-    python bench/bench_save_guard.py [--slices 200] [--series 4] [--rounds 11] [--cells 200]
+    python bench/bench_save_guard.py [--slices 300] [--series 1] [--rounds 11] [--cells 200]
 
 1. ``open_study`` + ``series[0].volume()`` with the save guard's publication (fingerprints of one
    header per series, on a background thread) against the same with publication switched off
@@ -125,8 +125,8 @@ def bench_hook(cells: int, rounds: int, name: str, pid: str) -> list[tuple[float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slices", type=int, default=200)
-    ap.add_argument("--series", type=int, default=4)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--series", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--cells", type=int, default=200)
     args = ap.parse_args(argv)

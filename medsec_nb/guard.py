@@ -1,6 +1,6 @@
 """What the notebook save guard looks for: keyed fingerprints of the identifying values of open studies.
 
-A kernel that opens a study publishes HMAC-SHA256 fingerprints (keyed with a per-user secret,
+A kernel that opens a study publishes keyed fingerprints (BLAKE2s MAC with a per-user secret,
 ``<data dir>/save-guard.key``, 0600) of the normalised token sequences of its identifying
 values (names in several orders, IDs, dates in several formats, study and series UIDs) to
 ``<data dir>/runtime/guard/<pid>.json`` (0600, written atomically), and withdraws them when the
@@ -9,7 +9,8 @@ server's pre-save hook (``medsec_nb.server.save_guard``) tokenises notebook outp
 way and compares fingerprints of token runs.
 
 Values are read from the first instance header of the study (and the series UIDs from its
-index), on a background thread, so opening a study is hardly slowed down; :func:`wait` joins it.
+index) when it is opened (about a millisecond); the file is written on a background thread,
+which :func:`wait` joins.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pydicom
-from Crypto.Hash import HMAC, SHA256
+from Crypto.Hash import BLAKE2s
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
@@ -156,8 +157,9 @@ def _guarded(ds: pydicom.Dataset) -> Iterator[pydicom.DataElement]:
 
 
 def fingerprint(key: bytes, toks: Iterable[str]) -> str:
-    """Keyed fingerprint (HMAC-SHA256, 128 bits, hex) of a token sequence."""
-    return HMAC.new(key, "\x1f".join(toks).encode("utf-8"), SHA256).digest()[:_FP_BYTES].hex()
+    """Keyed fingerprint of a token sequence: BLAKE2s in its keyed (MAC) mode, 128 bits, hex
+    (about five times faster than HMAC-SHA256 here, which matters when a large notebook is saved)."""
+    return BLAKE2s.new(digest_bits=8 * _FP_BYTES, key=key, data="\x1f".join(toks).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -218,14 +220,14 @@ def _write() -> None:
         fh.write(json.dumps({"v": FORMAT, "pid": os.getpid(), "studies": _published}).encode("utf-8"))
 
 
-def _collect(study: Any, entry: _Entry) -> None:
-    try:
-        variants = identifying_variants(study.series[0].header(0)) if study.series else set()
-        for series in study.series:      # other series: same patient; their UIDs come from the index
-            variants.add(_toks(series.uid))
-        fp = Fingerprints.of(guard_key(), variants)
-    except MedsecError:            # closed meanwhile, or unreadable: nothing to publish
-        return
+def _fingerprints(study: Any) -> Fingerprints:
+    variants = identifying_variants(study.series[0].header(0)) if study.series else set()
+    for series in study.series:      # other series: same patient; their UIDs come from the index
+        variants.add(_toks(series.uid))
+    return Fingerprints.of(guard_key(), variants)
+
+
+def _store(entry: _Entry, fp: Fingerprints) -> None:
     with _lock:
         if entry.withdrawn:
             return
@@ -235,11 +237,16 @@ def _collect(study: Any, entry: _Entry) -> None:
 
 
 def publish(study: Any) -> None:
-    """Publish the fingerprints of ``study``'s identifying values (on a background thread)."""
+    """Publish the fingerprints of ``study``'s identifying values: computed now (one header parsed,
+    about a millisecond), written to the runtime file on a background thread."""
     entry = _Entry(secrets.token_hex(8))
+    try:
+        fp = _fingerprints(study)
+    except MedsecError:            # unreadable header: nothing to publish
+        return
     with _lock:
         _entries[study] = entry
-    entry.thread = threading.Thread(target=_collect, args=(study, entry), name="medsec-save-guard", daemon=True)
+    entry.thread = threading.Thread(target=_store, args=(entry, fp), name="medsec-save-guard", daemon=True)
     entry.thread.start()
 
 
