@@ -54,7 +54,7 @@ def current_profile() -> Profile:
     return _current
 
 
-def _creator(ds: pydicom.Dataset | None, tag: int) -> str:
+def private_creator(ds: pydicom.Dataset | None, tag: int) -> str:
     """The private creator reserving the block of private ``tag`` in ``ds`` ("" if none)."""
     t = Tag(tag)
     if ds is None or not t.is_private or t.element < 0x1000:
@@ -93,4 +93,4 @@ def redacted_items(ds: pydicom.Dataset, profile: Profile | None = None) -> Itera
         if elem.tag == 0x7FE00010:
             continue
         yield (tag_text(elem.tag), elem.keyword or "(private)",
-               display_value(elem, profile=profile, creator=_creator(ds, elem.tag)))
+               display_value(elem, profile=profile, creator=private_creator(ds, elem.tag)))

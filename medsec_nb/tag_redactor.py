@@ -22,7 +22,7 @@ import pydicom
 from .deid import OPTIONS, Profile, display_action
 from .deid.scan import IDENTIFYING_KEYWORDS
 from .errors import MedsecError
-from .redaction import REDACTED, _creator, current_profile, display_value, tag_text
+from .redaction import REDACTED, private_creator, current_profile, display_value, tag_text
 from .reveal import element_path
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def _walk(ds: pydicom.Dataset, steps: list[tuple[int, int | None]], inherited: s
     for elem in ds:
         if elem.tag == _PIXEL_DATA:
             continue
-        creator = _creator(ds, elem.tag)
+        creator = private_creator(ds, elem.tag)
         action = inherited or display_action(elem.tag, profile, creator)
         yield elem, steps + [(elem.tag, None)], action, creator
         if elem.VR == "SQ":

@@ -11,8 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pydicom
 import pytest
+from nbclient import NotebookClient
 from pydicom.dataset import Dataset
 from tornado.httpclient import HTTPClientError
 
@@ -192,3 +194,28 @@ async def test_block_mode_refuses_the_save_and_keeps_the_file(jp_fetch, jp_root_
     assert (jp_root_dir / "c.ipynb").read_text() == before
     rec = list(AuditLog(tmp_path / "audit.jsonl").records())[-1]
     assert (rec["action"], rec["outcome"], rec["detail"]["mode"]) == ("save-guard", "denied", "block")
+
+
+async def test_a_real_kernel_publishes_on_load_and_withdraws_on_unload(jp_fetch, jp_root_dir, patient, identities,
+                                                                         tmp_path):
+    key, _ = medsec_nb.save_identity(identities.x25519, tmp_path / "analyst")
+    cells = [f"%load_ext medsec_nb.magics\n%config MedsecMagics.harden = False\n"
+             f"%load_secure_study {patient[0]} -i {key} -p HRESCH --as ct",
+             "from medsec_nb import guard\nassert guard.wait(ct)\nds = ct.series[0].header(0)\n"
+             "print(ds.PatientName, ds.PatientID)",
+             "%unload_secure_study ct"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = NotebookClient(nb, timeout=60, kernel_name="python3")
+    async with client.async_setup_kernel(env=dict(os.environ)):
+        for index in (0, 1):
+            await client.async_execute_cell(nb.cells[index], index)
+        shown = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+        assert "Quartermaine^Ophelia QX-771903" in shown                 # the analyst saw it
+        await jp_fetch("api", "contents", "k.ipynb", method="PUT",
+                       body=json.dumps({"type": "notebook", "format": "json", "content": nb}))
+        saved = (jp_root_dir / "k.ipynb").read_text()
+        assert "Quartermaine" not in saved and "771903" not in saved and saved.count(MARKER) == 2
+        await client.async_execute_cell(nb.cells[2], 2)                  # closed: its values are withdrawn
+        await _save(jp_fetch, "after.ipynb", "Quartermaine\n")
+        assert "Quartermaine" in (jp_root_dir / "after.ipynb").read_text()
