@@ -86,10 +86,13 @@ def study_name(path: str | os.PathLike) -> str:
 
 
 def unload(study: Study) -> None:
-    """Close the viewers of ``study`` (if any were made) and the study itself."""
+    """Close the viewers and tag redactors of ``study`` (if any were made) and the study itself."""
     widgets = sys.modules.get("medsec_nb.widgets")
     if widgets is not None:
         widgets.close_viewers(study)
+    redactors = sys.modules.get("medsec_nb.tag_redactor")
+    if redactors is not None:
+        redactors.close_redactors(study)
     study.close()
 
 

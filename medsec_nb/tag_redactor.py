@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Iterator, Mapping
@@ -26,12 +27,13 @@ from .redaction import REDACTED, private_creator, current_profile, display_value
 from .reveal import element_path
 
 if TYPE_CHECKING:
-    from .study import Series
+    from .study import Series, Study
 
 OVERRIDES = ("keep", "redact")
 PROFILE = "profile"          # the override toggle's "no override" choice
 _PIXEL_DATA = 0x7FE00010
 _IDENTITY = frozenset(IDENTIFYING_KEYWORDS)
+_REDACTORS: "weakref.WeakSet[TagRedactor]" = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class TagRedactor(w.VBox):
         self.tag.observe(self._tag_changed, "value")
         self.override.observe(self._override_changed, "value")
         self.reveal_button.on_click(lambda _: self.reveal())
+        _REDACTORS.add(self)
         self.refresh()
 
     @property
@@ -248,6 +251,7 @@ class TagRedactor(w.VBox):
         if self.closed:
             return
         self._open = False
+        _REDACTORS.discard(self)
         self.hide_revealed()
         self._header = None
         self._elements = {}
@@ -256,3 +260,11 @@ class TagRedactor(w.VBox):
                       self.reveal_button, self.revealed, self.status, *self._parts):
             child.close()
         super().close()
+
+
+def close_redactors(study: Study) -> int:
+    """Close every open tag redactor of ``study``; return how many were closed."""
+    mine = [r for r in list(_REDACTORS) if r._series._study is study]
+    for r in mine:
+        r.close()
+    return len(mine)

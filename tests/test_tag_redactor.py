@@ -137,3 +137,13 @@ def test_denied_reveal_shows_why_and_reveals_nothing(signed_container, identitie
         assert red.reveal("PatientName", justification=REASON) is None
         assert "PolicyDeniedError" in red.status.value and red.revealed.value == ""
         red.close()
+
+
+def test_unloading_the_study_closes_its_redactors(study, source):
+    from medsec_nb.magics import unload
+    from medsec_nb.tag_redactor import close_redactors
+    red = study.series[0].redactor()
+    red.reveal("PatientName", justification=REASON)
+    unload(study)
+    assert red.closed and red.revealed.value == "" and red._header is None and study.closed
+    assert close_redactors(study) == 0
