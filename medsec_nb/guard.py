@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -242,7 +243,9 @@ def publish(study: Any) -> None:
     entry = _Entry(secrets.token_hex(8))
     try:
         fp = _fingerprints(study)
-    except MedsecError:            # unreadable header: nothing to publish
+    except Exception as exc:       # an unparsable header must not stop the opening; say so
+        warnings.warn(f"{study.path}: save guard cannot read its identifying values ({type(exc).__name__}); "
+                      "saved notebooks are not checked for them", RuntimeWarning, stacklevel=3)
         return
     with _lock:
         _entries[study] = entry
