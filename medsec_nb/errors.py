@@ -65,3 +65,7 @@ class AuditIntegrityError(MedsecError):
 
 class StudyClosedError(MedsecError):
     """The study was closed; its keys and decrypted buffers were dropped."""
+
+
+class JustificationError(MedsecError, ValueError):
+    """A reveal was asked without a justification long enough to be meaningful."""

@@ -23,10 +23,11 @@ from typing import Callable
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Enum, Unicode
+from traitlets import Bool, Enum, List, TraitError, Unicode, observe, validate
 
 from .errors import MedsecError
 from .hardening import harden_process
+from .redaction import PROFILE_NAMES, make_profile, set_profile
 from .study import Study, open_study
 
 
@@ -85,10 +86,13 @@ def study_name(path: str | os.PathLike) -> str:
 
 
 def unload(study: Study) -> None:
-    """Close the viewers of ``study`` (if any were made) and the study itself."""
+    """Close the viewers and tag redactors of ``study`` (if any were made) and the study itself."""
     widgets = sys.modules.get("medsec_nb.widgets")
     if widgets is not None:
         widgets.close_viewers(study)
+    redactors = sys.modules.get("medsec_nb.tag_redactor")
+    if redactors is not None:
+        redactors.close_redactors(study)
     study.close()
 
 
@@ -110,8 +114,13 @@ class MedsecMagics(Magics):
     default_purpose = Unicode(None, allow_none=True,
                               help="Purpose of use (e.g. TREAT, HRESCH, EDU) when --purpose is not given."
                               ).tag(config=True)
-    redaction_profile = Enum(("conservative",), default_value="conservative",
-                             help="Display redaction profile; only the built-in conservative list so far."
+    redaction_profile = Enum(PROFILE_NAMES, default_value="basic",
+                             help="Display redaction profile: 'basic', the PS3.15 Basic Profile "
+                                  "('conservative' is its former name)."
+                             ).tag(config=True)
+    redaction_options = List(Unicode(), default_value=[],
+                             help="PS3.15 profile options applied to every display, e.g. "
+                                  "['retain-long-full-dates'] (names: medsec_nb.deid.OPTIONS)."
                              ).tag(config=True)
     audit_log = Unicode(None, allow_none=True,
                         help="Audit log file (default: $MEDSEC_AUDIT_LOG, else the user's data folder)."
@@ -123,6 +132,19 @@ class MedsecMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.loaded: dict[str, Study] = {}
         self._session: dict[str, str] = {}
+        set_profile(self.redaction_profile, self.redaction_options)
+
+    @validate("redaction_options")
+    def _check_options(self, proposal) -> list[str]:
+        try:
+            make_profile(self.redaction_profile, proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return list(dict.fromkeys(proposal["value"]))
+
+    @observe("redaction_profile", "redaction_options")
+    def _apply_profile(self, change) -> None:
+        set_profile(self.redaction_profile, self.redaction_options)
 
     @magic_arguments()
     @argument("path", help="the encrypted study (.msec)")
@@ -215,6 +237,7 @@ def unload_ipython_extension(ip) -> None:
     if magics is None:
         return
     magics.unload_all()
+    set_profile()
     for kind, names in magics.magics.items():
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)

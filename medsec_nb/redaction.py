@@ -1,33 +1,77 @@
 """Redaction for display: what is shown of a dataset, never the identifying values.
 
-An element is shown as ``REDACTED`` when the PS3.15 Basic Profile (``medsec_nb.deid``)
-would remove or replace it (names, IDs, dates, UIDs, descriptions, institution, device
-and physician identity, every private element), and always when it is a Person Name;
-sequences are not expanded.
+An element is shown as ``REDACTED`` when the display profile (the PS3.15 Basic Profile of
+``medsec_nb.deid`` plus the options chosen with :func:`set_profile`) would remove or replace
+it, and always when it is a Person Name; sequences are not expanded. The default is the
+Basic Profile without options: names, IDs, dates, UIDs, descriptions, institution, device
+and physician identity and every private element are hidden.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pydicom
+from pydicom.tag import Tag
 
-from .deid import Profile, display_action
+from .deid import OPTIONS, Profile, display_action
 
 REDACTED = "\u2588 redacted"
 
-#: The display profile: the PS3.15 Basic Application Level Confidentiality Profile, no options.
+#: Profile names accepted by :func:`set_profile`; "conservative" is the former name of "basic".
+PROFILE_NAMES = ("basic", "conservative")
+
+#: The PS3.15 Basic Application Level Confidentiality Profile, no options.
 DISPLAY_PROFILE = Profile(frozenset())
 
-
-def is_identifying(elem: pydicom.DataElement) -> bool:
-    """Hidden unless the Basic Profile keeps it (private elements never are); any Person Name too."""
-    return elem.VR == "PN" or display_action(elem.tag, DISPLAY_PROFILE) != "keep"
+_current = DISPLAY_PROFILE
 
 
-def display_value(elem: pydicom.DataElement, limit: int = 64) -> str:
+def make_profile(name: str = "basic", options: Iterable[str] = ()) -> Profile:
+    """The display profile called ``name`` with ``options`` (names from ``deid.OPTIONS``).
+
+    Raises ValueError naming the unknown profile or option, or the conflicting options.
+    """
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown redaction profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    options = frozenset(options)
+    unknown = options - OPTIONS
+    if unknown:
+        raise ValueError(f"unknown redaction option(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(sorted(OPTIONS))}")
+    return Profile(options)
+
+
+def set_profile(name: str = "basic", options: Iterable[str] = ()) -> Profile:
+    """Use profile ``name`` with ``options`` for every display from now on; return it."""
+    global _current
+    _current = make_profile(name, options)
+    return _current
+
+
+def current_profile() -> Profile:
+    """The profile every display uses (see :func:`set_profile`)."""
+    return _current
+
+
+def private_creator(ds: pydicom.Dataset | None, tag: int) -> str:
+    """The private creator reserving the block of private ``tag`` in ``ds`` ("" if none)."""
+    t = Tag(tag)
+    if ds is None or not t.is_private or t.element < 0x1000:
+        return ""
+    block = ds.get(Tag(t.group, t.element >> 8))
+    return str(block.value) if block is not None and isinstance(block.value, str) else ""
+
+
+def is_identifying(elem: pydicom.DataElement, profile: Profile | None = None, creator: str = "") -> bool:
+    """Hidden unless ``profile`` (default: the current one) keeps it; any Person Name too."""
+    return elem.VR == "PN" or display_action(elem.tag, profile or _current, creator) != "keep"
+
+
+def display_value(elem: pydicom.DataElement, limit: int = 64, profile: Profile | None = None,
+                  creator: str = "") -> str:
     """The value as it may be shown: redacted if identifying, sequences and bulk data summarised."""
-    if is_identifying(elem):
+    if is_identifying(elem, profile, creator):
         return REDACTED
     if elem.VR == "SQ":
         return f"<sequence, {len(elem.value)} item(s), not shown>"
@@ -37,9 +81,16 @@ def display_value(elem: pydicom.DataElement, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
-def redacted_items(ds: pydicom.Dataset) -> Iterator[tuple[str, str, str]]:
+def tag_text(tag: int) -> str:
+    """``(GGGG,EEEE)``."""
+    t = Tag(tag)
+    return f"({t.group:04X},{t.element:04X})"
+
+
+def redacted_items(ds: pydicom.Dataset, profile: Profile | None = None) -> Iterator[tuple[str, str, str]]:
     """(tag, keyword, displayed value) for every top-level element except Pixel Data."""
     for elem in ds:
         if elem.tag == 0x7FE00010:
             continue
-        yield f"({elem.tag.group:04X},{elem.tag.element:04X})", elem.keyword or "(private)", display_value(elem)
+        yield (tag_text(elem.tag), elem.keyword or "(private)",
+               display_value(elem, profile=profile, creator=private_creator(ds, elem.tag)))

@@ -19,11 +19,13 @@ from pydicom.tag import Tag
 from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
+from . import guard
 from .container.format import plaintext_length
 from .access import Access, open_audited
 from .audit import AuditLog
 from .container.reader import Container
 from .display import redacted
+from .reveal import check_justification, element_at
 from .errors import MedsecError, StudyClosedError
 from .keys import Identity, Passphrase, Recipient
 from .policy import Policy
@@ -135,20 +137,29 @@ class Series:
             del meta[t:v]          # drop the Pixel Data element header; its value is not in ``meta``
         return _parse(meta, stop_before_pixels=t is None)
 
-    def reveal(self, i: int, keyword: str) -> str:
-        """The raw value of one identifying element of instance ``i`` (e.g. "PatientName"),
-        if the policy allows ``reveal-tag`` for this purpose; the reveal (not the value) is
-        recorded in the audit log. Displays stay redacted."""
+    def reveal(self, i: int, keyword: str, justification: str | None = None) -> str:
+        """The raw value of one identifying element of instance ``i`` (e.g. "PatientName", or a
+        nested one: "OtherPatientIDsSequence[0].PatientID"), if the policy allows ``reveal-tag``
+        for this purpose; the reveal and its ``justification`` (at least ``MIN_JUSTIFICATION``
+        characters when given), not the value, are recorded in the audit log. Displays stay redacted."""
         box, k, _ = self._entry(i)
         access = self._study._access
         detail = {"tag": keyword, "instance": int(i)}
+        if justification is not None:
+            detail["justification"] = check_justification(justification)
         access.authorize("reveal-tag", "reveal-tag", detail)
-        header = self.header(i)
-        if keyword not in header:
+        elem = element_at(self.header(i), keyword)
+        if elem is None:
             raise MedsecError(f"{box.path}: instance {i} has no element {keyword!r}")
-        value = str(header[keyword].value)
+        value = str(elem.value)
         access.record("reveal-tag", detail=detail)
         return value
+
+    def redactor(self, i: int = 0, **kwargs):
+        """A tag table of instance ``i`` with actions, options, overrides and audited reveal;
+        see ``medsec_nb.tag_redactor``."""
+        from .tag_redactor import TagRedactor
+        return TagRedactor(self, i, **kwargs)
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
         """Every instance in order (an audited bulk read); the next ones are decrypted ahead
@@ -329,6 +340,7 @@ class Study:
     def close(self) -> None:
         """Drop the keys and index; later access raises StudyClosedError."""
         self._box.close()
+        guard.withdraw(self)
 
     def export_deidentified(self, output: str | os.PathLike | None = None, **kwargs: Any):
         """De-identify this study (PS3.15 Basic Profile plus ``options``) to a DICOM folder or, with
@@ -374,4 +386,6 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
     box, access = open_audited(path, op="open", purpose=purpose, purpose_text=purpose_text, identity=identity,
                                passphrase=passphrase, require_signer=require_signer,
                                identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
-    return Study(box, access)
+    study = Study(box, access)
+    guard.publish(study)
+    return study

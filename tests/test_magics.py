@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 from IPython.core.error import StdinNotImplementedError
 from IPython.testing import globalipapp
@@ -174,7 +175,7 @@ def test_config_defaults(ip, typed, signed_container, keys, capsys):
     assert ip.run_cell(f"%load_secure_study {signed_container} --as st --purpose TREAT").success
     assert ip.user_ns["st"].purpose == "TREAT"
     ip.run_line_magic("config", "MedsecMagics.redaction_profile = 'none'")
-    assert _magics(ip).redaction_profile == "conservative"
+    assert _magics(ip).redaction_profile == "basic"
     ip.run_line_magic("config", "MedsecMagics")
     listing = capsys.readouterr().out
     for trait in ("default_identity", "default_purpose", "redaction_profile", "audit_log", "harden"):
@@ -290,3 +291,29 @@ def test_no_stdin_is_a_clear_error(monkeypatch, passphrase_container):
     monkeypatch.setattr(getpass, "getpass", no_stdin)
     with pytest.raises(medsec_nb.MedsecError, match="cannot ask for a passphrase"):
         open_interactive(passphrase_container)
+
+
+def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_container, keys, series_source, capsys):
+    from medsec_nb.redaction import current_profile
+    typed(None)
+    source = pydicom.dcmread(series_source.files[0])
+    assert ip.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} -p HRESCH --as ct").success
+    header = ip.user_ns["ct"].series[0].header(0)
+    assert source.StudyDate not in repr(header) and source.StudyInstanceUID not in repr(header)
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-long-full-dates', 'retain-uids']")
+    assert current_profile().options == {"retain-long-full-dates", "retain-uids"}
+    shown = repr(header) + ip.user_ns["ct"].series[0]._repr_html_()
+    assert source.StudyDate in shown and source.StudyInstanceUID in shown
+    assert str(source.PatientName) not in shown and source.PatientID not in shown      # names and IDs stay hidden
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-everything']")   # refused
+    assert _magics(ip).redaction_options == ["retain-long-full-dates", "retain-uids"]
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-long-full-dates', "
+                                "'retain-long-modified-dates']")
+    assert current_profile().options == {"retain-long-full-dates", "retain-uids"}
+    ip.run_line_magic("config", "MedsecMagics.redaction_profile = 'conservative'")   # the former name of basic
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = []")
+    assert current_profile().options == frozenset() and source.StudyDate not in repr(header)
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-uids']")
+    ip.run_line_magic("unload_ext", "medsec_nb.magics")           # unloading restores the default profile
+    assert current_profile().options == frozenset()
+    ip.run_line_magic("load_ext", "medsec_nb.magics")
