@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 import medsec_nb
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.cohort import Cohort, PrivacyBudgetError
+from medsec_nb.cohort.keys import worker_public_pem
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
 from medsec_nb.container.reader import open_container
 from medsec_nb.testdata import synthesize_series
@@ -89,10 +90,9 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
     d, _ = studies
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
                           audit_log=tmp_path / "a.jsonl") as co:
-        errors: dict = {}
-        grants = co._grants(list(range(N_STUDIES)), errors)
+        pems = list(cluster.run(worker_public_pem).values())
+        grants = [co._grant(i, pems) for i in range(N_STUDIES)]
     blob = pickle.dumps(grants).hex() + repr(grants)
-    assert not errors and len(grants) == N_STUDIES
     for i in range(N_STUDIES):
         assert len(grants[i]) == 2                               # one stanza per worker
         for s in study_key_strings(d / f"study{i}.msec", me):

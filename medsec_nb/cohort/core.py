@@ -103,18 +103,16 @@ class Cohort:
 
     # ------------------------------------------------------------ running
 
-    def _grants(self, indices: list[int], errors: dict[str, str]) -> dict[int, dict[str, Any]]:
-        """Study keys re-wrapped to the current workers, per study; failures go to ``errors``."""
-        pems = list(self.client.run(wkeys.worker_public_pem).values())
-        out = {}
-        for i in indices:
-            url = self.studies[i]
-            try:
-                out[i] = wkeys.grant(url, self._identity, pems, purpose=self.purpose,
-                                     storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
-            except MedsecError as exc:
-                errors[url] = _message(exc)
-        return out
+    def _grant(self, i: int, pems: list[str]) -> dict[str, Any]:
+        """Study ``i``'s key re-wrapped to the workers with public keys ``pems``."""
+        return wkeys.grant(self.studies[i], self._identity, pems, purpose=self.purpose,
+                           storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
+
+    def _submit(self, i: int, stanzas: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
+        return self.client.submit(run_study, self.studies[i], stanzas, self._sink.address, fn,
+                                  purpose=self.purpose, purpose_text=self.purpose_text, key_id=self._identity.key_id,
+                                  storage_options=self.storage_options,
+                                  key=f"medsec-study-{i}-{uuid.uuid4().hex[:8]}", pure=False)
 
     def map(self, fn: Callable[[Any], Any], *, progress: bool | None = None) -> "CohortResult":
         """``fn(study)`` for every study, on the workers; a study that fails (tampered,
@@ -128,28 +126,28 @@ class Cohort:
         bar = tqdm(total=len(todo), unit="study", desc="cohort", disable=None if progress is None else not progress)
         try:
             for _ in range(_GRANT_ROUNDS):
-                grants = self._grants(todo, errors)
+                pems = list(self.client.run(wkeys.worker_public_pem).values())
                 futures = {}
-                for i, stanzas in grants.items():
-                    fut = self.client.submit(run_study, self.studies[i], stanzas, self._sink.address, fn,
-                                             purpose=self.purpose, purpose_text=self.purpose_text,
-                                             key_id=self._identity.key_id, storage_options=self.storage_options,
-                                             key=f"medsec-study-{i}-{uuid.uuid4().hex[:8]}", pure=False)
-                    futures[fut] = i
-                bar.update(len(todo) - len(grants))
+                for i in todo:                  # each study goes out as soon as its key is granted
+                    try:
+                        futures[self._submit(i, self._grant(i, pems), fn)] = i
+                    except MedsecError as exc:
+                        errors[self.studies[i]] = _message(exc)
+                bar.update(len(todo) - len(futures))
                 todo = []
                 for fut in as_completed(list(futures)):
                     i = futures[fut]
                     exc = fut.exception() if fut.status == "error" else None
-                    if exc is None:
-                        values[i] = fut.result()
-                    elif isinstance(exc, wkeys.WorkerKeyMissingError):
+                    value = fut.result() if exc is None else None
+                    fut.release()
+                    if isinstance(exc, wkeys.WorkerKeyMissingError):
                         todo.append(i)
                         continue
+                    if exc is None:
+                        values[i] = value
                     else:
                         errors[self.studies[i]] = _message(exc)
                     bar.update(1)
-                    fut.release()
                 if not todo:
                     break
             for i in todo:
