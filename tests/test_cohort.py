@@ -101,6 +101,23 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
         pickle.dumps(me)
 
 
+def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_path):
+    d, _ = studies
+    log = tmp_path / "audit.jsonl"
+    fields = dict(action="cohort-open", outcome="success", purpose="HRESCH")
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        sink = co._sink
+
+        async def call(token):
+            return await distributed.rpc(sink.address).medsec_audit(token=token, rid="r1", fields=fields)
+
+        with pytest.raises(ValueError, match="wrong token"):
+            cluster.sync(call, "0" * 32)
+        assert _records(log) == []
+        assert cluster.sync(call, sink.token) == cluster.sync(call, sink.token) == 1   # re-sent: written once
+    assert len(_records(log)) == 1
+
+
 def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_path):
     d, means = studies
     work = tmp_path / "data"

@@ -109,7 +109,7 @@ class Cohort:
                            storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
 
     def _submit(self, i: int, stanzas: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
-        return self.client.submit(run_study, self.studies[i], stanzas, self._sink.address, fn,
+        return self.client.submit(run_study, self.studies[i], stanzas, (self._sink.address, self._sink.token), fn,
                                   purpose=self.purpose, purpose_text=self.purpose_text, key_id=self._identity.key_id,
                                   storage_options=self.storage_options,
                                   key=f"medsec-study-{i}-{uuid.uuid4().hex[:8]}", pure=False)

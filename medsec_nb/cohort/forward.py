@@ -3,12 +3,16 @@
 The client runs a small Dask ``Server`` with one handler; a worker's record is sent over Dask's
 own comms (TLS when the cluster uses it) and the worker proceeds only once the client has
 appended it durably (under the log's lock) and answered. Each record carries a random id so a
-re-sent record is written once; a worker killed after sending loses nothing.
+re-sent record is written once; a worker killed after sending loses nothing. The sink accepts
+only records that present the cohort's random token (sent to workers with the tasks), so
+another local process that finds the port cannot add records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,7 @@ class AuditSink:
     def __init__(self, log: AuditLog):
         self.log = log
         self._seen: dict[str, int] = {}
+        self.token = secrets.token_hex(16)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="medsec-audit-sink")
         self.server: Any = None
@@ -48,7 +53,9 @@ class AuditSink:
         self.address = self.server.address
         return self.address
 
-    async def _handle(self, rid: str, fields: dict[str, Any]) -> int:
+    async def _handle(self, token: str, rid: str, fields: dict[str, Any]) -> int:
+        if not isinstance(token, str) or not hmac.compare_digest(token, self.token):
+            raise ValueError("not a worker of this cohort (wrong token)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._append, rid, fields)
 
@@ -71,8 +78,9 @@ class ForwardingLog(AuditLog):
     Records name the cohort user's key id in ``who`` and this worker (address, ephemeral key,
     attempt) in ``where``."""
 
-    def __init__(self, sink: str, key_id: str | None, attempt: str):   # no local file: no super().__init__
+    def __init__(self, sink: str, token: str, key_id: str | None, attempt: str):   # no local file: no super().__init__
         self.sink = sink
+        self._token = token
         self.user_key_id = key_id
         self.attempt = attempt
 
@@ -97,7 +105,7 @@ class ForwardingLog(AuditLog):
         partial = record.fields(**fields)                      # a malformed record fails here, not at the client
 
         async def send() -> int:
-            return await worker.rpc(self.sink).medsec_audit(rid=rid, fields=fields)
+            return await worker.rpc(self.sink).medsec_audit(token=self._token, rid=rid, fields=fields)
 
         last: BaseException | None = None
         for _ in range(_SEND_TRIES):
