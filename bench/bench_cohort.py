@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Cohort path (issue 8, "Tests and figures").
 
-    python bench/bench_cohort.py [--studies 50] [--slices 60] [--size 512] [--rounds 3] [--dir D] [--json OUT]
+    python bench/bench_cohort.py [--studies 50] [--slices 60] [--size 512] [--rounds 3] [--decrypt-threads N]
+                                 [--dir D] [--json OUT]
 
 Generates ``--studies`` encrypted studies (``synthesize_series`` + ``encrypt_study``, X25519
 recipient), then measures side by side, in one run, alternating, medians over ``--rounds``:
@@ -14,6 +15,10 @@ recipient), then measures side by side, in one run, alternating, medians over ``
 ). Reported: throughput ratio cohort-2 / cohort-1 (goal >= 1.7) and the
 per-study overhead ratio cohort-1 / plain (goal <= 1.10). Cluster start-up is outside the timing;
 the cohort timing includes the client-side key grants and every forwarded audit record.
+``Series.volume()`` decrypts on two threads by default, so on a two-core machine one worker
+already keeps both cores busy; ``--decrypt-threads 1`` sets that (module constant
+``medsec_nb.study._WORKERS``, a benchmark knob) to one thread in every process, which shows how
+the cohort scales with workers when each study's work is single-threaded.
 A benchmark, not a test: it prints numbers and exits 0 unless something breaks.
 """
 
@@ -41,6 +46,11 @@ def measure(study) -> float:
     """Voxels in [-950, -400] HU (a stand-in for a lung volume measurement)."""
     vol = study.series[0].volume()
     return float(np.count_nonzero((vol >= -950) & (vol <= -400)))
+
+
+def set_decrypt_threads(n: int) -> None:
+    import medsec_nb.study
+    medsec_nb.study._WORKERS = n
 
 
 def build(folder: Path, n: int, slices: int, size: int, me) -> list[Path]:
@@ -81,10 +91,13 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=60)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--decrypt-threads", type=int, default=None)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     from distributed import Client, LocalCluster
+    if a.decrypt_threads:
+        set_decrypt_threads(a.decrypt_threads)
 
     with tempfile.TemporaryDirectory(dir=a.dir, prefix="bench-cohort-") as tmp:
         folder = Path(tmp)
@@ -100,6 +113,8 @@ def main() -> None:
             for n in (1, 2):
                 cl = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
                 client = Client(cl)
+                if a.decrypt_threads:
+                    client.run(set_decrypt_threads, a.decrypt_threads)
                 clusters[n] = (cl, client, Cohort.from_glob(str(folder / "study*.msec"), identity=me, purpose="HRESCH",
                                                             client=client, audit_log=log))
             expected = run_plain(paths, me, log)[1]                    # warm the page cache and imports
@@ -124,7 +139,7 @@ def main() -> None:
             "ms_per_study": {k: round(v / a.studies * 1000, 2) for k, v in med.items()},
             "throughput_2_vs_1_workers": round(med["cohort-1"] / med["cohort-2"], 3),
             "overhead_cohort1_vs_plain": round(med["cohort-1"] / med["plain"], 3),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg(),
+            "decrypt_threads": a.decrypt_threads or "default (2)", "cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg(),
         }
         print(f"plain open_study loop: {res['ms_per_study']['plain']} ms/study; cohort 1 worker: "
               f"{res['ms_per_study']['cohort-1']} ms/study; cohort 2 workers: {res['ms_per_study']['cohort-2']} ms/study")
