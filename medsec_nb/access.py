@@ -131,10 +131,12 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
                  require_signer: Recipient | str | os.PathLike | None = None,
                  identity_passphrase: Passphrase = None, audit_log: AuditLog | str | os.PathLike | None = None,
                  policy: Policy | str | os.PathLike | None = None,
-                 keep_study_key: bool = False) -> tuple[Container, Access]:
+                 keep_study_key: bool = False, source: Any = None,
+                 stanzas: list[dict[str, Any]] | None = None) -> tuple[Container, Access]:
     """Unlock ``path`` for ``action`` (a policy action) on behalf of the local user.
 
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
+    ``source`` and ``stanzas`` are passed to :func:`open_container` (cohort workers).
     """
     purpose = resolve_purpose(purpose)
     access = Access(_as_log(audit_log), purpose, purpose_text, _key_id_of(identity), {},
@@ -146,7 +148,8 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
 
     try:
         box = open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase,
-                             _keep_study_key=keep_study_key, before_unlock=check_policy)
+                             _keep_study_key=keep_study_key, before_unlock=check_policy, source=source,
+                             stanzas=stanzas)
     except PolicyDeniedError:
         raise                                          # recorded as a denial by authorize()
     except MedsecError as exc:

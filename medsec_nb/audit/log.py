@@ -86,15 +86,18 @@ class AuditLog:
 
     def append(self, *, action: str, outcome: str, purpose: str, event: str = "110103",
                purpose_text: str | None = None, key_id: str | None = None,
-               study: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Write one record durably and return it; who/where are filled from the running context.
+               study: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
+               who: Mapping[str, Any] | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write one record durably and return it; who/where are filled from the running context
+        unless given (records forwarded from cohort workers carry the worker's).
 
         Raises AuditUnavailableError if it cannot be written (the caller must not go ahead) and
         AuditRecordError for malformed arguments.
         """
         partial = record.fields(event=event, action=action, outcome=outcome, purpose=purpose,
                                 purpose_text=purpose_text, key_id=key_id, study=study, detail=detail,
-                                who=context.who(), where=context.where())
+                                who=context.who() if who is None else who,
+                                where=context.where() if where is None else where)
         with self._locked() as fd:
             seq, prev, size = self._tail(fd)
             rec, line = record.seal(partial, seq + 1, prev, record.utc_now())

@@ -1,0 +1,225 @@
+"""``Cohort``: many encrypted studies analysed on dask.distributed workers, with audited,
+differentially private releases."""
+
+from __future__ import annotations
+
+import html
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..access import EVENT_EXPORT, _as_log, _as_policy, resolve_purpose
+from ..audit import AuditLog
+from ..container import remote
+from ..errors import MedsecError
+from ..keys import Identity, Passphrase, as_identity
+from ..policy import Policy
+from . import keys as wkeys
+from .forward import AuditSink
+from .privacy import PrivacyAccountant, check_release, dp_mean
+from .task import run_study
+
+#: Rounds of re-granting for tasks that reached a worker their key was not wrapped to.
+_GRANT_ROUNDS = 3
+
+
+@dataclass
+class CohortResult:
+    """``values``: one per study, in study order (None where the study failed);
+    ``errors``: study -> a clear message for each study that failed."""
+
+    studies: list[str]
+    values: list[Any]
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> list[Any]:
+        """Values of the studies that succeeded, in study order."""
+        return [v for s, v in zip(self.studies, self.values) if s not in self.errors]
+
+    def __repr__(self) -> str:
+        return f"<CohortResult {len(self.studies) - len(self.errors)} ok, {len(self.errors)} failed>"
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, MedsecError) else f"{type(exc).__name__}: {exc}"
+
+
+class Cohort:
+    """Encrypted studies (local paths or fsspec URLs) analysed on a Dask cluster.
+
+    Build it with :meth:`from_glob`; use it as a context manager (or call :meth:`close`) to stop
+    the audit sink and, when the cohort started it, the local cluster."""
+
+    def __init__(self, studies: Sequence[str], identity: Identity, purpose: str, client: Any, *,
+                 purpose_text: str | None = None, storage_options: dict[str, Any] | None = None,
+                 audit_log: AuditLog | str | os.PathLike | None = None,
+                 policy: Policy | str | os.PathLike | None = None, epsilon_budget: float = 1.0,
+                 own_client: bool = False):
+        self.studies = list(studies)
+        self.purpose = resolve_purpose(purpose)
+        self.purpose_text = purpose_text
+        self.client = client
+        self.storage_options = storage_options
+        self.log = _as_log(audit_log)
+        self.policy = _as_policy(policy)
+        self.budget = PrivacyAccountant(epsilon_budget)
+        self._identity = identity
+        self._own_client = own_client
+        self._sink = AuditSink(self.log)
+        try:
+            self._sink.start(client)
+        except BaseException:
+            self._close_client()
+            raise
+
+    @classmethod
+    def from_glob(cls, pattern: str, identity: Identity | str | os.PathLike, purpose: str | None = None,
+                  client: Any = None, *, identity_passphrase: Passphrase = None, purpose_text: str | None = None,
+                  storage_options: dict[str, Any] | None = None,
+                  audit_log: AuditLog | str | os.PathLike | None = None,
+                  policy: Policy | str | os.PathLike | None = None, epsilon_budget: float = 1.0,
+                  n_workers: int | None = None) -> "Cohort":
+        """The studies matching ``pattern`` (``data/*.msec``, ``s3://bucket/x/*.msec``), in sorted
+        order. ``client``: a ``distributed.Client`` (any scheduler); default a new LocalCluster
+        with ``n_workers`` single-threaded worker processes. ``identity`` (a key file or
+        Identity) stays in this process. ``epsilon_budget``: the cohort's privacy budget."""
+        ident = as_identity(identity, identity_passphrase)
+        try:
+            studies = remote.glob(pattern, storage_options)
+        except (OSError, ValueError, ImportError) as exc:
+            raise MedsecError(f"{pattern}: cannot list ({type(exc).__name__}: {exc})") from None
+        if not studies:
+            raise MedsecError(f"{pattern}: no study matches")
+        own = client is None
+        if own:
+            from distributed import Client, LocalCluster
+            cluster = LocalCluster(n_workers=n_workers or min(os.cpu_count() or 1, 4), threads_per_worker=1,
+                                   processes=True, dashboard_address=":0")
+            client = Client(cluster)
+        return cls(studies, ident, purpose, client, purpose_text=purpose_text, storage_options=storage_options,
+                   audit_log=audit_log, policy=policy, epsilon_budget=epsilon_budget, own_client=own)
+
+    # ------------------------------------------------------------ running
+
+    def _grant(self, i: int, pems: list[str]) -> dict[str, Any]:
+        """Study ``i``'s key re-wrapped to the workers with public keys ``pems``."""
+        return wkeys.grant(self.studies[i], self._identity, pems, purpose=self.purpose,
+                           storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
+
+    def _submit(self, i: int, stanzas: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
+        return self.client.submit(run_study, self.studies[i], stanzas, (self._sink.address, self._sink.token), fn,
+                                  purpose=self.purpose, purpose_text=self.purpose_text, key_id=self._identity.key_id,
+                                  storage_options=self.storage_options,
+                                  key=f"medsec-study-{i}-{uuid.uuid4().hex[:8]}", pure=False)
+
+    def map(self, fn: Callable[[Any], Any], *, progress: bool | None = None) -> "CohortResult":
+        """``fn(study)`` for every study, on the workers; a study that fails (tampered,
+        unreadable, denied, or ``fn`` raised) is reported in ``errors`` and the rest complete."""
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        values: list[Any] = [None] * len(self.studies)
+        errors: dict[str, str] = {}
+        todo = list(range(len(self.studies)))
+        bar = tqdm(total=len(todo), unit="study", desc="cohort", disable=None if progress is None else not progress)
+        try:
+            for _ in range(_GRANT_ROUNDS):
+                pems = list(self.client.run(wkeys.worker_public_pem).values())
+                futures = {}
+                for i in todo:                  # each study goes out as soon as its key is granted
+                    try:
+                        futures[self._submit(i, self._grant(i, pems), fn)] = i
+                    except MedsecError as exc:
+                        errors[self.studies[i]] = _message(exc)
+                bar.update(len(todo) - len(futures))
+                todo = []
+                for fut in as_completed(list(futures)):
+                    i = futures[fut]
+                    exc = fut.exception() if fut.status == "error" else None
+                    value = fut.result() if exc is None else None
+                    fut.release()
+                    if isinstance(exc, wkeys.WorkerKeyMissingError):
+                        todo.append(i)
+                        continue
+                    if exc is None:
+                        values[i] = value
+                    else:
+                        errors[self.studies[i]] = _message(exc)
+                    bar.update(1)
+                if not todo:
+                    break
+            for i in todo:
+                errors[self.studies[i]] = f"{self.studies[i]}: no worker could take the study key (workers kept changing)"
+        finally:
+            bar.close()
+        return CohortResult(list(self.studies), values, dict(sorted(errors.items())))
+
+    # ------------------------------------------------------------ releasing
+
+    def release_mean(self, result: CohortResult, *, bounds: tuple[float, float], epsilon: float) -> float:
+        """The mean of ``result``'s values, clamped to ``bounds`` (required, fixed in advance),
+        with Laplace noise for ``epsilon``-differential privacy (OpenDP). The epsilon is charged
+        to this cohort's budget first, and the released value is recorded in the audit log
+        before it is returned. Failed studies are left out (the count of studies is public)."""
+        lo, hi, eps = check_release(bounds, epsilon)
+        vals = []
+        for s, v in zip(result.studies, result.values):
+            if s in result.errors:
+                continue
+            try:
+                vals.append(float(v))
+            except (TypeError, ValueError):
+                raise MedsecError(f"{s}: value is not a number; release_mean needs one number per study") from None
+        if not vals:
+            raise MedsecError("release_mean: no study produced a value")
+        self.budget.spend(eps)
+        value, scale = dp_mean(vals, lo, hi, eps)
+        self.log.append(action="dp-release", outcome="success", event=EVENT_EXPORT, purpose=self.purpose,
+                        purpose_text=self.purpose_text, key_id=self._identity.key_id,
+                        detail={"statistic": "mean", "mechanism": "laplace (OpenDP)", "value": repr(value),
+                                "n": len(vals), "bounds": [repr(lo), repr(hi)], "epsilon": repr(eps),
+                                "scale": repr(scale), "budget_spent": repr(self.budget.spent),
+                                "budget_total": repr(self.budget.total)})
+        return value
+
+    # ------------------------------------------------------------ lifecycle and display
+
+    @property
+    def dashboard_link(self) -> str | None:
+        return getattr(self.client, "dashboard_link", None)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def _close_client(self) -> None:
+        if self._own_client:
+            cluster = self.client.cluster
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+
+    def close(self) -> None:
+        """Stop the audit sink; close the cluster if this cohort started it."""
+        if self._sink.server is not None:
+            self._sink.close(self.client)
+            self._close_client()
+
+    def __enter__(self) -> "Cohort":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _repr_html_(self) -> str:
+        link = self.dashboard_link
+        dash = (f'<a href="{html.escape(link)}" target="_blank">{html.escape(link)}</a>' if link
+                else "not available")
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        return (f"<b>Cohort</b>: {len(self.studies)} encrypted studies, purpose {html.escape(self.purpose)}, "
+                f"{workers} Dask workers<br>Dask dashboard: {dash}<br>"
+                f"privacy budget: {self.budget.spent:g} of {self.budget.total:g} spent")
+
+    def __repr__(self) -> str:
+        return f"<Cohort {len(self.studies)} studies, purpose {self.purpose}, dashboard {self.dashboard_link}>"

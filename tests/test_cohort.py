@@ -1,0 +1,285 @@
+"""Cohort scale on a real Dask LocalCluster (2 worker processes), a real S3-compatible server
+(moto, on 127.0.0.1), a real worker kill, and the OpenDP noise scale."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import distributed
+import numpy as np
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+
+import medsec_nb
+from medsec_nb.audit import AuditLog, verify_log
+from medsec_nb.cohort import Cohort, PrivacyBudgetError
+from medsec_nb.cohort.keys import worker_public_pem
+from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
+from medsec_nb.container.reader import open_container
+from medsec_nb.testdata import synthesize_series
+
+from conftest import study_key_strings  # noqa: E402
+
+N_STUDIES = 4
+
+
+def volume_mean(study) -> float:
+    return float(study.series[0].volume().mean())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cl, distributed.Client(cl) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def me():
+    return medsec_nb.generate_identity("x25519")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, me) -> tuple[Path, list[float]]:
+    """N_STUDIES small containers with different means; returns (folder, expected means)."""
+    d = tmp_path_factory.mktemp("cohort")
+    means = []
+    for i in range(N_STUDIES):
+        synthesize_series(d / f"src{i}", n_slices=3 + i, rows=32, columns=32)
+        medsec_nb.encrypt_study(d / f"src{i}", d / f"study{i}.msec", recipients=[me.public])
+        with medsec_nb.open_study(d / f"study{i}.msec", identity=me, purpose="HRESCH",
+                                  audit_log=d / "setup.jsonl") as s:
+            means.append(volume_mean(s))
+    return d, means
+
+
+def _records(path) -> list[dict]:
+    return list(AuditLog(path).records())
+
+
+def test_map_values_in_order_audited_with_worker_identity(cluster, studies, me, tmp_path):
+    d, means = studies
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        assert co.dashboard_link and co.dashboard_link in co._repr_html_()
+        result = co.map(volume_mean)
+    assert result.errors == {}
+    assert result.values == pytest.approx(means)
+    assert verify_log(log).ok
+    recs = _records(log)
+    assert Counter(r["action"] for r in recs) == {"cohort-grant": N_STUDIES, "cohort-open": N_STUDIES,
+                                                  "decrypt-series": N_STUDIES}
+    workers = set(cluster.scheduler_info()["workers"])
+    for r in recs:
+        assert r["who"]["key_id"] == me.key_id                  # the user's key, not the worker's ephemeral one
+        if r["action"] != "cohort-grant":
+            assert r["where"]["worker"] in workers and r["where"]["pid"] != os.getpid()
+            assert r["where"]["worker_key"] != me.key_id
+    assert len({r["where"].get("rid") for r in recs if r["action"] != "cohort-grant"}) == 2 * N_STUDIES
+
+
+def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
+    """What is sent to workers holds the study key only wrapped to the workers' ephemeral keys."""
+    d, _ = studies
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
+                          audit_log=tmp_path / "a.jsonl") as co:
+        pems = list(cluster.run(worker_public_pem).values())
+        grants = [co._grant(i, pems) for i in range(N_STUDIES)]
+    blob = pickle.dumps(grants).hex() + repr(grants)
+    for i in range(N_STUDIES):
+        assert len(grants[i]) == 2                               # one stanza per worker
+        for s in study_key_strings(d / f"study{i}.msec", me):
+            assert s not in blob
+    with pytest.raises(TypeError):
+        pickle.dumps(me)
+
+
+def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_path):
+    d, _ = studies
+    log = tmp_path / "audit.jsonl"
+    fields = dict(action="cohort-open", outcome="success", purpose="HRESCH")
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        sink = co._sink
+
+        async def call(token):
+            return await distributed.rpc(sink.address).medsec_audit(token=token, rid="r1", fields=fields)
+
+        with pytest.raises(ValueError, match="wrong token"):
+            cluster.sync(call, "0" * 32)
+        assert _records(log) == []
+        assert cluster.sync(call, sink.token) == cluster.sync(call, sink.token) == 1   # re-sent: written once
+    assert len(_records(log)) == 1
+
+
+def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_path):
+    d, means = studies
+    work = tmp_path / "data"
+    work.mkdir()
+    for i in range(N_STUDIES):
+        (work / f"study{i}.msec").write_bytes((d / f"study{i}.msec").read_bytes())
+    with open_container(work / "study1.msec", identity=me) as box:
+        off = box.header.length + box.entries[0]["pixels"]["offset"] + 40
+    data = bytearray((work / "study1.msec").read_bytes())
+    data[off] ^= 0x01
+    (work / "study1.msec").write_bytes(bytes(data))
+    (work / "study9.msec").write_bytes(b"not a container at all")
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(work / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        result = co.map(volume_mean)
+    bad, junk = str(work / "study1.msec"), str(work / "study9.msec")
+    assert set(result.errors) == {bad, junk}
+    assert bad in result.errors[bad] and "authentication" in result.errors[bad]
+    assert junk in result.errors[junk]
+    assert result.values[1] is None and result.values[4] is None
+    assert [result.values[i] for i in (0, 2, 3)] == pytest.approx([means[i] for i in (0, 2, 3)])
+    fails = [r for r in _records(log) if r["outcome"] == "failure"]
+    assert {r["action"] for r in fails} == {"cohort-grant", "decrypt-series"}
+    assert verify_log(log).ok
+
+
+def slow_first_attempt(study, marker_dir: str, victim_uid_file: str) -> float:
+    """Decrypts, then (for the study named in ``victim_uid_file``, on its first attempt) leaves
+    a marker with this worker's pid and waits to be killed."""
+    value = volume_mean(study)
+    uid = study.series[0].uid
+    marker = Path(marker_dir) / f"{uid}.pid"
+    if Path(victim_uid_file).read_text() == uid and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+    return value
+
+
+def test_worker_killed_mid_run_retried_no_record_lost_or_duplicated(cluster, studies, me, tmp_path):
+    d, means = studies
+    with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
+        victim = s.series[0].uid
+    (tmp_path / "victim").write_text(victim)
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        fut = cluster.submit(lambda: None)               # warm: both workers are up
+        fut.result()
+
+        def fn(study):
+            return slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim"))
+
+        import threading
+        killed: list[int] = []
+
+        def killer():
+            marker = tmp_path / f"{victim}.pid"
+            deadline = time.time() + 30
+            while not marker.exists() and time.time() < deadline:
+                time.sleep(0.05)
+            if marker.exists():
+                pid = int(marker.read_text())
+                killed.append(pid)
+                os.kill(pid, signal.SIGKILL)             # a real kill of the worker process
+
+        t = threading.Thread(target=killer)
+        t.start()
+        result = co.map(fn)
+        t.join()
+    assert killed, "the victim task never ran"
+    assert result.errors == {}
+    assert result.values == pytest.approx(means)
+    assert verify_log(log).ok
+    recs = [r for r in _records(log) if r["action"] != "cohort-grant"]
+    # every attempt that reached the worker's open left exactly one open and one bulk-read record
+    per_attempt = Counter((r["where"]["attempt"], r["action"]) for r in recs)
+    assert set(per_attempt.values()) == {1}
+    attempts = {r["where"]["attempt"] for r in recs}
+    assert all(per_attempt[(a, "cohort-open")] == 1 and per_attempt[(a, "decrypt-series")] == 1 for a in attempts)
+    # the killed worker's decryptions are in the log (nothing lost with it) ...
+    assert {r["action"] for r in recs if r["where"]["pid"] == killed[0]} >= {"cohort-open", "decrypt-series"}
+    # ... and the victim study was opened once more by the retry, every other study once
+    assert len(attempts) == N_STUDIES + 1
+    assert len({r["where"]["rid"] for r in recs}) == len(recs)
+
+
+def test_s3_object_storage(cluster, studies, me, tmp_path):
+    d, means = studies
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        opts = {"key": "testing", "secret": "testing",
+                "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
+        boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
+                     **opts["client_kwargs"]).create_bucket(Bucket="cohort-bucket")
+        fs = s3fs.S3FileSystem(**opts)
+        for i in range(N_STUDIES):
+            fs.put_file(str(d / f"study{i}.msec"), f"cohort-bucket/studies/study{i}.msec")
+        log = tmp_path / "audit.jsonl"
+        with Cohort.from_glob("s3://cohort-bucket/studies/*.msec", identity=me, purpose="HRESCH", client=cluster,
+                              storage_options=opts, audit_log=log) as co:
+            assert co.studies == [f"s3://cohort-bucket/studies/study{i}.msec" for i in range(N_STUDIES)]
+            result = co.map(volume_mean)
+        assert result.errors == {}
+        assert result.values == pytest.approx(means)
+        assert verify_log(log).ok
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- differential privacy
+
+def test_noise_scale_is_what_epsilon_promises():
+    n, lo, hi, eps = 50, 0.0, 8000.0, 0.5
+    meas, scale = mean_measurement(n, lo, hi, eps)
+    sensitivity = (hi - lo) / n                       # one study replaced by another moves the mean this much
+    assert sensitivity / eps <= scale <= sensitivity / eps * (1 + 1e-9)
+    assert meas.map(D_IN) <= eps
+    # the pitfall: calibrated for distance 1 on a known-size domain, OpenDP adds next to no noise
+    assert _naive_scale(n, lo, hi, eps) < scale * 1e-6
+    # the noise actually drawn has that scale: Laplace(b) has standard deviation b * sqrt(2)
+    data = [4000.0] * n
+    draws = np.array([meas(data) for _ in range(4000)]) - 4000.0
+    assert abs(draws.std() / (scale * np.sqrt(2)) - 1) < 0.08
+    assert abs(np.median(draws)) < scale * 0.1
+
+
+def _naive_scale(n, lo, hi, eps):
+    import opendp.prelude as dp
+    dp.enable_features("contrib")
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=n), dp.symmetric_distance()
+    return dp.binary_search_param(
+        lambda s: space >> dp.t.then_clamp((lo, hi)) >> dp.t.then_mean() >> dp.m.then_laplace(s), d_in=1, d_out=eps)
+
+
+def test_dp_mean_clamps_to_the_bounds():
+    value, scale = dp_mean([1e9] * 1000, 0.0, 10.0, 1000.0)     # tiny noise: the clamp shows
+    assert abs(value - 10.0) < 50 * scale
+
+
+def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
+    d, means = studies
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log,
+                          epsilon_budget=1.0) as co:
+        result = co.map(volume_mean)
+        with pytest.raises(TypeError):
+            co.release_mean(result, epsilon=0.5)                     # bounds are required
+        for bad in ((5, 5), (0, float("inf")), (10, 0)):
+            with pytest.raises(PrivacyBudgetError):
+                co.release_mean(result, bounds=bad, epsilon=0.5)
+        with pytest.raises(PrivacyBudgetError):
+            co.release_mean(result, bounds=(-2000, 3000), epsilon=0)
+        v = co.release_mean(result, bounds=(-2000, 3000), epsilon=0.6)
+        assert co.budget.spent == pytest.approx(0.6)
+        with pytest.raises(PrivacyBudgetError, match="budget exceeded"):
+            co.release_mean(result, bounds=(-2000, 3000), epsilon=0.6)
+        assert co.budget.spent == pytest.approx(0.6)
+        co.release_mean(result, bounds=(-2000, 3000), epsilon=0.4)
+        assert co.budget.remaining == pytest.approx(0.0)
+    rel = [r for r in _records(log) if r["action"] == "dp-release"]
+    assert len(rel) == 2
+    assert rel[0]["detail"]["value"] == repr(v) and rel[0]["detail"]["epsilon"] == "0.6"
+    assert rel[0]["detail"]["n"] == N_STUDIES and rel[0]["detail"]["bounds"] == ["-2000.0", "3000.0"]
+    assert verify_log(log).ok
