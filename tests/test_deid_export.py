@@ -317,3 +317,20 @@ def test_policy_denial_is_recorded_and_writes_nothing(series_source, identities,
     with pytest.raises(PolicyDeniedError):
         read_mapping(mapping, identities.x25519, purpose="HRESCH", policy=policy, audit_log=log)
     assert (_records(log)[-1]["action"], _records(log)[-1]["outcome"]) == ("reidentify", "denied")
+
+
+@pytest.mark.parametrize("charset, name, planted", [
+    ("ISO_IR 100", "Doe^Jane", "jane doe's scanner"),             # unparsed, other case: found as bytes
+    ("ISO_IR 192", "Müller^Jürgen", "MÜLLER"),                     # UTF-8, upper-cased non-ASCII
+    ("ISO_IR 144", "Иванов^Иван", "Иванов"),                       # Cyrillic: parsed, then searched
+])
+def test_scanner_finds_values_in_unparsed_elements(tmp_path, charset, name, planted):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet, ds.PatientName = charset, name
+    ds.Manufacturer = planted                                      # not in Table E.1-1: kept
+    path = tmp_path / "x.dcm"
+    ds.save_as(path)
+    fresh = pydicom.dcmread(path)                                  # every element still raw
+    with pytest.raises(LeakError, match=r"\(0008,0070\)"):
+        export_deidentified(path, tmp_path / "OUT", secret=SECRET, progress=False)
+    assert find_leaks(fresh, identifying_values(pydicom.dcmread(path)))
