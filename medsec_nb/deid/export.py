@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
@@ -150,10 +151,14 @@ def _shown(elem: pydicom.DataElement) -> str:
 def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
     """Element by element, at every depth: what de-identification did (before values redacted)."""
     out: list[Change] = []
-    for elem in before:
-        tag = elem.tag
+    for tag in sorted(before.keys()):
         where = f"{path}({tag.group:04X},{tag.element:04X})"
-        keyword = elem.keyword or where
+        keyword = keyword_for_tag(tag) or where
+        shared = before.get_item(tag)
+        if shared is not None and shared is after.get_item(tag):     # the same unparsed raw element
+            out.append(Change(where, keyword, shared.VR or "UN", "kept", shared, shared))
+            continue
+        elem = before[tag]
         if tag not in after:
             out.append(Change(where, keyword, elem.VR, "removed", elem))
             continue
@@ -181,9 +186,10 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
         else:
             action = "replaced"
         out.append(Change(where, keyword, elem.VR, action, elem, new))
-    for elem in after:
-        if elem.tag not in before:
-            where = f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
+    for tag in sorted(after.keys()):
+        if tag not in before:
+            elem = after[tag]
+            where = f"{path}({tag.group:04X},{tag.element:04X})"
             out.append(Change(where, elem.keyword or where, elem.VR, "added", None, elem))
     return out
 
