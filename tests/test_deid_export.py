@@ -334,3 +334,34 @@ def test_scanner_finds_values_in_unparsed_elements(tmp_path, charset, name, plan
     with pytest.raises(LeakError, match=r"\(0008,0070\)"):
         export_deidentified(path, tmp_path / "OUT", secret=SECRET, progress=False)
     assert find_leaks(fresh, identifying_values(pydicom.dcmread(path)))
+
+
+@pytest.mark.parametrize("name", [
+    "CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "emri_small_big_endian.dcm", "image_dfl.dcm",
+    "ExplVR_BigEnd.dcm", "liver.dcm", "waveform_ecg.dcm", "JPEG-lossy.dcm",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm", "gdcm-US-ALOKA-16.dcm", "color3d_jpeg_baseline.dcm",
+])
+def test_pydicom_test_files_pass_through_the_export(tmp_path, name):
+    src = get_testdata_file(name)
+    report = export_deidentified(src, tmp_path / "OUT", secret=SECRET, options=["retain-safe-private"],
+                                 allow_burned_in=True, progress=False)
+    (out,) = (tmp_path / "OUT").iterdir()
+    ds = pydicom.dcmread(out)
+    assert [e.tag for e in ds.iterall()] and ds.PatientIdentityRemoved == "YES"
+    assert report.instances == 1 and not find_leaks(ds, identifying_values(pydicom.dcmread(src)))
+
+
+def test_mask_on_compressed_pixels_writes_them_uncompressed(tmp_path):
+    folder = tmp_path / "SC"
+    folder.mkdir()
+    shutil.copyfile(get_testdata_file("SC_rgb_rle.dcm"), folder / "sc.dcm")
+    rules = tmp_path / "masks.json"
+    rules.write_text(json.dumps({"rule": [{"name": "corner", "match": {"Rows": 100, "Columns": 100},
+                                           "rectangles": [[0, 0, 30, 20]]}]}))
+    export_deidentified(folder, tmp_path / "OUT", secret=SECRET, mask_rules=rules, progress=False)
+    (out,) = (tmp_path / "OUT").iterdir()
+    ds = pydicom.dcmread(out)
+    before = pydicom.dcmread(folder / "sc.dcm").pixel_array
+    assert not ds.file_meta.TransferSyntaxUID.is_compressed and ds.BurnedInAnnotation == "NO"
+    assert before[:20, :30].any() and not ds.pixel_array[:20, :30].any()
+    assert np.array_equal(ds.pixel_array[20:], before[20:])
