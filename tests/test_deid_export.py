@@ -317,3 +317,51 @@ def test_policy_denial_is_recorded_and_writes_nothing(series_source, identities,
     with pytest.raises(PolicyDeniedError):
         read_mapping(mapping, identities.x25519, purpose="HRESCH", policy=policy, audit_log=log)
     assert (_records(log)[-1]["action"], _records(log)[-1]["outcome"]) == ("reidentify", "denied")
+
+
+@pytest.mark.parametrize("charset, name, planted", [
+    ("ISO_IR 100", "Doe^Jane", "jane doe's scanner"),             # unparsed, other case: found as bytes
+    ("ISO_IR 192", "Müller^Jürgen", "MÜLLER"),                     # UTF-8, upper-cased non-ASCII
+    ("ISO_IR 144", "Иванов^Иван", "Иванов"),                       # Cyrillic: parsed, then searched
+])
+def test_scanner_finds_values_in_unparsed_elements(tmp_path, charset, name, planted):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet, ds.PatientName = charset, name
+    ds.Manufacturer = planted                                      # not in Table E.1-1: kept
+    path = tmp_path / "x.dcm"
+    ds.save_as(path)
+    fresh = pydicom.dcmread(path)                                  # every element still raw
+    with pytest.raises(LeakError, match=r"\(0008,0070\)"):
+        export_deidentified(path, tmp_path / "OUT", secret=SECRET, progress=False)
+    assert find_leaks(fresh, identifying_values(pydicom.dcmread(path)))
+
+
+@pytest.mark.parametrize("name", [
+    "CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "emri_small_big_endian.dcm", "image_dfl.dcm",
+    "ExplVR_BigEnd.dcm", "liver.dcm", "waveform_ecg.dcm", "JPEG-lossy.dcm",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm", "gdcm-US-ALOKA-16.dcm", "color3d_jpeg_baseline.dcm",
+])
+def test_pydicom_test_files_pass_through_the_export(tmp_path, name):
+    src = get_testdata_file(name)
+    report = export_deidentified(src, tmp_path / "OUT", secret=SECRET, options=["retain-safe-private"],
+                                 allow_burned_in=True, progress=False)
+    (out,) = (tmp_path / "OUT").iterdir()
+    ds = pydicom.dcmread(out)
+    assert [e.tag for e in ds.iterall()] and ds.PatientIdentityRemoved == "YES"
+    assert report.instances == 1 and not find_leaks(ds, identifying_values(pydicom.dcmread(src)))
+
+
+def test_mask_on_compressed_pixels_writes_them_uncompressed(tmp_path):
+    folder = tmp_path / "SC"
+    folder.mkdir()
+    shutil.copyfile(get_testdata_file("SC_rgb_rle.dcm"), folder / "sc.dcm")
+    rules = tmp_path / "masks.json"
+    rules.write_text(json.dumps({"rule": [{"name": "corner", "match": {"Rows": 100, "Columns": 100},
+                                           "rectangles": [[0, 0, 30, 20]]}]}))
+    export_deidentified(folder, tmp_path / "OUT", secret=SECRET, mask_rules=rules, progress=False)
+    (out,) = (tmp_path / "OUT").iterdir()
+    ds = pydicom.dcmread(out)
+    before = pydicom.dcmread(folder / "sc.dcm").pixel_array
+    assert not ds.file_meta.TransferSyntaxUID.is_compressed and ds.BurnedInAnnotation == "NO"
+    assert before[:20, :30].any() and not ds.pixel_array[:20, :30].any()
+    assert np.array_equal(ds.pixel_array[20:], before[20:])

@@ -21,7 +21,7 @@ from pydicom.tag import BaseTag, Tag
 
 from . import table
 from .keys import DeidKeys
-from .scan import identifying_values
+from .scan import identifying_values, maybe_sequence
 
 OPTIONS = frozenset(table.OPTION_COLUMNS)
 
@@ -168,11 +168,14 @@ class _Run:
                 del ds[tag]
                 continue
             row = table.lookup(tag)
-            elem = ds[tag]
-            if row is None:
-                if elem.VR == "SQ":
-                    self._items(elem.value)
+            if row is None:                       # kept: parsed only if it may be a sequence to walk
+                raw = ds.get_item(tag)
+                if not isinstance(raw, RawDataElement) or maybe_sequence(raw):
+                    elem = ds[tag]
+                    if elem.VR == "SQ":
+                        self._items(elem.value)
                 continue
+            elem = ds[tag]
             self._apply(ds, tag, elem, _effective(resolve(row, self.profile), row, elem.VR), top)
 
     def _items(self, seq: Sequence | None) -> None:

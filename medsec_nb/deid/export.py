@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
@@ -131,14 +133,18 @@ class ExportReport:
                 for c in self.changes if c.action != "kept"]
 
 
-def _redacted(elem: pydicom.DataElement) -> str:
+def _redacted(elem: pydicom.DataElement | RawDataElement) -> str:
+    if isinstance(elem, RawDataElement):
+        return f"<redacted {elem.VR or 'UN'}, {len(elem.value or b'')} bytes>"
     if elem.VR == "SQ":
         return f"<{len(elem.value or ())} item(s)>"
     n = len(elem.value) if isinstance(elem.value, (bytes, bytearray, str)) else len(str(elem.value or ""))
     return f"<redacted {elem.VR}, {n} chars>"
 
 
-def _shown(elem: pydicom.DataElement) -> str:
+def _shown(elem: pydicom.DataElement | RawDataElement) -> str:
+    if isinstance(elem, RawDataElement):
+        return f"<{len(elem.value or b'')} bytes>"
     if elem.VR == "SQ":
         return f"<{len(elem.value or ())} item(s)>"
     if int(elem.tag) in _BULK or isinstance(elem.value, (bytes, bytearray)):
@@ -150,14 +156,17 @@ def _shown(elem: pydicom.DataElement) -> str:
 def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
     """Element by element, at every depth: what de-identification did (before values redacted)."""
     out: list[Change] = []
-    for elem in before:
-        tag = elem.tag
+    for tag in sorted(before.keys()):
         where = f"{path}({tag.group:04X},{tag.element:04X})"
-        keyword = elem.keyword or where
-        if tag not in after:
-            out.append(Change(where, keyword, elem.VR, "removed", elem))
+        keyword = keyword_for_tag(tag) or where
+        shared = before.get_item(tag)
+        if shared is not None and shared is after.get_item(tag):     # the same unparsed raw element
+            out.append(Change(where, keyword, shared.VR or "UN", "kept", shared, shared))
             continue
-        new = after[tag]
+        if tag not in after:                                          # removed: no need to parse it
+            out.append(Change(where, keyword, shared.VR or "UN", "removed", shared))
+            continue
+        elem, new = before[tag], after[tag]
         if elem.VR == "SQ":
             old_items, new_items = list(elem.value or ()), list(new.value or ())
             if len(old_items) != len(new_items):
@@ -181,9 +190,10 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
         else:
             action = "replaced"
         out.append(Change(where, keyword, elem.VR, action, elem, new))
-    for elem in after:
-        if elem.tag not in before:
-            where = f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
+    for tag in sorted(after.keys()):
+        if tag not in before:
+            elem = after[tag]
+            where = f"{path}({tag.group:04X},{tag.element:04X})"
             out.append(Change(where, elem.keyword or where, elem.VR, "added", None, elem))
     return out
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -23,15 +24,48 @@ IDENTIFYING_KEYWORDS = (
 _IDENTIFYING_TAGS = frozenset(tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS)
 
 
-def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, object, object]]:
-    """(path, element, value) for every element at every depth, file meta included."""
+#: Character sets whose encoded bytes hold ASCII text as ASCII: unparsed values can be searched as bytes.
+_BYTE_SEARCHABLE = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+_UNDEFINED = 0xFFFFFFFF
+
+
+def maybe_sequence(elem: RawDataElement) -> bool:
+    """Whether an unparsed element is, or may be, a sequence (then it must be parsed to be walked)."""
+    if elem.VR == "SQ":
+        return True
+    if elem.VR not in (None, "UN"):
+        return False
+    try:
+        return dictionary_VR(elem.tag) == "SQ"
+    except KeyError:
+        return elem.length == _UNDEFINED
+
+
+def _searchable_as_bytes(ds: Dataset) -> bool:
+    charset = ds.get("SpecificCharacterSet", "")
+    values = [charset] if isinstance(charset, str) else list(charset)
+    return all(str(v).strip() in _BYTE_SEARCHABLE for v in values)
+
+
+def _walk(ds: Dataset, path: str = "", raw_ok: bool | None = None,
+          parse: frozenset[int] = frozenset()) -> Iterator[tuple[str, object, object]]:
+    """(path, element, value) for every element at every depth, file meta included.
+
+    Unparsed non-sequence elements (outside ``parse``) are yielded as their raw bytes when the
+    character set allows searching them as bytes; everything else is parsed."""
+    if raw_ok is None:
+        raw_ok = _searchable_as_bytes(ds)
     meta = getattr(ds, "file_meta", None) if not path else None
     for source in ([meta] if meta is not None else []) + [ds]:
-        for elem in source:
-            where = f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
+        for tag in list(source.keys()):
+            elem = source.get_item(tag)
+            if not (raw_ok and isinstance(elem, RawDataElement) and int(tag) not in parse
+                    and not maybe_sequence(elem)):
+                elem = source[tag]
+            where = f"{path}({tag.group:04X},{tag.element:04X})"
             if elem.VR == "SQ":
                 for i, item in enumerate(elem.value or ()):
-                    yield from _walk(item, f"{where}[{i}]/")
+                    yield from _walk(item, f"{where}[{i}]/", raw_ok, parse)
             else:
                 yield where, elem, elem.value
 
@@ -50,7 +84,7 @@ def identifying_values(ds: Dataset) -> set[str]:
     """Identifying values of an original dataset, at every depth: patient names (and their
     parts), IDs, birth date, address, institution, physicians, operators, accession number."""
     found: set[str] = set()
-    for _, elem, value in _walk(ds):
+    for _, elem, value in _walk(ds, parse=_IDENTIFYING_TAGS):
         if elem.tag in _IDENTIFYING_TAGS:
             found.update(t.strip() for t in _texts(value) if len(t.strip()) >= MIN_LEN)
     return found
@@ -59,9 +93,11 @@ def identifying_values(ds: Dataset) -> set[str]:
 def find_leaks(ds: Dataset, identifying_values: Iterable[str]) -> list[str]:
     """Where any of ``identifying_values`` occurs (case-insensitive) in any element value of ``ds``,
     public or private, text or binary, at any depth. Each hit names the element path, never the value."""
-    needles = {v.strip().upper() for v in identifying_values if len(v.strip()) >= MIN_LEN}
-    byte_needles = {n.encode(enc) for n in needles for enc in ("utf-8", "latin-1", "utf-16-le")
-                    if _encodable(n, enc)}
+    values = {v.strip() for v in identifying_values if len(v.strip()) >= MIN_LEN}
+    needles = {v.upper() for v in values}
+    # bytes are compared after bytes.upper() (ASCII letters only): the needles are made the same way
+    byte_needles = {form.encode(enc).upper() for v in values for form in (v, v.upper(), v.lower())
+                    for enc in ("utf-8", "latin-1", "utf-16-le") if _encodable(form, enc)}
     hits = []
     for where, elem, value in _walk(ds):
         if isinstance(value, (bytes, bytearray)):
@@ -71,7 +107,7 @@ def find_leaks(ds: Dataset, identifying_values: Iterable[str]) -> list[str]:
             text = " ".join(_texts(value)).upper()
             found = any(n in text for n in needles)
         if found:
-            hits.append(f"{where} {elem.VR}")
+            hits.append(f"{where} {elem.VR or 'UN'}")
     return hits
 
 
