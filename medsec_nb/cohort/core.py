@@ -57,18 +57,18 @@ class Cohort:
                  audit_log: AuditLog | str | os.PathLike | None = None,
                  policy: Policy | str | os.PathLike | None = None, epsilon_budget: float = 1.0,
                  own_client: bool = False):
-        self.studies = list(studies)
-        self.purpose = resolve_purpose(purpose)
-        self.purpose_text = purpose_text
         self.client = client
-        self.storage_options = storage_options
-        self.log = _as_log(audit_log)
-        self.policy = _as_policy(policy)
-        self.budget = PrivacyAccountant(epsilon_budget)
-        self._identity = identity
         self._own_client = own_client
-        self._sink = AuditSink(self.log)
-        try:
+        try:                                       # a cluster this cohort started must not outlive a bad argument
+            self.studies = list(studies)
+            self.purpose = resolve_purpose(purpose)
+            self.purpose_text = purpose_text
+            self.storage_options = storage_options
+            self.log = _as_log(audit_log)
+            self.policy = _as_policy(policy)
+            self.budget = PrivacyAccountant(epsilon_budget)
+            self._identity = identity
+            self._sink = AuditSink(self.log)
             self._sink.start(client)
         except BaseException:
             self._close_client()
@@ -86,6 +86,8 @@ class Cohort:
         with ``n_workers`` single-threaded worker processes. ``identity`` (a key file or
         Identity) stays in this process. ``epsilon_budget``: the cohort's privacy budget."""
         ident = as_identity(identity, identity_passphrase)
+        resolve_purpose(purpose)                   # argument errors before any cluster starts
+        PrivacyAccountant(epsilon_budget)
         try:
             studies = remote.glob(pattern, storage_options)
         except (OSError, ValueError, ImportError) as exc:
