@@ -271,6 +271,12 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
                 co.release_mean(result, bounds=bad, epsilon=0.5)
         with pytest.raises(PrivacyBudgetError):
             co.release_mean(result, bounds=(-2000, 3000), epsilon=0)
+        from medsec_nb.cohort import CohortResult
+        from medsec_nb.errors import MedsecError
+        for junk in (float("nan"), "twelve", None):
+            with pytest.raises(MedsecError, match="study1.msec: value is not a finite number"):
+                co.release_mean(CohortResult(result.studies, [1.0, junk, 2.0, 3.0]), bounds=(0, 5), epsilon=0.1)
+        assert co.budget.spent == 0
         v = co.release_mean(result, bounds=(-2000, 3000), epsilon=0.6)
         assert co.budget.spent == pytest.approx(0.6)
         with pytest.raises(PrivacyBudgetError, match="budget exceeded"):

@@ -4,6 +4,7 @@ differentially private releases."""
 from __future__ import annotations
 
 import html
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -171,9 +172,12 @@ class Cohort:
             if s in result.errors:
                 continue
             try:
-                vals.append(float(v))
+                x = float(v)
             except (TypeError, ValueError):
-                raise MedsecError(f"{s}: value is not a number; release_mean needs one number per study") from None
+                x = float("nan")
+            if not math.isfinite(x):
+                raise MedsecError(f"{s}: value is not a finite number; release_mean needs one number per study")
+            vals.append(x)
         if not vals:
             raise MedsecError("release_mean: no study produced a value")
         self.budget.spend(eps)
