@@ -271,6 +271,12 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
                 co.release_mean(result, bounds=bad, epsilon=0.5)
         with pytest.raises(PrivacyBudgetError):
             co.release_mean(result, bounds=(-2000, 3000), epsilon=0)
+        from medsec_nb.cohort import CohortResult
+        from medsec_nb.errors import MedsecError
+        for junk in (float("nan"), "twelve", None):
+            with pytest.raises(MedsecError, match="study1.msec: value is not a finite number"):
+                co.release_mean(CohortResult(result.studies, [1.0, junk, 2.0, 3.0]), bounds=(0, 5), epsilon=0.1)
+        assert co.budget.spent == 0
         v = co.release_mean(result, bounds=(-2000, 3000), epsilon=0.6)
         assert co.budget.spent == pytest.approx(0.6)
         with pytest.raises(PrivacyBudgetError, match="budget exceeded"):
@@ -283,3 +289,28 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
     assert rel[0]["detail"]["value"] == repr(v) and rel[0]["detail"]["epsilon"] == "0.6"
     assert rel[0]["detail"]["n"] == N_STUDIES and rel[0]["detail"]["bounds"] == ["-2000.0", "3000.0"]
     assert verify_log(log).ok
+
+
+# ---------------------------------------------------------------- byte-range source
+
+def test_fsspec_source_reads_by_range_and_names_the_url(studies, me, tmp_path):
+    import fsspec
+
+    from medsec_nb.container.remote import FsspecFile, glob, is_remote
+    from medsec_nb.errors import MedsecError
+
+    d, means = studies
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/cohort-test/a.msec", (d / "study0.msec").read_bytes())
+    url = "memory://cohort-test/a.msec"
+    assert is_remote(url) and not is_remote(str(d / "study0.msec")) and not is_remote("file:///x.msec")
+    assert glob("memory://cohort-test/*.msec") == ["memory:///cohort-test/a.msec"]   # fsspec's own form
+    src = FsspecFile(url)
+    assert src.size == (d / "study0.msec").stat().st_size
+    assert src.read(src.size - 4, 100) == (d / "study0.msec").read_bytes()[-4:]     # short at the end
+    with open_container(url, identity=me, source=FsspecFile(url)) as box:
+        assert len(box.entries) == 3 and box.path == url
+    with pytest.raises(MedsecError, match="memory://cohort-test/missing.msec: no such object"):
+        FsspecFile("memory://cohort-test/missing.msec")
+    with pytest.raises(MedsecError, match="no study matches"):
+        Cohort.from_glob(str(tmp_path / "*.msec"), identity=me, purpose="HRESCH")

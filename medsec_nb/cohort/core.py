@@ -4,6 +4,7 @@ differentially private releases."""
 from __future__ import annotations
 
 import html
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -57,18 +58,18 @@ class Cohort:
                  audit_log: AuditLog | str | os.PathLike | None = None,
                  policy: Policy | str | os.PathLike | None = None, epsilon_budget: float = 1.0,
                  own_client: bool = False):
-        self.studies = list(studies)
-        self.purpose = resolve_purpose(purpose)
-        self.purpose_text = purpose_text
         self.client = client
-        self.storage_options = storage_options
-        self.log = _as_log(audit_log)
-        self.policy = _as_policy(policy)
-        self.budget = PrivacyAccountant(epsilon_budget)
-        self._identity = identity
         self._own_client = own_client
-        self._sink = AuditSink(self.log)
-        try:
+        try:                                       # a cluster this cohort started must not outlive a bad argument
+            self.studies = list(studies)
+            self.purpose = resolve_purpose(purpose)
+            self.purpose_text = purpose_text
+            self.storage_options = storage_options
+            self.log = _as_log(audit_log)
+            self.policy = _as_policy(policy)
+            self.budget = PrivacyAccountant(epsilon_budget)
+            self._identity = identity
+            self._sink = AuditSink(self.log)
             self._sink.start(client)
         except BaseException:
             self._close_client()
@@ -86,6 +87,8 @@ class Cohort:
         with ``n_workers`` single-threaded worker processes. ``identity`` (a key file or
         Identity) stays in this process. ``epsilon_budget``: the cohort's privacy budget."""
         ident = as_identity(identity, identity_passphrase)
+        resolve_purpose(purpose)                   # argument errors before any cluster starts
+        PrivacyAccountant(epsilon_budget)
         try:
             studies = remote.glob(pattern, storage_options)
         except (OSError, ValueError, ImportError) as exc:
@@ -169,9 +172,12 @@ class Cohort:
             if s in result.errors:
                 continue
             try:
-                vals.append(float(v))
+                x = float(v)
             except (TypeError, ValueError):
-                raise MedsecError(f"{s}: value is not a number; release_mean needs one number per study") from None
+                x = float("nan")
+            if not math.isfinite(x):
+                raise MedsecError(f"{s}: value is not a finite number; release_mean needs one number per study")
+            vals.append(x)
         if not vals:
             raise MedsecError("release_mean: no study produced a value")
         self.budget.spend(eps)

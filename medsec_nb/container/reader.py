@@ -232,7 +232,9 @@ class Container:
         loc = self._entry(i)["meta"]
         buf = bytearray(self._plain_len(loc))
         self._decrypt(meta_segment(i), loc, f"instance {i} metadata", memoryview(buf))
-        return buf
+        # a fresh buffer callers may resize: views of ``buf`` can outlive the call when a frame is
+        # held elsewhere (Dask's sampling profiler), and a resize would then raise BufferError
+        return bytearray(buf)
 
     def pixel_view(self, i: int, out: memoryview | None = None) -> memoryview:
         """Decrypted Pixel Data value of instance ``i``: into ``out`` when given, else into
