@@ -20,6 +20,7 @@ from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
 from .container.format import plaintext_length
+from . import registry
 from .access import Access, open_audited
 from .audit import AuditLog
 from .container.reader import Container
@@ -329,6 +330,7 @@ class Study:
     def close(self) -> None:
         """Drop the keys and index; later access raises StudyClosedError."""
         self._box.close()
+        registry.withdrawn(self)
 
     def __enter__(self) -> "Study":
         return self
@@ -367,4 +369,6 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
     box, access = open_audited(path, op="open", purpose=purpose, purpose_text=purpose_text, identity=identity,
                                passphrase=passphrase, require_signer=require_signer,
                                identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
-    return Study(box, access)
+    study = Study(box, access)
+    registry.opened(study)
+    return study
