@@ -107,6 +107,11 @@ async def test_verify_checkpoint_and_export(jp_fetch):
         assert err.code == 400 and "message" in json.loads(err.response.body)
 
 
+async def test_verify_of_a_log_not_yet_written(jp_fetch):
+    status = await _json(jp_fetch, "medsec/audit/verify")
+    assert status["ok"] and status["records"] == 0 and "no audit records yet" in status["message"]
+
+
 async def test_verify_reports_a_tampered_log(jp_fetch, tmp_path):
     _append(3)
     log = tmp_path / "audit.jsonl"

@@ -17,7 +17,9 @@ export async function raw(endpoint: string, init: RequestInit = {}): Promise<Res
   const url = URLExt.join(settings.baseUrl, 'medsec', endpoint);
   let response: Response;
   try {
-    response = await ServerConnection.makeRequest(url, init, settings);
+    // 'no-cache' (revalidate) keeps makeRequest from appending a cache-busting parameter (the
+    // endpoints refuse unknown parameters)
+    response = await ServerConnection.makeRequest(url, { cache: 'no-cache', ...init }, settings);
   } catch (error) {
     throw new ServerConnection.NetworkError(error as TypeError);
   }

@@ -100,6 +100,12 @@ export function shortTime(time: string): string {
   return m ? `${m[1]} ${m[2]}` : time;
 }
 
+/** Compact time for the audit table (`2025-01-31T14:03:07.123456Z` -> `01-31 14:03:07`). */
+export function tableTime(time: string): string {
+  const m = /^\d{4}-(\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})/.exec(time);
+  return m ? `${m[1]} ${m[2]}` : time;
+}
+
 const PURPOSE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** What the "open a study" form asks for. */

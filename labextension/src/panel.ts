@@ -8,7 +8,7 @@ import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
 import { raw, requestAPI } from './api';
-import { IAuditFilters, IAuditPage, IAuditRow, mergeNewest, shortTime, auditQuery } from './logic';
+import { IAuditFilters, IAuditPage, IAuditRow, auditQuery, mergeNewest, shortTime, tableTime } from './logic';
 import { StudiesModel } from './model';
 
 /** The chain status `GET /medsec/audit/verify` returns. */
@@ -76,9 +76,9 @@ export class SecureStudiesPanel extends Widget {
       void this.reload();
     });
     this._rows = el('tbody');
-    const head = el('tr', {}, ...['#', 'time (UTC)', 'study', 'user', 'action', 'outcome'].map(h => el('th', {}, h)));
+    const head = el('tr', {}, ...['#', 'UTC', 'action', 'outcome', 'user', 'study'].map(h => el('th', {}, h)));
     this._older = this._button('Older records', () => this.older());
-    this._older.hidden = true;
+    this._older.style.display = 'none';
     this._auditError = el('div', { className: 'medsec-nb-error' });
     const audit = el(
       'section',
@@ -86,7 +86,7 @@ export class SecureStudiesPanel extends Widget {
       el('h3', {}, 'Audit log'),
       filters,
       this._auditError,
-      el('table', { className: 'medsec-nb-table' }, el('thead', {}, head), this._rows),
+      el('div', { className: 'medsec-nb-scroll' }, el('table', { className: 'medsec-nb-table' }, el('thead', {}, head), this._rows)),
       this._older
     );
     this.node.append(studies, chain, audit);
@@ -153,9 +153,12 @@ export class SecureStudiesPanel extends Widget {
         ? `last checkpoint: record ${cp.size}, ${shortTime(cp.time)}${cp.signer ? ` by ${cp.signer}` : ''}`
         : 'no checkpoint yet';
       this._chain.className = `medsec-nb-chain ${s.ok ? 'medsec-nb-ok' : 'medsec-nb-bad'}`;
-      this._chain.textContent = s.ok
-        ? `✔ Chain intact: ${s.records} records; ${last}`
-        : `✘ Chain broken at line ${s.first_bad_line ?? '?'}: ${s.message}`;
+      const where = s.first_bad_line !== null ? ` at line ${s.first_bad_line}` : '';
+      this._chain.textContent = !s.ok
+        ? `✘ Verification failed${where}: ${s.message}`
+        : s.records
+          ? `✔ Chain intact: ${s.records} records; ${last}`
+          : '✔ No audit records yet';
     } catch (error) {
       this._chain.className = 'medsec-nb-chain medsec-nb-bad';
       this._chain.textContent = `Verification failed: ${(error as Error).message}`;
@@ -256,15 +259,15 @@ export class SecureStudiesPanel extends Widget {
           'tr',
           { className: `medsec-nb-row medsec-nb-outcome-${r.outcome}` },
           el('td', {}, String(r.seq)),
-          el('td', {}, shortTime(r.time)),
-          el('td', { title: r.instances !== null ? `${r.instances} instances` : '' }, r.study ?? '–'),
-          el('td', {}, r.user ?? '–'),
+          el('td', { title: r.time }, tableTime(r.time)),
           el('td', {}, r.action),
-          el('td', {}, r.outcome)
+          el('td', {}, r.outcome),
+          el('td', {}, r.user ?? '–'),
+          el('td', { title: r.instances !== null ? `${r.instances} instances` : '' }, r.study ?? '–')
         )
       )
     );
-    this._older.hidden = this._next === null;
+    this._older.style.display = this._next === null ? 'none' : '';
   }
 
   private _model: StudiesModel;

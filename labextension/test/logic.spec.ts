@@ -6,6 +6,7 @@ import {
   mergeNewest,
   shortTime,
   splitPath,
+  tableTime,
   statusLabel,
   studyCount
 } from '../src/logic';
@@ -67,6 +68,7 @@ describe('audit table', () => {
   it('shortens record times', () => {
     expect(shortTime('2025-01-31T14:03:07.123456Z')).toBe('2025-01-31 14:03:07');
     expect(shortTime('odd')).toBe('odd');
+    expect(tableTime('2025-01-31T14:03:07.123456Z')).toBe('01-31 14:03:07');
   });
 });
 

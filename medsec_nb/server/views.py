@@ -44,7 +44,12 @@ def last_checkpoint(log: str | os.PathLike | None = None) -> dict[str, Any] | No
 
 
 def chain_status(log: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The verification of the whole log and its checkpoints, with the last checkpoint."""
+    """The verification of the whole log and its checkpoints, with the last checkpoint. A log not
+    yet written (no file or empty, no checkpoint) is reported as intact with 0 records."""
+    path = log_path(log)
+    if (not path.exists() or path.stat().st_size == 0) and not checkpoints_path(path).exists():
+        return {"ok": True, "records": 0, "checkpoints": 0, "first_bad_line": None,
+                "message": f"{path}: no audit records yet", "last_checkpoint": None}
     report = verify_log(log)
     try:
         last = last_checkpoint(log)

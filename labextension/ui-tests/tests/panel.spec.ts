@@ -19,9 +19,10 @@ test('open, list, audit, inspect and close a secure study', async ({ page, tmpPa
   await page.evaluate(() => (window as any).jupyterapp.commands.execute('medsec-nb:open-panel'));
   const panel = page.locator('#medsec-nb\\:panel');
   await expect(panel).toBeVisible();
-  await expect(panel.locator('.medsec-nb-chain')).toContainText('Chain intact');
+  await expect(panel.locator('.medsec-nb-chain')).toContainText('No audit records yet');
 
   // a .msec opens as its public header with the open form (the file itself is not loaded)
+  await page.sidebar.openTab('filebrowser');
   await page.filebrowser.refresh();
   await expect(page.locator('.jp-DirListing-item[data-file-type="medsec-study"]')).toHaveCount(1);
   await page.filebrowser.open('ct_demo.msec');
