@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import threading
+import warnings
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,15 +53,20 @@ def _kernel_id() -> str | None:
 
 
 def _publish(kernel_id: str) -> None:
-    path = runtime_dir() / f"{os.getpid()}.json"
+    """Rewrite this process's file; a failure only warns (the registry informs, it guards nothing)."""
     studies = [entry for _, entry in _open.values()]
-    if not studies:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    data = {"pid": os.getpid(), "kernel_id": kernel_id, "studies": studies}
-    with atomic_file(path, mode=0o600) as fh:
-        fh.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+    try:
+        path = runtime_dir() / f"{os.getpid()}.json"
+        if not studies:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        data = {"pid": os.getpid(), "kernel_id": kernel_id, "studies": studies}
+        with atomic_file(path, mode=0o600) as fh:
+            fh.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+    except OSError as exc:
+        warnings.warn(f"the list of open studies for the lab panel was not updated ({exc.strerror or exc})",
+                      RuntimeWarning, stacklevel=3)
 
 
 def opened(study: "Study") -> str | None:

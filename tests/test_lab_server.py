@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from tornado.httpclient import HTTPClientError
@@ -224,3 +226,22 @@ def test_read_page_reads_only_the_end_of_a_large_log(tmp_path):
             break
         cursor = p.next
     assert seen == list(range(999, 0, -3))
+
+
+def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
+    from medsec_nb import open_study, registry
+    with open_study(signed_container, identity=identities.x25519) as study:
+        assert not study.closed
+        assert not list(registry.runtime_dir().glob("*.json"))
+    assert registry.read_all() == []
+
+
+def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
+    from medsec_nb import registry
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f"{dead}.json").write_text(json.dumps({"pid": int(dead), "kernel_id": "k", "studies": []}))
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "1.json").write_text(json.dumps({"pid": 1, "kernel_id": "k1", "studies": [{"id": "a"}]}))
+    assert [e["kernel_id"] for e in registry.read_all(tmp_path)] == ["k1"]
+    assert not (tmp_path / f"{dead}.json").exists()

@@ -35,7 +35,11 @@ export class StudyStatus extends Widget {
 
   private _watch(): void {
     const current = this._tracker.currentWidget;
-    current?.sessionContext.kernelChanged.connect(() => this.update(), this);
+    current?.sessionContext.kernelChanged.connect(this._kernelChanged, this);
+    this.update();
+  }
+
+  private _kernelChanged(): void {
     this.update();
   }
 
