@@ -19,11 +19,47 @@ setup() {
   fi
 }
 
+# Build the JupyterLab extension (labextension/) when its sources changed, and make this venv's
+# JupyterLab load the build (a link into share/jupyter/labextensions).
+LAB=labextension
+BUILT=medsec_nb/labextension
+build_lab() {
+  export PATH="$PWD/$VENV/bin:$PATH"
+  if [ ! -f "$LAB/node_modules/.medsec-installed" ] || [ "$LAB/package.json" -nt "$LAB/node_modules/.medsec-installed" ] \
+      || [ "$LAB/yarn.lock" -nt "$LAB/node_modules/.medsec-installed" ]; then
+    (cd "$LAB" && jlpm install) && touch "$LAB/node_modules/.medsec-installed"
+  fi
+  if [ ! -f "$BUILT/static/style.js" ] || [ -n "$(find "$LAB/src" "$LAB/style" "$LAB/schema" "$LAB/package.json" \
+      -newer "$BUILT/static/style.js" | head -n 1)" ]; then
+    (cd "$LAB" && jlpm build:prod)
+  fi
+  cp "$LAB/install.json" "$BUILT/install.json"
+  local dest="$VENV/share/jupyter/labextensions/medsec-nb"
+  if [ "$(readlink "$dest" 2>/dev/null)" != "$PWD/$BUILT" ]; then
+    mkdir -p "$(dirname "$dest")"
+    rm -rf "$dest"
+    ln -s "$PWD/$BUILT" "$dest"
+  fi
+}
+
+# Browser tests: Debian's chromium (Playwright cannot download browsers here) and Galata.
+setup_ui() {
+  if [ ! -x /usr/lib/chromium/chromium ]; then
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  fi
+  local ui="$LAB/ui-tests"
+  if [ ! -f "$ui/node_modules/.medsec-installed" ] || [ "$ui/package.json" -nt "$ui/node_modules/.medsec-installed" ] \
+      || [ "$ui/yarn.lock" -nt "$ui/node_modules/.medsec-installed" ]; then
+    (cd "$ui" && jlpm install) && touch "$ui/node_modules/.medsec-installed"
+  fi
+}
+
 case "${1:-}" in
   run)
     # Build the demo study (keys, container, audit log in ./demo), print its redacted summary,
     # then open JupyterLab on the starter notebook. `./dev.sh run --headless` stops after the summary.
     setup
+    build_lab
     shift
     "$VENV/bin/python" -m medsec_nb.demo --dir demo
     if [ "${1:-}" = "--headless" ]; then exit 0; fi
@@ -34,9 +70,18 @@ case "${1:-}" in
       --ServerApp.root_dir="$PWD" notebooks/00_start_here.ipynb
     ;;
   test)
+    # pytest, then (unless pytest was given particular tests) jest and the Galata browser tests.
     setup
+    build_lab
     shift
-    exec "$VENV/bin/python" -m pytest "$@"
+    targeted=0
+    for arg in "$@"; do case "$arg" in -*) ;; *) targeted=1 ;; esac; done
+    "$VENV/bin/python" -m pytest "$@"
+    if [ "$targeted" = 0 ]; then
+      (cd "$LAB" && jlpm test)
+      setup_ui
+      (cd "$LAB/ui-tests" && jlpm test)
+    fi
     ;;
   *)
     echo "usage: ./dev.sh run | test [pytest args]" >&2

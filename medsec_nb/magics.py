@@ -242,3 +242,22 @@ def unload_ipython_extension(ip) -> None:
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
     ip.configurables[:] = [c for c in ip.configurables if c is not magics]
+
+
+def close_registered(study_id: str) -> bool:
+    """Close the study published in the registry as ``study_id`` (the lab panel's close button):
+    as ``%unload_secure_study`` when the magics bound it, else its viewers and the study. False if
+    no such open study."""
+    from . import registry
+    study = registry.lookup(study_id)
+    if study is None:
+        return False
+    from IPython import get_ipython
+    ip = get_ipython()
+    magics = ip.magics_manager.registry.get(MedsecMagics.__name__) if ip is not None else None
+    names = [n for n, s in magics.loaded.items() if s is study] if magics is not None else []
+    if names:
+        magics.unload_secure_study(" ".join(names))
+    else:
+        unload(study)
+    return True

@@ -19,7 +19,7 @@ from pydicom.tag import Tag
 from pydicom.pixels import apply_modality_lut
 from tqdm.auto import tqdm
 
-from . import guard
+from . import guard, registry
 from .container.format import plaintext_length
 from .access import Access, open_audited
 from .audit import AuditLog
@@ -341,6 +341,7 @@ class Study:
         """Drop the keys and index; later access raises StudyClosedError."""
         self._box.close()
         guard.withdraw(self)
+        registry.withdrawn(self)
 
     def export_deidentified(self, output: str | os.PathLike | None = None, **kwargs: Any):
         """De-identify this study (PS3.15 Basic Profile plus ``options``) to a DICOM folder or, with
@@ -388,4 +389,5 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
                                identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
     study = Study(box, access)
     guard.publish(study)
+    registry.opened(study)
     return study

@@ -1,0 +1,138 @@
+"""Which studies this process holds open, published for the Jupyter server (no PHI, no keys).
+
+Each process that opens a study inside a Jupyter kernel writes
+``<data dir>/runtime/studies/<pid>.json`` (mode 0600, replaced atomically) listing its open
+studies: an opaque id, the file's base name, the instance count, the purpose, who opened it
+and when, plus the kernel id taken from the kernel's connection file. ``open_study`` adds a
+study, ``Study.close`` withdraws it; the server (``medsec_nb.server``) reads every file and
+keeps the ones whose kernel is still running. Outside a kernel nothing is written.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import secrets
+import threading
+import warnings
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .atomic import atomic_file
+from .audit import context
+from .audit.paths import data_dir
+from .audit.record import utc_now
+
+if TYPE_CHECKING:
+    from .study import Study
+
+#: Registry ids are 16 hex digits (checked before one is put into code run in a kernel).
+ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+
+_lock = threading.Lock()
+_open: dict[str, tuple[weakref.ref, dict[str, Any]]] = {}
+_ids: "weakref.WeakKeyDictionary[Study, str]" = weakref.WeakKeyDictionary()
+_kernel: list[str | None] = []       # the kernel id, looked up once
+
+
+def runtime_dir() -> Path:
+    """``<data dir>/runtime/studies`` (created with mode 0700)."""
+    folder = data_dir() / "runtime" / "studies"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def _kernel_id() -> str | None:
+    if not _kernel:
+        _kernel.append(context.where()["kernel_id"])
+    return _kernel[0]
+
+
+def _publish(kernel_id: str) -> None:
+    """Rewrite this process's file; a failure only warns (the registry informs, it guards nothing)."""
+    studies = [entry for _, entry in _open.values()]
+    try:
+        path = runtime_dir() / f"{os.getpid()}.json"
+        if not studies:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        data = {"pid": os.getpid(), "kernel_id": kernel_id, "studies": studies}
+        with atomic_file(path, mode=0o600) as fh:
+            fh.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+    except OSError as exc:
+        warnings.warn(f"the list of open studies for the lab panel was not updated ({exc.strerror or exc})",
+                      RuntimeWarning, stacklevel=3)
+
+
+def opened(study: "Study") -> str | None:
+    """Publish ``study`` as open in this kernel; returns its registry id (None outside a kernel)."""
+    kernel_id = _kernel_id()
+    if kernel_id is None:
+        return None
+    who = context.who()
+    study_id = secrets.token_hex(8)
+    entry = {"id": study_id, "name": os.path.basename(study.path), "instances": study.instance_count,
+             "purpose": study.purpose, "user": who["hub_user"] or who["os_user"], "opened": utc_now()}
+    with _lock:
+        _open[study_id] = (weakref.ref(study), entry)
+        _ids[study] = study_id
+        _publish(kernel_id)
+    return study_id
+
+
+def withdrawn(study: "Study") -> None:
+    """Withdraw ``study`` (closed); nothing happens if it was never published."""
+    with _lock:
+        study_id = _ids.pop(study, None)
+        if study_id is not None and _open.pop(study_id, None) is not None:
+            _publish(_kernel_id())
+
+
+def lookup(study_id: str) -> "Study | None":
+    """The open study published under ``study_id`` in this process, if any."""
+    with _lock:
+        item = _open.get(study_id)
+    return item[0]() if item else None
+
+
+def read_all(folder: Path | None = None) -> list[dict[str, Any]]:
+    """Every process's published entry (``pid``, ``kernel_id``, ``studies``); unreadable files skipped,
+    files of processes that no longer exist removed."""
+    folder = folder or runtime_dir()
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_bytes())
+            pid = int(data["pid"])
+            if not isinstance(data["studies"], list):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        out.append(data)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@atexit.register
+def _forget() -> None:
+    if _open:
+        with contextlib.suppress(OSError):
+            (runtime_dir() / f"{os.getpid()}.json").unlink()
