@@ -79,7 +79,7 @@ def cmd_deid(args: argparse.Namespace) -> int:
         args.source, args.output, options=args.option or (), secret=_secret(args), purpose=args.purpose,
         purpose_text=args.purpose_text, **_unlock(args), recipients=args.recipient or (),
         dry_run=args.dry_run, mask_rules=args.mask_rules, allow_burned_in=args.allow_burned_in,
-        mapping=args.mapping, mapping_recipients=mapping_recipients, progress=not args.quiet)
+        accept_leaks_in=args.accept_leak_in or (), mapping=args.mapping, mapping_recipients=mapping_recipients, progress=not args.quiet)
     if args.dry_run:
         for line in report.diff_lines():
             print(line)
@@ -148,6 +148,10 @@ def add_deid_commands(subparsers: Any) -> None:
     p.add_argument("--mask-rules", metavar="FILE", help="burned-in text rectangles to blank (TOML or JSON)")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="export flagged instances no rule masks (each override is audited)")
+    p.add_argument("--accept-leak-in", action="append", metavar="TAG",
+                   help="let leak-scanner hits in this element through (keyword or gggg,eeee; repeatable; "
+                        "listed in the report and the audit record), e.g. an InstitutionName equal to the "
+                        "kept Manufacturer")
     p.add_argument("--report", metavar="FILE", help="also write the conformance report as JSON")
     p.add_argument("--mapping", metavar="FILE", help="write the re-identification mapping, encrypted")
     p.add_argument("--mapping-recipient", action="append", metavar="KEY.pub",

@@ -19,7 +19,7 @@ from .access import EVENT_EXPORT, EVENT_SECURITY, Access, _as_log, _as_policy, r
 from .audit import AuditLog
 from .container.sources import list_source_files
 from .deid import DeidKeys, Profile
-from .deid.export import ExportReport, ExportSettings, export_instances
+from .deid.export import ExportReport, ExportSettings, export_instances, parse_tag
 from .deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from .deid.pixels import MaskRule, burned_in_reason, load_mask_rules
 from .errors import MedsecError, OutputError, PolicyDeniedError, SourceError
@@ -72,6 +72,13 @@ def _keys(secret: bytes | DeidKeys | None, dry_run: bool) -> RecordingKeys:
         raise MedsecError(str(exc)) from None
 
 
+def _tags(items: Iterable[str | int]) -> frozenset[int]:
+    try:
+        return frozenset(i if isinstance(i, int) else parse_tag(i) for i in items)
+    except ValueError as exc:
+        raise MedsecError(f"accept_leaks_in: {exc}") from None
+
+
 def _profile(profile: Profile | Iterable[str]) -> Profile:
     if isinstance(profile, Profile):
         return profile
@@ -84,7 +91,8 @@ def _profile(profile: Profile | Iterable[str]) -> Profile:
 def _summary(report: ExportReport) -> dict[str, Any]:
     return {"profile": ["basic", *report.profile], "encrypted": report.encrypted, "dry_run": report.dry_run,
             "actions": [f"{a}={n}" for a, n in sorted(report.actions.items())],
-            "burned_in": len(report.burned_in)}
+            "burned_in": len(report.burned_in),
+            "accepted_leaks": sorted({a["element"].split(" ")[0] for a in report.accepted_leaks})}
 
 
 def _run(access: Access, items: Iterable[tuple[str, pydicom.Dataset]], total: int,
@@ -155,7 +163,7 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
                         identity_passphrase: Passphrase = None,
                         recipients: Iterable[Any] = (), output_passphrase: Passphrase = None,
                         dry_run: bool = False, mask_rules: str | os.PathLike | Iterable[MaskRule] | None = None,
-                        allow_burned_in: bool = False, mapping: str | os.PathLike | None = None,
+                        allow_burned_in: bool = False, accept_leaks_in: Iterable[str | int] = (), mapping: str | os.PathLike | None = None,
                         mapping_recipients: Iterable[Any] | None = None, mapping_passphrase: Passphrase = None,
                         progress: bool = True, audit_log: AuditLog | str | os.PathLike | None = None,
                         policy: Policy | str | os.PathLike | None = None) -> ExportReport:
@@ -165,9 +173,12 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
     on disk). ``secret`` (>= 16 bytes) keys pseudonyms, UIDs and date shifts. ``dry_run`` writes nothing;
     its report holds the per-element diff. ``mapping`` writes the re-identification mapping encrypted to
     ``mapping_recipients`` (or ``mapping_passphrase``). A container source is unlocked with ``identity``
-    or ``passphrase``. Returns the conformance report.
+    or ``passphrase``. ``accept_leaks_in`` (keywords or tags) lets leak-scanner hits in those elements
+    through, e.g. an institution name equal to the kept Manufacturer; they are listed in the report
+    and the audit record. Returns the conformance report.
     """
-    settings = ExportSettings(_profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in)
+    settings = ExportSettings(_profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in,
+                              _tags(accept_leaks_in))
     kw = dict(recipients=list(recipients), passphrase=output_passphrase, dry_run=dry_run, progress=progress,
               mapping=mapping, mapping_recipients=list(mapping_recipients or ()),
               mapping_passphrase=mapping_passphrase)

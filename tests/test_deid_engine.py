@@ -297,6 +297,23 @@ def test_leak_scanner_finds_planted_values(ct):
     assert "(0008,9215)[0]/(0011,1002) OB" in hits
 
 
+def test_leak_scanner_searches_pixel_data_for_long_values_only(ct):
+    """Short values match native pixel bytes by chance; values of BULK_MIN_LEN or more are searched."""
+    from medsec_nb.deid.scan import BULK_MIN_LEN
+    out = deidentify(ct, BASIC, KEYS)
+    short, long_ = "RG1", "Lestrade^G"
+    assert len(short) < BULK_MIN_LEN <= len(long_)
+    pixels = bytearray(out.PixelData)
+    pixels[100:103] = short.encode()
+    out.PixelData = bytes(pixels)
+    assert find_leaks(out, [short]) == []
+    out.ImageComments = f"seen {short}"
+    assert find_leaks(out, [short]) == ["(0020,4000) LT"]
+    pixels[200:200 + len(long_)] = long_.lower().encode()
+    out.PixelData = bytes(pixels)
+    assert find_leaks(out, [long_]) == ["(7FE0,0010) OW"]
+
+
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "test-SR.dcm", "US1_UNCR.dcm"])
 def test_pydicom_files_pass_through_and_stay_readable(name):
     path = get_testdata_file(name)

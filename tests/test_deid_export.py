@@ -4,6 +4,7 @@ burned-in text, mapping, audit records, atomicity; the ``medsec deid`` CLI as a 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_folder_export_is_clean_consistent_and_audited(series_source, tmp_path):
     summary = report.to_json()
     assert summary["actions"]["pseudonymised"] == 2 * len(files)
     assert summary["attributes"]["StudyDate"] == {"shifted": len(files)}
-    assert summary["leak_scan"] == {"instances_scanned": len(files), "hits": 0}
+    assert summary["leak_scan"] == {"instances_scanned": len(files), "hits": 0, "accepted": []}
     rec = _records(log)[-1]
     assert (rec["action"], rec["outcome"], rec["event"], rec["why"]["purpose"]) == \
         ("deid-export", "success", "110106", "HRESCH")
@@ -269,9 +270,10 @@ def test_mapping_round_trip_is_encrypted_and_audited(series_source, identities, 
 
 # ---------------------------------------------------------------- CLI
 
-def medsec(*args, cwd) -> subprocess.CompletedProcess:
+def medsec(*args, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "medsec_nb.cli"]
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def test_cli(series_source, identities, tmp_path):
@@ -365,3 +367,24 @@ def test_mask_on_compressed_pixels_writes_them_uncompressed(tmp_path):
     assert not ds.file_meta.TransferSyntaxUID.is_compressed and ds.BurnedInAnnotation == "NO"
     assert before[:20, :30].any() and not ds.pixel_array[:20, :30].any()
     assert np.array_equal(ds.pixel_array[20:], before[20:])
+
+
+def test_accepted_leak_element_is_let_through_reported_and_audited(tmp_path):
+    """MR_small's InstitutionName equals its kept Manufacturer: refused unless accepted, then listed."""
+    src = get_testdata_file("MR_small.dcm")
+    log = tmp_path / "audit.jsonl"
+    (tmp_path / "project.secret").write_bytes(SECRET)
+    env_log = {"MEDSEC_AUDIT_LOG": str(log)}
+    r = medsec("deid", src, "-o", "OUT", "--secret-file", "project.secret", "--purpose", "HRESCH", "-q",
+               cwd=tmp_path, env=env_log)
+    assert r.returncode == 1 and "(0008,0070)" in r.stderr and not (tmp_path / "OUT").exists()
+    r = medsec("deid", src, "-o", "OUT", "--secret-file", "project.secret", "--purpose", "HRESCH", "-q",
+               "--accept-leak-in", "Manufacturer", "--report", "report.json", cwd=tmp_path, env=env_log)
+    assert r.returncode == 0, r.stderr
+    accepted = json.loads((tmp_path / "report.json").read_text())["leak_scan"]["accepted"]
+    assert [a["element"] for a in accepted] == ["(0008,0070) LO"]
+    record = _records(log)[-1]
+    assert (record["action"], record["outcome"]) == ("deid-export", "success")
+    assert "(0008,0070)" in json.dumps(record) and "TOSHIBA" not in json.dumps(record).upper()
+    with pytest.raises(MedsecError, match="not a DICOM keyword"):
+        export_deidentified(src, tmp_path / "OUT2", secret=SECRET, accept_leaks_in=["NoSuchKeyword"], progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
@@ -76,6 +77,7 @@ class ExportReport:
     private_removed: int = 0
     burned_in: list[dict[str, str]] = field(default_factory=list)
     leak_hits: int = 0
+    accepted_leaks: list[dict[str, str]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)   # filled for dry runs only
 
     def add(self, changes: list[Change], keep_changes: bool) -> None:
@@ -105,7 +107,8 @@ class ExportReport:
             "by_basic_profile_code": {k: dict(sorted(v.items())) for k, v in sorted(by_rule.items())},
             "attributes": {k: dict(sorted(v.items())) for k, v in sorted(self.attributes.items())},
             "private_elements_removed": self.private_removed,
-            "burned_in": self.burned_in, "leak_scan": {"instances_scanned": self.instances, "hits": self.leak_hits},
+            "burned_in": self.burned_in, "leak_scan": {"instances_scanned": self.instances, "hits": self.leak_hits,
+                                         "accepted": self.accepted_leaks},
         }
 
     def summary(self) -> str:
@@ -124,7 +127,8 @@ class ExportReport:
             lines.append(f"  private elements removed: {self.private_removed}")
         for b in self.burned_in:
             lines.append(f"  burned-in: {b['instance']}: {b['reason']} -> {b['outcome']}")
-        lines.append(f"  leak scan: {self.instances} output(s) scanned, {self.leak_hits} hit(s)")
+        lines.append(f"  leak scan: {self.instances} output(s) scanned, {self.leak_hits} hit(s)"
+                     + (f", {len(self.accepted_leaks)} accepted by --accept-leak-in" if self.accepted_leaks else ""))
         return "\n".join(lines)
 
     def diff_lines(self) -> list[str]:
@@ -217,6 +221,24 @@ class ExportSettings:
     keys: DeidKeys
     mask_rules: tuple[MaskRule, ...] = ()
     allow_burned_in: bool = False
+    accept_leaks_in: frozenset[int] = frozenset()
+
+
+def element_tag(hit: str) -> int:
+    """The tag of the element a leak-scanner hit names (its last path step)."""
+    group, elem = re.findall(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", hit)[-1]
+    return int(group + elem, 16)
+
+
+def parse_tag(text: str) -> int:
+    """A tag from a keyword (``Manufacturer``) or ``gggg,eeee`` / ``(gggg,eeee)``; ValueError otherwise."""
+    m = re.fullmatch(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?", text.strip())
+    if m:
+        return int(m.group(1) + m.group(2), 16)
+    tag = tag_for_keyword(text.strip())
+    if tag is None:
+        raise ValueError(f"{text!r} is not a DICOM keyword or a gggg,eeee tag")
+    return tag
 
 
 def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
@@ -241,6 +263,9 @@ def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
     needles = identifying_values(ds)          # first: parses the original's elements once, for both
     out = deidentify(work, settings.profile, settings.keys, identifying=needles)
     hits = find_leaks(out, needles)
+    accepted = [h for h in hits if element_tag(h) in settings.accept_leaks_in]
+    report.accepted_leaks.extend({"instance": os.path.basename(name), "element": h} for h in accepted)
+    hits = [h for h in hits if h not in accepted]
     if hits:
         report.leak_hits += len(hits)
         raise LeakError(f"{name}: identifying value(s) of the original remain after de-identification at "

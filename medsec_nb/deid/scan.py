@@ -12,6 +12,11 @@ from pydicom.valuerep import PersonName
 
 #: Values shorter than this are not searched for (single letters and the like match by chance).
 MIN_LEN = 3
+#: In bulk pixel-like data (Pixel Data, Float/Double Float Pixel Data, Overlay Data, Waveform Data)
+#: shorter values match by chance (a 3-letter value occurs in a 512x512 image a few times in a
+#: hundred): only values of at least this length are searched there.
+BULK_MIN_LEN = 6
+_BULK = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x54001010})
 
 IDENTIFYING_KEYWORDS = (
     "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
@@ -95,20 +100,26 @@ def find_leaks(ds: Dataset, identifying_values: Iterable[str]) -> list[str]:
     public or private, text or binary, at any depth. Each hit names the element path, never the value."""
     values = {v.strip() for v in identifying_values if len(v.strip()) >= MIN_LEN}
     needles = {v.upper() for v in values}
-    # bytes are compared after bytes.upper() (ASCII letters only): the needles are made the same way
-    byte_needles = {form.encode(enc).upper() for v in values for form in (v, v.upper(), v.lower())
-                    for enc in ("utf-8", "latin-1", "utf-16-le") if _encodable(form, enc)}
+    byte_needles = _byte_needles(values)
+    bulk_needles = _byte_needles({v for v in values if len(v) >= BULK_MIN_LEN})
     hits = []
     for where, elem, value in _walk(ds):
         if isinstance(value, (bytes, bytearray)):
             hay = bytes(value).upper()
-            found = any(b in hay for b in byte_needles)
+            bulk = int(elem.tag) in _BULK or (int(elem.tag) & 0xFF01FFFF) == 0x60003000
+            found = any(b in hay for b in (bulk_needles if bulk else byte_needles))
         else:
             text = " ".join(_texts(value)).upper()
             found = any(n in text for n in needles)
         if found:
             hits.append(f"{where} {elem.VR or 'UN'}")
     return hits
+
+
+def _byte_needles(values: set[str]) -> set[bytes]:
+    """Values as bytes in the usual encodings, upper-cased as ``bytes.upper`` does (ASCII letters)."""
+    return {form.encode(enc).upper() for v in values for form in (v, v.upper(), v.lower())
+            for enc in ("utf-8", "latin-1", "utf-16-le") if _encodable(form, enc)}
 
 
 def _encodable(text: str, encoding: str) -> bool:
