@@ -358,7 +358,9 @@ _RUNNER = textwrap.dedent("""
 def _run_limited(tmp_path: Path, mode: str, src: Path, dest: Path, key: Path, limit: int) -> dict:
     script = tmp_path / "limited.py"
     script.write_text(_RUNNER)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
+    # a fresh audit log: the file-size limit applies to it too, and a shared one grows past it
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT),
+               MEDSEC_AUDIT_LOG=str(tmp_path / f"audit-{mode}.jsonl"))
     proc = subprocess.run([sys.executable, str(script), mode, str(src), str(dest), str(key), str(limit)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
