@@ -73,6 +73,11 @@ def display_value(elem: pydicom.DataElement, limit: int = 64, profile: Profile |
     """The value as it may be shown: redacted if identifying, sequences and bulk data summarised."""
     if is_identifying(elem, profile, creator):
         return REDACTED
+    return summary_value(elem, limit)
+
+
+def summary_value(elem: pydicom.DataElement, limit: int = 64) -> str:
+    """The value unredacted, with sequences and bulk data summarised and long text cut."""
     if elem.VR == "SQ":
         return f"<sequence, {len(elem.value)} item(s), not shown>"
     if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):

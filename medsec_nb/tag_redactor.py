@@ -23,7 +23,7 @@ import pydicom
 from .deid import OPTIONS, Profile, display_action
 from .deid.scan import IDENTIFYING_KEYWORDS
 from .errors import MedsecError
-from .redaction import REDACTED, private_creator, current_profile, display_value, tag_text
+from .redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
 from .reveal import element_path
 
 if TYPE_CHECKING:
@@ -84,21 +84,12 @@ def tag_rows(ds: pydicom.Dataset, profile: Profile, overrides: Mapping[str, str]
         if override == "redact":
             shown = REDACTED
         elif override == "keep":      # never on identity (see check_override)
-            shown = _plain(elem)
+            shown = summary_value(elem)
         else:
             shown = REDACTED if action != "keep" else display_value(elem, profile=profile, creator=creator)
         rows.append(TagRow(path, tag_text(elem.tag), elem.keyword or "(private)", elem.VR, len(steps) - 1,
                            action, override, shown))
     return rows
-
-
-def _plain(elem: pydicom.DataElement, limit: int = 64) -> str:
-    if elem.VR == "SQ":
-        return f"<sequence, {len(elem.value)} item(s), not shown>"
-    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
-        return f"<{elem.VR}, {len(elem.value or b'')} bytes>"
-    text = str(elem.value)
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 def rows_html(rows: list[TagRow]) -> str:
