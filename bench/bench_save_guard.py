@@ -3,7 +3,8 @@
 
     python bench/bench_save_guard.py [--slices 300] [--series 1] [--rounds 11] [--cells 200]
 
-1. ``open_study`` + ``series[0].volume()`` with the save guard's publication (fingerprints of one
+1. In a kernel (simulated: ``MEDSEC_SAVE_GUARD_PUBLISH=1``; other processes never publish),
+   ``open_study`` + ``series[0].volume()`` with the save guard's publication (fingerprints of one
    header per series, on a background thread) against the same with publication switched off
    in this process (bound: ratio <= 1.05, the notebook load bound). The time until the
    fingerprints are published is printed too.
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--cells", type=int, default=200)
     args = ap.parse_args(argv)
+    os.environ["MEDSEC_SAVE_GUARD_PUBLISH"] = "1"     # publish as a kernel does (this is not one)
     with tempfile.TemporaryDirectory(prefix="medsec-bench-guard-") as tmp:
         tmp = Path(tmp)
         os.environ["MEDSEC_DATA_DIR"] = str(tmp / "data")

@@ -8,9 +8,11 @@ study is closed or the process exits. The values themselves are never written. T
 server's pre-save hook (``medsec_nb.server.save_guard``) tokenises notebook outputs the same
 way and compares fingerprints of token runs.
 
-Values are read from the first instance header of the study (and the series UIDs from its
-index) when it is opened (about a millisecond); the file is written on a background thread,
-which :func:`wait` joins.
+Only kernels publish: a value opened in another process (a script, the CLI, a cohort worker)
+cannot reach a notebook saved through the server. ``MEDSEC_SAVE_GUARD_PUBLISH=1`` makes any
+process publish (``0``: none, kernels included). Values are read from the first instance header
+of the study (and the series UIDs from its index) when it is opened (about a millisecond); the
+file is written on a background thread, which :func:`wait` joins.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import warnings
 import weakref
@@ -237,9 +240,22 @@ def _store(entry: _Entry, fp: Fingerprints) -> None:
         entry.ok = True
 
 
+def publishing() -> bool:
+    """Whether this process publishes: a Jupyter kernel, unless ``$MEDSEC_SAVE_GUARD_PUBLISH`` says."""
+    switch = os.environ.get("MEDSEC_SAVE_GUARD_PUBLISH", "")
+    if switch in ("0", "1"):
+        return switch == "1"
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None          # ipykernel's shell has its kernel
+
+
 def publish(study: Any) -> None:
-    """Publish the fingerprints of ``study``'s identifying values: computed now (one header parsed,
-    about a millisecond), written to the runtime file on a background thread."""
+    """Publish the fingerprints of ``study``'s identifying values (in a kernel, see
+    :func:`publishing`): computed now (one header parsed, about a millisecond), written to the
+    runtime file on a background thread."""
+    if not publishing():
+        return
     entry = _Entry(secrets.token_hex(8))
     try:
         fp = _fingerprints(study)

@@ -78,7 +78,19 @@ def test_notebook_outputs_and_widget_state_are_redacted_not_sources_or_images(fp
     assert nb["cells"][0]["source"] == "ds.PatientName" and png in saved
 
 
-def test_publication_holds_no_value_and_is_withdrawn_on_close(signed_container, identities, series_source):
+def test_only_kernels_publish_unless_switched(signed_container, identities, monkeypatch):
+    """A script's or the CLI's values cannot reach a saved notebook: outside a kernel nothing is published."""
+    monkeypatch.delenv("MEDSEC_SAVE_GUARD_PUBLISH", raising=False)
+    with medsec_nb.open_study(signed_container, identity=identities.x25519) as st:
+        assert not guard.publishing() and not guard.wait(st) and not guard.runtime_file().exists()
+    monkeypatch.setenv("MEDSEC_SAVE_GUARD_PUBLISH", "1")
+    with medsec_nb.open_study(signed_container, identity=identities.x25519) as st:
+        assert guard.publishing() and guard.wait(st) and guard.runtime_file().exists()
+
+
+def test_publication_holds_no_value_and_is_withdrawn_on_close(signed_container, identities, series_source,
+                                                               monkeypatch):
+    monkeypatch.setenv("MEDSEC_SAVE_GUARD_PUBLISH", "1")      # as a kernel does
     src = pydicom.dcmread(series_source.files[0])
     st = medsec_nb.open_study(signed_container, identity=identities.x25519)
     assert guard.wait(st)
@@ -135,7 +147,8 @@ def kernel(patient, identities, tmp_path):
     medsec_nb.save_identity(identities.x25519, key)
     assert redact_text("Ophelia Quartermaine", guard.load_published(), guard.guard_key())[1] == 0
     proc = subprocess.Popen([sys.executable, "-c", KERNEL, str(patient[0]), f"{key}.key"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, MEDSEC_SAVE_GUARD_PUBLISH="1"))    # a kernel stand-in
     assert proc.stdout.readline().strip() == "ready"
     yield proc
     proc.communicate("close\n", timeout=60)
