@@ -160,14 +160,16 @@ def _shown(elem: pydicom.DataElement | RawDataElement) -> str:
 def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
     """Element by element, at every depth: what de-identification did (before values redacted)."""
     out: list[Change] = []
-    for tag in sorted(before.keys()):
+    raw_before, raw_after = dict(before.items()), dict(after.items())   # elements as stored: no parsing
+    for tag in sorted(raw_before):
         where = f"{path}({tag.group:04X},{tag.element:04X})"
         keyword = keyword_for_tag(tag) or where
-        shared = before.get_item(tag)
-        if shared is not None and shared is after.get_item(tag):     # the same unparsed raw element
+        shared = raw_before[tag]
+        other = raw_after.get(tag)
+        if other is shared:                                           # the same element object: kept
             out.append(Change(where, keyword, shared.VR or "UN", "kept", shared, shared))
             continue
-        if tag not in after:                                          # removed: no need to parse it
+        if other is None:                                             # removed: no need to parse it
             out.append(Change(where, keyword, shared.VR or "UN", "removed", shared))
             continue
         elem, new = before[tag], after[tag]
@@ -194,8 +196,8 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
         else:
             action = "replaced"
         out.append(Change(where, keyword, elem.VR, action, elem, new))
-    for tag in sorted(after.keys()):
-        if tag not in before:
+    for tag in sorted(raw_after):
+        if tag not in raw_before:
             elem = after[tag]
             where = f"{path}({tag.group:04X},{tag.element:04X})"
             out.append(Change(where, elem.keyword or where, elem.VR, "added", None, elem))
