@@ -11,8 +11,8 @@ way and compares fingerprints of token runs.
 Only kernels publish: a value opened in another process (a script, the CLI, a cohort worker)
 cannot reach a notebook saved through the server. ``MEDSEC_SAVE_GUARD_PUBLISH=1`` makes any
 process publish (``0``: none, kernels included). Values are read from the first instance header
-of the study (and the series UIDs from its index) when it is opened (about a millisecond); the
-file is written on a background thread, which :func:`wait` joins.
+of the study (and the series UIDs from its index) on a background thread started when it is
+opened (about 2 ms, then the file is written); :func:`wait` joins it.
 """
 
 from __future__ import annotations
@@ -231,7 +231,14 @@ def _fingerprints(study: Any) -> Fingerprints:
     return Fingerprints.of(guard_key(), variants)
 
 
-def _store(entry: _Entry, fp: Fingerprints) -> None:
+def _store(entry: _Entry, study: Any, path: str) -> None:
+    try:
+        fp = _fingerprints(study)
+    except Exception as exc:       # an unparsable header (or a study closed at once): say so
+        if not entry.withdrawn:
+            warnings.warn(f"{path}: save guard cannot read its identifying values ({type(exc).__name__}); "
+                          "saved notebooks are not checked for them", RuntimeWarning, stacklevel=2)
+        return
     with _lock:
         if entry.withdrawn:
             return
@@ -252,20 +259,15 @@ def publishing() -> bool:
 
 def publish(study: Any) -> None:
     """Publish the fingerprints of ``study``'s identifying values (in a kernel, see
-    :func:`publishing`): computed now (one header parsed, about a millisecond), written to the
-    runtime file on a background thread."""
+    :func:`publishing`) from a background thread: one header decrypted and parsed, fingerprints
+    computed (about 2 ms), the runtime file written. Opening does not wait for it."""
     if not publishing():
         return
     entry = _Entry(secrets.token_hex(8))
-    try:
-        fp = _fingerprints(study)
-    except Exception as exc:       # an unparsable header must not stop the opening; say so
-        warnings.warn(f"{study.path}: save guard cannot read its identifying values ({type(exc).__name__}); "
-                      "saved notebooks are not checked for them", RuntimeWarning, stacklevel=3)
-        return
     with _lock:
         _entries[study] = entry
-    entry.thread = threading.Thread(target=_store, args=(entry, fp), name="medsec-save-guard", daemon=True)
+    entry.thread = threading.Thread(target=_store, args=(entry, study, study.path), name="medsec-save-guard",
+                                    daemon=True)
     entry.thread.start()
 
 
