@@ -21,7 +21,7 @@ from tornado.httpclient import HTTPClientError
 import medsec_nb
 from medsec_nb import guard
 from medsec_nb.audit import AuditLog
-from medsec_nb.server.save_guard import MARKER, guard_notebook, redact_text
+from medsec_nb.server.save_guard import MARKER, guard_notebook, redact_text, redact_uids
 from medsec_nb.testdata import synthesize_series
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -192,6 +192,22 @@ async def test_saved_outputs_lose_the_values_of_a_study_open_in_a_kernel(jp_fetc
     assert src.PatientID not in (tmp_path / "audit.jsonl").read_text()
     await _save(jp_fetch, "b.ipynb", "nothing to see\n")
     assert "nothing to see" in (jp_root_dir / "b.ipynb").read_text()
+    other = "1.2.826.0.1.3680043.8.498.99887766554433221100"          # a UID of a study not open
+    await _save(jp_fetch, "u.ipynb", f"SOP {other}; transfer syntax 1.2.840.10008.1.2.1\n")
+    saved = (jp_root_dir / "u.ipynb").read_text()
+    assert other not in saved and "1.2.840.10008.1.2.1" in saved and saved.count(MARKER) == 1
+
+
+@pytest.mark.parametrize("text, found", [
+    ("study 1.2.826.0.1.3680043.8.498.12345678901 done.", 1),
+    ("uid 2.25.123456789012345678901234567890.", 1),
+    ("1.2.3.4.5.6.7.8.9.10.11.12.13 and 2.16.840.1.113669.632.20.1.1", 2),
+    ("transfer syntax 1.2.840.10008.1.2.1, python 3.11.7, 10.0.0.1, 1.2.3", 0),
+    ("x = 1.2345678901234567890123; id a1.2.826.0.1.3680043.8.498.1", 0),
+])
+def test_dicom_looking_uids_are_redacted(text, found):
+    out, n = redact_uids(text)
+    assert n == found and out.count(MARKER) == found
 
 
 @pytest.mark.parametrize("jp_server_config", [{**SERVER, "SaveGuard": {"mode": "block"}}])

@@ -10,10 +10,11 @@ refused (it never lets an unchecked notebook through).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from tornado.web import HTTPError
-from traitlets import Enum, Unicode
+from traitlets import Bool, Enum, Unicode
 from traitlets.config import Configurable
 
 from ..access import EVENT_SECURITY
@@ -22,6 +23,11 @@ from ..errors import MedsecError
 from ..guard import Fingerprints, fingerprint, guard_key, load_published, tokens
 
 MARKER = "\u2588 redacted by medsec save guard"
+#: A DICOM UID as it appears in text: 1.x or 2.x, 3+ numeric components, 20+ characters in all
+#: (instance UIDs; version numbers and addresses are shorter or start otherwise).
+_UID = re.compile(r"(?<![\w.])[12]\.(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*)){1,}(?!\w|\.\d)")
+_UID_MIN_LEN = 20
+_STANDARD_UID = "1.2.840.10008."      # SOP classes, transfer syntaxes: public, not identifying
 _SKIPPED_MIME = ("image/", "application/pdf")
 
 
@@ -65,6 +71,21 @@ class Matcher:
         return text, len(spans)
 
 
+def redact_uids(text: str, marker: str = MARKER) -> tuple[str, int]:
+    """``text`` with every DICOM-looking instance UID (not a standard 1.2.840.10008 UID) replaced."""
+    count = 0
+
+    def sub(m: re.Match) -> str:
+        nonlocal count
+        uid = m.group(0)
+        if len(uid) < _UID_MIN_LEN or uid.startswith(_STANDARD_UID):
+            return uid
+        count += 1
+        return marker
+
+    return _UID.sub(sub, text), count
+
+
 def redact_text(text: str, fps: Fingerprints, key: bytes, marker: str = MARKER) -> tuple[str, int]:
     """``text`` with every run of tokens matching ``fps`` replaced by ``marker``; and how many runs."""
     return Matcher(fps, key, marker).redact(text)
@@ -81,15 +102,19 @@ def _walk_strings(value: Any, fix: Callable[[str], str]) -> Any:
     return value
 
 
-def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: str = MARKER) -> int:
-    """Redact, in place, every output of ``nb`` (nbformat JSON) and its saved widget state;
-    return the number of values replaced."""
+def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: str = MARKER,
+                   uids: bool = True) -> int:
+    """Redact, in place, every output of ``nb`` (nbformat JSON) and its saved widget state: values
+    matching ``fps`` and, with ``uids``, any DICOM-looking instance UID; return how many."""
     count = 0
     matcher = Matcher(fps, key, marker)
 
     def fix(text: str) -> str:
         nonlocal count
         text, n = matcher.redact(text)
+        if uids:
+            text, m = redact_uids(text, marker)
+            n += m
         count += n
         return text
 
@@ -109,6 +134,8 @@ class SaveGuard(Configurable):
                 help="redact: replace identifying values in outputs with the marker; block: refuse the save."
                 ).tag(config=True)
     marker = Unicode(MARKER, help="Text that replaces an identifying value.").tag(config=True)
+    uids = Bool(True, help="While a study is open, also replace any DICOM-looking instance UID "
+                           "(not 1.2.840.10008.*) in outputs.").tag(config=True)
 
     def pre_save(self, model: dict[str, Any], path: str, contents_manager: Any = None, **kwargs: Any) -> None:
         """ContentsManager pre-save hook: redact (or refuse) a notebook about to be saved."""
@@ -120,9 +147,9 @@ class SaveGuard(Configurable):
                 return
             content = model["content"]
             if self.mode == "block":
-                found = guard_notebook(_copy(content), fps, guard_key(), self.marker)
+                found = guard_notebook(_copy(content), fps, guard_key(), self.marker, self.uids)
             else:
-                found = guard_notebook(content, fps, guard_key(), self.marker)
+                found = guard_notebook(content, fps, guard_key(), self.marker, self.uids)
             if found:
                 self._record(path, found)
         except Exception as exc:       # fail closed: jupyter_server would save anyway on other errors
