@@ -23,6 +23,11 @@ def unload_ipython_extension(ip) -> None:
     unload(ip)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lives (``jupyter labextension develop .``)."""
+    return [{"src": "labextension", "dest": "medsec-nb"}]
+
+
 __all__ = [
     "encrypt_study", "open_study", "verify_study", "inspect_study", "add_recipients", "decrypt_study",
     "generate_identity", "save_identity", "load_identity", "load_recipient", "Identity", "Recipient",
