@@ -64,11 +64,15 @@ class Access:
     policy: Policy
     subject: str
 
-    def authorize(self, action: str, op: str, detail: dict[str, Any] | None = None) -> None:
-        """Ask the policy for ``action`` on this study; a denial is recorded and raised."""
+    def authorize(self, action: str, op: str, detail: dict[str, Any] | None = None, *,
+                  obj: str | None = None, projects: Iterable[str] = ()) -> None:
+        """Ask the policy for ``action`` on ``obj`` (default: this container, else its Study
+        Instance UID), also known by ``projects`` and the Study Instance UID; a denial is
+        recorded (as ``op``) and raised."""
         uid = self.study.get("study_uid")
-        decision = self.policy.check(self.subject, action, self.study["container_sha256"], self.purpose,
-                                     projects=[uid] if uid else ())
+        target = obj or self.study.get("container_sha256") or uid
+        decision = self.policy.check(self.subject, action, target, self.purpose,
+                                     projects=[*projects, *([uid] if uid else [])])
         if not decision.allowed:
             self.record(op, "denied", event=EVENT_SECURITY,
                         detail={**(detail or {}), "reason": decision.reason, "rule": decision.rule})
@@ -98,14 +102,14 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"error": type(exc).__name__, "reason": str(exc)[:500]}
 
 
-def _as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
+def as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
     return audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
 
 
 _POLICIES: dict[tuple, Policy] = {}
 
 
-def _as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
+def as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
     """The policy object, loaded once per file version (path, size, modification times, user)."""
     if isinstance(policy, Policy):
         return policy
@@ -119,6 +123,14 @@ def _as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
     if key not in _POLICIES:
         _POLICIES[key] = Policy.load(path)
     return _POLICIES[key]
+
+
+def new_access(*, purpose: str | None, purpose_text: str | None = None, key_id: str | None = None,
+               study: dict[str, Any] | None = None, audit_log: AuditLog | str | os.PathLike | None = None,
+               policy: Policy | str | os.PathLike | None = None) -> Access:
+    """An :class:`Access` for the local user: purpose resolved, audit log and policy loaded."""
+    return Access(as_log(audit_log), resolve_purpose(purpose), purpose_text, key_id, dict(study or {}),
+                  as_policy(policy), local_user())
 
 
 def _key_id_of(identity: Any) -> str | None:
@@ -138,9 +150,8 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
     ``source`` and ``stanzas`` are passed to :func:`open_container` (cohort workers).
     """
-    purpose = resolve_purpose(purpose)
-    access = Access(_as_log(audit_log), purpose, purpose_text, _key_id_of(identity), {},
-                    _as_policy(policy), local_user())
+    access = new_access(purpose=purpose, purpose_text=purpose_text, key_id=_key_id_of(identity),
+                        audit_log=audit_log, policy=policy)
 
     def check_policy(header: Header) -> None:        # runs before any key is unwrapped
         access.study["container_sha256"] = header_id(header)

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import pydicom
 from Crypto.Random import get_random_bytes
 
-from .access import EVENT_EXPORT, EVENT_SECURITY, Access, _as_log, _as_policy, resolve_purpose
+from .access import EVENT_EXPORT, EVENT_SECURITY, Access, new_access
 from .audit import AuditLog
 from .container.sources import list_source_files
 from .deid import DeidKeys, Profile
 from .deid.export import ExportReport, ExportSettings, export_instances, parse_tag
 from .deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from .deid.pixels import MaskRule, burned_in_reason, load_mask_rules
-from .errors import MedsecError, OutputError, PolicyDeniedError, SourceError
+from .errors import MedsecError, OutputError, SourceError
 from .keys import Identity, Passphrase
-from .policy import Policy, local_user
+from .policy import Policy
 
 if TYPE_CHECKING:
     from .study import Study
@@ -146,13 +146,9 @@ def _plain_access(study_uid: str, purpose: str | None, purpose_text: str | None,
                   audit_log: AuditLog | str | os.PathLike | None,
                   policy: Policy | str | os.PathLike | None) -> Access:
     """Access for a plain DICOM source: the policy object is its Study Instance UID."""
-    access = Access(_as_log(audit_log), resolve_purpose(purpose), purpose_text, None,
-                    {"study_uid": study_uid}, _as_policy(policy), local_user())
-    decision = access.policy.check(access.subject, "export", study_uid, access.purpose)
-    if not decision.allowed:
-        access.record("deid-export", "denied", event=EVENT_SECURITY,
-                      detail={"reason": decision.reason, "rule": decision.rule})
-        raise PolicyDeniedError(decision)
+    access = new_access(purpose=purpose, purpose_text=purpose_text, study={"study_uid": study_uid},
+                        audit_log=audit_log, policy=policy)
+    access.authorize("export", "deid-export")
     return access
 
 
@@ -213,13 +209,9 @@ def read_mapping(path: str | os.PathLike, identity: Identity | str | os.PathLike
     and the read is recorded (action ``reidentify``) before the mapping is returned."""
     sealed = read_sealed(path)
     studies = [s for s in sealed.note.get("studies", []) if isinstance(s, str)]
-    access = Access(_as_log(audit_log), resolve_purpose(purpose), purpose_text, None,
-                    {"study_uid": studies[0]} if studies else {}, _as_policy(policy), local_user())
-    decision = access.policy.check(access.subject, "reveal-tag", sealed.file_id, access.purpose, projects=studies)
-    if not decision.allowed:
-        access.record("reidentify", "denied", event=EVENT_SECURITY,
-                      detail={"mapping": sealed.file_id, "reason": decision.reason, "rule": decision.rule})
-        raise PolicyDeniedError(decision)
+    access = new_access(purpose=purpose, purpose_text=purpose_text,
+                        study={"study_uid": studies[0]} if studies else {}, audit_log=audit_log, policy=policy)
+    access.authorize("reveal-tag", "reidentify", {"mapping": sealed.file_id}, obj=sealed.file_id, projects=studies)
     return access.audited("reidentify", lambda: open_mapping(sealed, identity, passphrase, identity_passphrase),
                           event=EVENT_SECURITY,
                           detail=lambda m: {"mapping": sealed.file_id, "patients": len(m.get("patients", {})),

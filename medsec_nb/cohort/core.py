@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..access import EVENT_EXPORT, _as_log, _as_policy, resolve_purpose
+from ..access import EVENT_EXPORT, as_log, as_policy, resolve_purpose
 from ..audit import AuditLog
 from ..container import remote
 from ..errors import MedsecError
@@ -65,8 +65,8 @@ class Cohort:
             self.purpose = resolve_purpose(purpose)
             self.purpose_text = purpose_text
             self.storage_options = storage_options
-            self.log = _as_log(audit_log)
-            self.policy = _as_policy(policy)
+            self.log = as_log(audit_log)
+            self.policy = as_policy(policy)
             self.budget = PrivacyAccountant(epsilon_budget)
             self._identity = identity
             self._sink = AuditSink(self.log)
