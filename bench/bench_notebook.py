@@ -21,14 +21,12 @@ Exits 0 unless something breaks (``--strict``: 1 when a bound fails).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 from IPython.core.interactiveshell import InteractiveShell
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -37,15 +35,9 @@ from matplotlib.figure import Figure
 import medsec_nb
 from medsec_nb.testdata import synthesize_series
 from medsec_nb.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
+from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 BOUNDS = {"load": 1.05, "step": 1.5}
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    gc.collect()
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> list[tuple[float, float]]:
@@ -69,21 +61,12 @@ def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> 
             if isinstance(obj, medsec_nb.Study):
                 obj.close()
 
-    out = []
-    for r in range(rounds + 1):
-        pair = {}
-        for name, fn in ((("magic", magic), ("direct", direct)) if r % 2 else (("direct", direct), ("magic", magic))):
-            pair[name] = _timed(fn)
-            drop()
-        if r:                       # round 0 is the warm-up
-            out.append((pair["magic"], pair["direct"]))
-    return out
+    return paired_rounds(magic, direct, rounds, after=lambda _: drop())
 
 
 def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[float, float]]:
     """(viewer step, bare set_data + draw) seconds per step, per round."""
     width, level = WINDOW_PRESETS["soft tissue"]
-    out = []
     with medsec_nb.open_study(study, identity=key, purpose="HRESCH") as st:
         series = st.series[0]
         n = len(series)
@@ -110,12 +93,7 @@ def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[fl
                 image.set_data(a)
                 canvas.draw()
 
-        for r in range(rounds + 1):
-            pair = {}
-            for name, fn in ((("step", step), ("bare", bare)) if r % 2 else (("bare", bare), ("step", step))):
-                pair[name] = _timed(fn) / steps
-            if r:
-                out.append((pair["step"], pair["bare"]))
+        out = paired_rounds(step, bare, rounds, per=steps)
         viewer.close()
     return out
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import pydicom
@@ -37,15 +35,9 @@ import medsec_nb
 from medsec_nb import guard
 from medsec_nb.server.save_guard import SaveGuard
 from medsec_nb.testdata import synthesize_series
+from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 BOUND = 1.05
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    gc.collect()
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def _median_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
@@ -75,21 +67,13 @@ def bench_open(study: Path, key: Path, rounds: int) -> tuple[list[tuple[float, f
 
     def settle(name: str) -> None:          # untimed: wait for the publication, then close
         st = opened.pop()
-        if name == "guarded":
+        if name == "a":                      # guarded
             t = time.perf_counter()
             assert guard.wait(st)
             published.append(time.perf_counter() - t)
         st.close()
 
-    out = []
-    for r in range(rounds + 1):
-        pair = {}
-        for name, fn in ((("guarded", guarded), ("plain", plain)) if r % 2 else (("plain", plain), ("guarded", guarded))):
-            pair[name] = _timed(fn)
-            settle(name)
-        if r:
-            out.append((pair["guarded"], pair["plain"]))
-    return out, published[1:]
+    return paired_rounds(guarded, plain, rounds, after=settle), published[1:]
 
 
 def _notebook(cells: int, name: str, pid: str) -> dict:
@@ -106,22 +90,19 @@ def _notebook(cells: int, name: str, pid: str) -> dict:
 def bench_hook(cells: int, rounds: int, name: str, pid: str) -> list[tuple[float, float]]:
     hook = SaveGuard()
     base = dict(_notebook(cells, name, pid))
-    out = []
-    for r in range(rounds + 1):
-        models = [{"type": "notebook", "content": copy.deepcopy(base)} for _ in range(2)]
+    models: dict[str, dict] = {}
 
-        def guard_it() -> None:
-            hook.pre_save(model=models[0], path="bench.ipynb")
+    def fresh(route: str) -> None:          # untimed: each run works on its own copy
+        models[route] = {"type": "notebook", "content": copy.deepcopy(base)}
 
-        def save_it() -> None:
-            nbformat.writes(nbformat.from_dict(models[1]["content"]))
+    def guard_it() -> None:
+        hook.pre_save(model=models["a"], path="bench.ipynb")
 
-        pair = {}
-        for label, fn in ((("hook", guard_it), ("save", save_it)) if r % 2 else (("save", save_it), ("hook", guard_it))):
-            pair[label] = _timed(fn)
-        if r:
-            out.append((pair["hook"], pair["save"]))
-    return out
+    def save_it() -> None:
+        nbformat.writes(nbformat.from_dict(models["b"]["content"]))
+
+    fresh("a"), fresh("b")
+    return paired_rounds(guard_it, save_it, rounds, after=fresh)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ way and compares fingerprints of token runs.
 Only kernels publish: a value opened in another process (a script, the CLI, a cohort worker)
 cannot reach a notebook saved through the server. ``MEDSEC_SAVE_GUARD_PUBLISH=1`` makes any
 process publish (``0``: none, kernels included). Values are read from the first instance header
-of the study (and the series UIDs from its index) on a background thread started when it is
-opened (about 2 ms, then the file is written); :func:`wait` joins it.
+of the study (and the series UIDs from its index) on a background thread half a second after it
+is opened, off the open-and-load path (about 2 ms, then the file is written); :func:`wait` joins it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
 from .atomic import atomic_file
+from .audit import paths
 from .audit.paths import data_dir, write_once
 from .deid.scan import IDENTIFYING_KEYWORDS, MIN_LEN
 from .errors import MedsecError
@@ -62,9 +63,7 @@ def key_path() -> Path:
 
 def runtime_dir() -> Path:
     """``<data dir>/runtime/guard`` (created 0700)."""
-    folder = data_dir() / "runtime" / "guard"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder
+    return paths.runtime_dir("guard")
 
 
 def guard_key() -> bytes:
@@ -201,7 +200,7 @@ class Fingerprints:
 @dataclass
 class _Entry:
     token: str
-    thread: threading.Thread | None = None
+    thread: threading.Timer | None = None
     withdrawn: bool = False
     ok: bool = False
 
@@ -257,17 +256,22 @@ def publishing() -> bool:
     return getattr(shell, "kernel", None) is not None          # ipykernel's shell has its kernel
 
 
+#: Seconds between opening a study and publishing its fingerprints: off the open-and-load path
+#: (a 300-slice load takes about 0.1 s), long before anyone saves what the cell shows.
+PUBLISH_DELAY = 0.5
+
+
 def publish(study: Any) -> None:
     """Publish the fingerprints of ``study``'s identifying values (in a kernel, see
-    :func:`publishing`) from a background thread: one header decrypted and parsed, fingerprints
-    computed (about 2 ms), the runtime file written. Opening does not wait for it."""
+    :func:`publishing`) from a background thread ``PUBLISH_DELAY`` seconds after the opening: one
+    header decrypted and parsed, fingerprints computed (about 2 ms), the runtime file written."""
     if not publishing():
         return
     entry = _Entry(secrets.token_hex(8))
     with _lock:
         _entries[study] = entry
-    entry.thread = threading.Thread(target=_store, args=(entry, study, study.path), name="medsec-save-guard",
-                                    daemon=True)
+    entry.thread = threading.Timer(PUBLISH_DELAY, _store, args=(entry, study, study.path))
+    entry.thread.name, entry.thread.daemon = "medsec-save-guard", True
     entry.thread.start()
 
 
@@ -287,6 +291,8 @@ def withdraw(study: Any) -> None:
         if entry is None:
             return
         entry.withdrawn = True
+        if entry.thread is not None:
+            entry.thread.cancel()
         if _published.pop(entry.token, None) is not None:
             _write()
 

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_file
-from .audit import context
-from .audit.paths import data_dir
+from .audit import context, paths
 from .audit.record import utc_now
 
 if TYPE_CHECKING:
@@ -41,9 +40,7 @@ _kernel: list[str | None] = []       # the kernel id, looked up once
 
 def runtime_dir() -> Path:
     """``<data dir>/runtime/studies`` (created with mode 0700)."""
-    folder = data_dir() / "runtime" / "studies"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder
+    return paths.runtime_dir("studies")
 
 
 def _kernel_id() -> str | None:

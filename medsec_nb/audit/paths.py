@@ -53,6 +53,13 @@ def pseudonym_secret_path() -> Path:
     return data_dir() / "audit-pseudonym.secret"
 
 
+def runtime_dir(name: str) -> Path:
+    """``<data dir>/runtime/<name>`` (created 0700): per-process state of running kernels."""
+    folder = data_dir() / "runtime" / name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
 def write_once(dest: Path, data: bytes, mode: int) -> bool:
     """Create ``dest`` with ``data`` unless it exists; True if this call created it.
 
