@@ -17,7 +17,7 @@ from .container.writer import encrypt_study
 from .deid_cli import add_deid_commands
 from .errors import MedsecError
 from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
-from .prompt import key_passphrase, prompt_secret, read_secret_file
+from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -49,13 +49,7 @@ class _Parser(argparse.ArgumentParser):
 def _unlock_args(args: argparse.Namespace) -> dict:
     """identity or passphrase, and purpose keyword arguments for the API."""
     out = {"purpose": args.purpose, "purpose_text": args.purpose_text} if args.purpose_text else {"purpose": args.purpose}
-    if args.identity:
-        out["identity"] = load_identity(args.identity, key_passphrase(args, args.identity))
-    elif args.passphrase_file:
-        out["passphrase"] = read_secret_file(args.passphrase_file, "passphrase")
-    else:
-        out["passphrase"] = prompt_secret(f"Passphrase for {args.container}")
-    return out
+    return {**out, **unlock_args(args, args.container)}
 
 
 # ---------------------------------------------------------------- commands

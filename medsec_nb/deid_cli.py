@@ -12,8 +12,7 @@ from .atomic import atomic_file
 from .deid import OPTIONS
 from .deid_export import export_deidentified, read_mapping
 from .errors import MedsecError
-from .keys import load_identity
-from .prompt import key_passphrase, prompt_secret, read_secret_file
+from .prompt import read_secret_file, unlock_args
 
 DEID_EPILOG = """\
 what it does:
@@ -58,11 +57,7 @@ def _unlock(args: argparse.Namespace) -> dict[str, Any]:
     """Unlocking arguments for an encrypted source (nothing for plain DICOM)."""
     if not str(args.source).lower().endswith(".msec"):
         return {}
-    if args.identity:
-        return {"identity": load_identity(args.identity, key_passphrase(args, args.identity))}
-    if args.passphrase_file:
-        return {"passphrase": read_secret_file(args.passphrase_file, "passphrase")}
-    return {"passphrase": prompt_secret(f"Passphrase for {args.source}")}
+    return unlock_args(args, args.source)
 
 
 def cmd_deid(args: argparse.Namespace) -> int:
@@ -94,13 +89,7 @@ def cmd_deid(args: argparse.Namespace) -> int:
 
 
 def cmd_reidentify(args: argparse.Namespace) -> int:
-    if args.identity:
-        unlock: dict[str, Any] = {"identity": load_identity(args.identity, key_passphrase(args, args.identity))}
-    elif args.passphrase_file:
-        unlock = {"passphrase": read_secret_file(args.passphrase_file, "passphrase")}
-    else:
-        unlock = {"passphrase": prompt_secret(f"Passphrase for {args.mapping}")}
-    mapping = read_mapping(args.mapping, **unlock, purpose=args.purpose, purpose_text=args.purpose_text)
+    mapping = read_mapping(args.mapping, **unlock_args(args, args.mapping), purpose=args.purpose, purpose_text=args.purpose_text)
     data = (json.dumps(mapping, indent=2, sort_keys=True) + "\n").encode("utf-8")
     if args.output:
         with atomic_file(args.output, mode=0o600, overwrite=False) as fh:

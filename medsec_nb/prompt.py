@@ -6,9 +6,10 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import MedsecError
+from .keys import load_identity
 
 
 def read_secret_file(path: str, what: str) -> bytes:
@@ -45,3 +46,13 @@ def key_passphrase(args: argparse.Namespace, key_path: str) -> Callable[[], byte
             return read_secret_file(args.key_passphrase_file, "key passphrase")
         return prompt_secret(f"Passphrase for key {key_path}")
     return get
+
+
+def unlock_args(args: argparse.Namespace, target: str) -> dict[str, Any]:
+    """``identity`` (``args.identity``, its passphrase asked only if needed) or ``passphrase``
+    (``args.passphrase_file``, else asked for ``target``): keyword arguments for the API."""
+    if args.identity:
+        return {"identity": load_identity(args.identity, key_passphrase(args, args.identity))}
+    if args.passphrase_file:
+        return {"passphrase": read_secret_file(args.passphrase_file, "passphrase")}
+    return {"passphrase": prompt_secret(f"Passphrase for {target}")}
