@@ -23,7 +23,6 @@ import json
 import os
 import re
 import secrets
-import sys
 import threading
 import warnings
 import weakref
@@ -38,7 +37,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
 from .atomic import atomic_file
-from .audit import paths
+from .audit import context, paths
 from .audit.paths import data_dir, write_once
 from .deid.scan import IDENTIFYING_KEYWORDS, MIN_LEN
 from .errors import MedsecError
@@ -251,9 +250,7 @@ def publishing() -> bool:
     switch = os.environ.get("MEDSEC_SAVE_GUARD_PUBLISH", "")
     if switch in ("0", "1"):
         return switch == "1"
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None          # ipykernel's shell has its kernel
+    return context.in_kernel()
 
 
 #: Seconds between opening a study and publishing its fingerprints: off the open-and-load path

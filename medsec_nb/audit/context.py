@@ -61,6 +61,13 @@ def _jupyter() -> tuple[str | None, str | None, int | None]:
     return notebook, _kernel_id(ip), running
 
 
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter (ipykernel) kernel."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None          # ipykernel's shell has its kernel
+
+
 def where() -> dict[str, Any]:
     """``host``, ``pid``, ``version`` and, inside Jupyter, ``notebook``, ``kernel_id`` and ``cell``."""
     pid = os.getpid()
