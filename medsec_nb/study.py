@@ -30,8 +30,17 @@ from .errors import MedsecError, StudyClosedError
 from .keys import Identity, Passphrase, Recipient
 from .policy import Policy
 
-_WORKERS = 2
+#: Decrypting threads per study unless ``open_study(..., threads=)`` says otherwise.
+DEFAULT_THREADS = 2
 _PREFETCH = 4
+
+
+def _threads(n: int | None) -> int:
+    if n is None:
+        return DEFAULT_THREADS
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a whole number >= 1, not {n!r}")
+    return n
 
 
 def _parse(data: bytes | bytearray, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
@@ -175,7 +184,7 @@ class Series:
             raise
 
     def _iter(self, box: Container) -> Iterator[pydicom.Dataset]:
-        with ThreadPoolExecutor(_WORKERS) as pool:
+        with ThreadPoolExecutor(self._study.threads) as pool:
             pending = [pool.submit(box.instance_parts, k) for k in self._idx[:_PREFETCH]]
             try:
                 for n in range(len(self._idx)):
@@ -251,9 +260,13 @@ class Series:
             bar.update()
 
         try:
-            with ThreadPoolExecutor(_WORKERS) as pool:
-                for _ in pool.map(one, range(len(self._idx))):
-                    pass
+            if self._study.threads == 1:
+                for n in range(len(self._idx)):
+                    one(n)
+            else:
+                with ThreadPoolExecutor(self._study.threads) as pool:
+                    for _ in pool.map(one, range(len(self._idx))):
+                        pass
         except BaseException:
             vol.fill(0)
             raise
@@ -293,11 +306,14 @@ class Series:
 
 
 class Study:
-    """A decrypted-on-demand view of a container. Use ``with open_study(...) as study:``."""
+    """A decrypted-on-demand view of a container. Use ``with open_study(...) as study:``.
 
-    def __init__(self, box: Container, access: Access):
+    ``threads``: how many threads decrypt a bulk read (``volume()``, iteration)."""
+
+    def __init__(self, box: Container, access: Access, *, threads: int | None = None):
         self._box = box
         self._access = access
+        self.threads = _threads(threads)
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(box.entries):
             groups.setdefault(e["series"], []).append(i)
@@ -375,7 +391,7 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
                passphrase: Passphrase = None, *, purpose: str | None = None, purpose_text: str | None = None,
                require_signer: Recipient | str | os.PathLike | None = None, identity_passphrase: Passphrase = None,
                audit_log: AuditLog | str | os.PathLike | None = None,
-               policy: Policy | str | os.PathLike | None = None) -> Study:
+               policy: Policy | str | os.PathLike | None = None, threads: int | None = None) -> Study:
     """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
 
     ``purpose`` (required, or ``$MEDSEC_PURPOSE``): the purpose of use, e.g. TREAT, HRESCH, EDU.
@@ -383,11 +399,13 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
     audit log (``audit_log``, else ``$MEDSEC_AUDIT_LOG``, else the user's data folder).
     ``identity`` may be a path to a ``.key`` file; ``identity_passphrase`` unlocks it.
     ``require_signer`` (a public key) refuses studies not signed by that key.
+    ``threads``: decrypting threads per bulk read (default :data:`DEFAULT_THREADS`).
     """
+    threads = _threads(threads)                       # a bad value fails before anything is unlocked
     box, access = open_audited(path, op="open", purpose=purpose, purpose_text=purpose_text, identity=identity,
                                passphrase=passphrase, require_signer=require_signer,
                                identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
-    study = Study(box, access)
+    study = Study(box, access, threads=threads)
     guard.publish(study)
     registry.opened(study)
     return study

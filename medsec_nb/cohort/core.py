@@ -19,10 +19,12 @@ from ..policy import Policy
 from . import keys as wkeys
 from .forward import AuditSink
 from .privacy import PrivacyAccountant, check_release, dp_mean
-from .task import run_study
+from .task import Item, message, run_batch
 
 #: Rounds of re-granting for tasks that reached a worker their key was not wrapped to.
 _GRANT_ROUNDS = 3
+#: The largest batch of studies in one Dask task (a worker lost mid-batch reruns all of it).
+MAX_BATCH = 8
 
 
 @dataclass
@@ -43,8 +45,10 @@ class CohortResult:
         return f"<CohortResult {len(self.studies) - len(self.errors)} ok, {len(self.errors)} failed>"
 
 
-def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, MedsecError) else f"{type(exc).__name__}: {exc}"
+def batch_size_for(remaining: int, slots: int) -> int:
+    """Studies in the next batch: a quarter of each worker thread's share of what remains, at
+    most :data:`MAX_BATCH`, so batches shrink to single studies as the run ends."""
+    return max(1, min(MAX_BATCH, math.ceil(remaining / (4 * slots))))
 
 
 class Cohort:
@@ -111,18 +115,26 @@ class Cohort:
         return wkeys.grant(self.studies[i], self._identity, pems, purpose=self.purpose,
                            storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
 
-    def _submit(self, i: int, stanzas: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
-        return self.client.submit(run_study, self.studies[i], stanzas, (self._sink.address, self._sink.token), fn,
+    def _submit(self, items: list[Item], fn: Callable[[Any], Any]) -> Any:
+        return self.client.submit(run_batch, items, (self._sink.address, self._sink.token), fn,
                                   purpose=self.purpose, purpose_text=self.purpose_text, key_id=self._identity.key_id,
                                   storage_options=self.storage_options,
-                                  key=f"medsec-study-{i}-{uuid.uuid4().hex[:8]}", pure=False)
+                                  key=f"medsec-studies-{items[0][0]}-{uuid.uuid4().hex[:8]}", pure=False)
 
-    def map(self, fn: Callable[[Any], Any], *, progress: bool | None = None) -> "CohortResult":
+    def map(self, fn: Callable[[Any], Any], *, progress: bool | None = None,
+            batch_size: int | None = None) -> "CohortResult":
         """``fn(study)`` for every study, on the workers; a study that fails (tampered,
-        unreadable, denied, or ``fn`` raised) is reported in ``errors`` and the rest complete."""
+        unreadable, denied, or ``fn`` raised) is reported in ``errors`` and the rest complete.
+
+        Studies go to the workers in batches (one Dask task each) whose size shrinks towards
+        the end of the run so the workers finish together; ``batch_size`` fixes it. Within a
+        batch the next study is opened while ``fn`` works on the current one."""
         from distributed import as_completed
         from tqdm.auto import tqdm
 
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise MedsecError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
         values: list[Any] = [None] * len(self.studies)
         errors: dict[str, str] = {}
         todo = list(range(len(self.studies)))
@@ -130,29 +142,37 @@ class Cohort:
         try:
             for _ in range(_GRANT_ROUNDS):
                 pems = list(self.client.run(wkeys.worker_public_pem).values())
+                slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
                 futures = {}
-                for i in todo:                  # each study goes out as soon as its key is granted
-                    try:
-                        futures[self._submit(i, self._grant(i, pems), fn)] = i
-                    except MedsecError as exc:
-                        errors[self.studies[i]] = _message(exc)
-                bar.update(len(todo) - len(futures))
-                todo = []
+                while todo:                     # each batch goes out as soon as its keys are granted
+                    size = batch_size or batch_size_for(len(todo), slots)
+                    batch, todo = todo[:size], todo[size:]
+                    items = []
+                    for i in batch:
+                        try:
+                            items.append((i, self.studies[i], self._grant(i, pems)))
+                        except MedsecError as exc:
+                            errors[self.studies[i]] = message(exc)
+                            bar.update(1)
+                    if items:
+                        futures[self._submit(items, fn)] = items
                 for fut in as_completed(list(futures)):
-                    i = futures[fut]
+                    items = futures[fut]
                     exc = fut.exception() if fut.status == "error" else None
-                    value = fut.result() if exc is None else None
+                    done = fut.result() if exc is None else [(i, False, message(exc)) for i, _, _ in items]
                     fut.release()
                     if isinstance(exc, wkeys.WorkerKeyMissingError):
-                        todo.append(i)
+                        todo.extend(i for i, _, _ in items)
                         continue
-                    if exc is None:
-                        values[i] = value
-                    else:
-                        errors[self.studies[i]] = _message(exc)
-                    bar.update(1)
+                    for i, ok, value in done:
+                        if ok:
+                            values[i] = value
+                        else:
+                            errors[self.studies[i]] = value
+                    bar.update(len(done))
                 if not todo:
                     break
+                todo.sort()
             for i in todo:
                 errors[self.studies[i]] = f"{self.studies[i]}: no worker could take the study key (workers kept changing)"
         finally:

@@ -1,26 +1,65 @@
-"""What runs on a Dask worker for one study: open it with the re-wrapped key, call ``fn``."""
+"""What runs on a Dask worker: a batch of studies, each opened with its re-wrapped key and passed
+to ``fn``. The next study's open (key unwrap, index, the forwarded audit record) runs on a second
+thread while ``fn`` works on the current one; nothing of it reaches ``fn`` before its record is
+written."""
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from ..access import open_audited
+from ..access import Access, open_audited
+from ..container.reader import Container
+from ..errors import MedsecError
 from ..study import Study
 from .forward import ForwardingLog, new_attempt
 from .keys import WorkerKeyMissingError, source_for, worker_identity
 
+#: One study of a batch: (its index in the cohort, its URL, {worker key id: wrapped study key}).
+Item = tuple[int, str, dict[str, dict[str, Any]]]
 
-def run_study(url: str, stanzas: dict[str, dict[str, Any]], sink: tuple[str, str], fn: Callable[[Study], Any], *,
-              purpose: str, purpose_text: str | None, key_id: str | None,
-              storage_options: dict[str, Any] | None) -> Any:
-    """Open ``url`` in this worker's memory (byte-range reads, audited through ``sink``, the
-    audit sink's address and token) and return ``fn(study)``; the study is closed afterwards."""
+
+def message(exc: BaseException) -> str:
+    """The one-line error reported for a study."""
+    return str(exc) if isinstance(exc, MedsecError) else f"{type(exc).__name__}: {exc}"
+
+
+def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], Any], *, purpose: str,
+              purpose_text: str | None, key_id: str | None, storage_options: dict[str, Any] | None,
+              threads: int = 1) -> list[tuple[int, bool, Any]]:
+    """``fn(study)`` for each item, in order, each study opened in this worker's memory
+    (byte-range reads, audited through ``sink``, the audit sink's address and token) and closed
+    afterwards. Returns (index, True, value) or (index, False, error message) per study, so one
+    bad study fails alone. ``threads``: decrypting threads per bulk read (Dask's convention of
+    one core per worker thread: 1)."""
     ident = worker_identity()
-    stanza = stanzas.get(ident.key_id)
-    if stanza is None:
-        raise WorkerKeyMissingError(f"{url}: study key not wrapped to this worker ({ident.key_id})")
-    log = ForwardingLog(sink[0], sink[1], key_id, new_attempt())
-    box, access = open_audited(url, op="cohort-open", purpose=purpose, purpose_text=purpose_text, identity=ident,
-                               stanzas=[stanza], audit_log=log, source=source_for(url, storage_options))
-    with Study(box, access) as study:
-        return fn(study)
+    for _, url, stanzas in items:                   # before any open: the cohort re-grants the batch
+        if ident.key_id not in stanzas:
+            raise WorkerKeyMissingError(f"{url}: study key not wrapped to this worker ({ident.key_id})")
+
+    def open_one(item: Item) -> tuple[Container, Access]:
+        _, url, stanzas = item
+        log = ForwardingLog(sink[0], sink[1], key_id, new_attempt())
+        return open_audited(url, op="cohort-open", purpose=purpose, purpose_text=purpose_text, identity=ident,
+                            stanzas=[stanzas[ident.key_id]], audit_log=log, source=source_for(url, storage_options))
+
+    out: list[tuple[int, bool, Any]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="medsec-cohort-open") as pool:
+        def ahead(n: int) -> Future | None:    # the worker context (get_worker) goes with it
+            return pool.submit(contextvars.copy_context().run, open_one, items[n]) if n < len(items) else None
+
+        nxt = ahead(0)
+        try:
+            for n, item in enumerate(items):
+                cur, nxt = nxt, ahead(n + 1)
+                try:
+                    box, access = cur.result()
+                    with Study(box, access, threads=threads) as study:
+                        out.append((item[0], True, fn(study)))
+                except Exception as exc:
+                    out.append((item[0], False, message(exc)))
+        finally:
+            if nxt is not None and not nxt.cancel() and nxt.exception() is None:
+                nxt.result()[0].close()             # opened ahead, never used (fn raised BaseException)
+    return out
