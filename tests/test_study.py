@@ -559,3 +559,22 @@ def test_no_plaintext_identifiers_in_the_container(signed_container, series_sour
         if value:
             assert value.encode() not in data
     assert io.BytesIO(data).read(8) == b"\x89MSEC\r\n\x1a"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_volume_is_the_same_on_any_number_of_threads(single, identities, threads):
+    if PIXEL_DATA not in pydicom.dcmread(single.original, stop_before_pixels=False):
+        return
+    with open_study(single.box, identities.x25519) as a, open_study(single.box, identities.x25519, threads=threads) as b:
+        assert b.threads == threads
+        try:
+            ref = a.series[0].volume(progress=False)
+        except MedsecError:
+            return
+        assert np.array_equal(b.series[0].volume(progress=False), ref)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_thread_count_fails_before_any_key_is_unwrapped(single, identities, bad):
+    with pytest.raises(ValueError, match="threads"):
+        open_study(single.box, lambda: pytest.fail("key unwrapped"), threads=bad)
