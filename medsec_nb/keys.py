@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Union
 
@@ -67,8 +68,8 @@ class Recipient:
     def type(self) -> str:
         return key_type_of(self.key)
 
-    @property
-    def key_id(self) -> str:
+    @cached_property
+    def key_id(self) -> str:          # keys are immutable: computed once
         return key_id_of(self.key)
 
     def pem(self) -> str:
@@ -88,13 +89,14 @@ class Recipient:
 class Identity:
     """A private key. Its repr shows only the key id."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_key_id")
 
     def __init__(self, key: PyKey):
         if not key.has_private():
             raise KeyFileError("an identity needs a private key")
         _check_supported(key, "identity")
         self._key = key
+        self._key_id = key_id_of(key)
 
     @property
     def key(self) -> PyKey:
@@ -106,7 +108,7 @@ class Identity:
 
     @property
     def key_id(self) -> str:
-        return key_id_of(self._key)
+        return self._key_id
 
     @property
     def public(self) -> Recipient:

@@ -20,7 +20,8 @@ from moto.server import ThreadedMotoServer
 import medsec_nb
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.cohort import Cohort, PrivacyBudgetError
-from medsec_nb.cohort.keys import worker_public_pem
+from medsec_nb.cohort.core import MAX_BATCH, batch_size_for
+from medsec_nb.cohort.keys import worker_public_pem, worker_recipients
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
 from medsec_nb.container.reader import open_container
 from medsec_nb.testdata import synthesize_series
@@ -90,8 +91,8 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
     d, _ = studies
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
                           audit_log=tmp_path / "a.jsonl") as co:
-        pems = list(cluster.run(worker_public_pem).values())
-        grants = [co._grant(i, pems) for i in range(N_STUDIES)]
+        workers = worker_recipients(list(cluster.run(worker_public_pem).values()))
+        grants = [co._grant(i, workers) for i in range(N_STUDIES)]
     blob = pickle.dumps(grants).hex() + repr(grants)
     for i in range(N_STUDIES):
         assert len(grants[i]) == 2                               # one stanza per worker
@@ -142,6 +143,71 @@ def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_pa
     fails = [r for r in _records(log) if r["outcome"] == "failure"]
     assert {r["action"] for r in fails} == {"cohort-grant", "decrypt-series"}
     assert verify_log(log).ok
+
+
+def mean_or_fail(study, bad_uid: str) -> float:
+    if study.series[0].uid == bad_uid:
+        raise ValueError("measurement failed on purpose")
+    return volume_mean(study)
+
+
+def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_path):
+    """All studies in one Dask task: a tampered study and one where ``fn`` raises fail alone."""
+    d, means = studies
+    work = tmp_path / "data"
+    work.mkdir()
+    for i in range(N_STUDIES):
+        (work / f"study{i}.msec").write_bytes((d / f"study{i}.msec").read_bytes())
+    with open_container(work / "study1.msec", identity=me) as box:
+        off = box.header.length + box.entries[0]["pixels"]["offset"] + 40
+    data = bytearray((work / "study1.msec").read_bytes())
+    data[off] ^= 0x01
+    (work / "study1.msec").write_bytes(bytes(data))
+    with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
+        bad_uid = s.series[0].uid
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(work / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        result = co.map(lambda study: mean_or_fail(study, bad_uid), batch_size=N_STUDIES)
+    s1, s2 = str(work / "study1.msec"), str(work / "study2.msec")
+    assert set(result.errors) == {s1, s2}
+    assert "authentication" in result.errors[s1]
+    assert result.errors[s2] == "ValueError: measurement failed on purpose"
+    assert result.values[0] == pytest.approx(means[0]) and result.values[3] == pytest.approx(means[3])
+    assert result.values[1] is None and result.values[2] is None
+    recs = [r for r in _records(log) if r["action"] != "cohort-grant"]
+    assert len({r["where"]["worker"] for r in recs}) == 1          # one task, one worker
+    # study 2's fn raised before reading; study 1's read failed and is recorded as a failure
+    assert Counter((r["action"], r["outcome"]) for r in recs) == {
+        ("cohort-open", "success"): N_STUDIES, ("decrypt-series", "success"): N_STUDIES - 2,
+        ("decrypt-series", "failure"): 1}
+    assert verify_log(log).ok
+
+
+def test_batch_size_argument_is_checked(cluster, studies, me, tmp_path):
+    from medsec_nb.errors import MedsecError
+    d, _ = studies
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
+                          audit_log=tmp_path / "a.jsonl") as co:
+        for bad in (0, -1, 1.5, True, "2"):
+            with pytest.raises(MedsecError, match="batch_size must be a whole number"):
+                co.map(volume_mean, batch_size=bad)
+    assert _records(tmp_path / "a.jsonl") == []                     # refused before any key was granted
+
+
+def test_batch_sizes_ramp_up_then_shrink_to_single_studies():
+    for n, slots in ((1, 1), (50, 1), (50, 2), (1000, 2), (7, 8)):
+        sizes, left = [], n
+        while left:
+            sizes.append(batch_size_for(left, slots, len(sizes)))
+            left -= sizes[-1]
+        assert sum(sizes) == n and all(1 <= b <= MAX_BATCH for b in sizes)
+        assert sizes[0] == 1 and sizes[-1] == 1                      # first task after one grant; an even finish
+        for k, b in enumerate(sizes):
+            assert b <= 2 ** k
+        if n == 1000:
+            assert sizes.count(MAX_BATCH) >= 1000 // MAX_BATCH - 8     # large cohorts: mostly full batches
+    assert [batch_size_for(50, 1, k) for k in range(6)] == [1, 2, 4, 8, 16, 16]
+    assert batch_size_for(20, 2, 10) == 5 and batch_size_for(3, 2, 10) == 1
 
 
 def slow_first_attempt(study, marker_dir: str, victim_uid_file: str) -> float:
@@ -200,6 +266,53 @@ def test_worker_killed_mid_run_retried_no_record_lost_or_duplicated(cluster, stu
     assert {r["action"] for r in recs if r["where"]["pid"] == killed[0]} >= {"cohort-open", "decrypt-series"}
     # ... and the victim study was opened once more by the retry, every other study once
     assert len(attempts) == N_STUDIES + 1
+    assert len({r["where"]["rid"] for r in recs}) == len(recs)
+
+
+def test_worker_killed_mid_batch_reruns_the_batch_no_record_lost_or_duplicated(cluster, studies, me, tmp_path):
+    """Batches of two: the kill hits study 2 of the batch (2, 3); the retry opens both again.
+    Each attempt (one study, one execution) has exactly one open record and at most one bulk-read
+    record: study 3 may have been opened ahead in the killed attempt and never read."""
+    d, means = studies
+    with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
+        victim = s.series[0].uid
+    (tmp_path / "victim").write_text(victim)
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        cluster.submit(lambda: None).result()
+        import threading
+        killed: list[int] = []
+
+        def killer():
+            marker = tmp_path / f"{victim}.pid"
+            deadline = time.time() + 30
+            while not marker.exists() and time.time() < deadline:
+                time.sleep(0.05)
+            if marker.exists():
+                pid = int(marker.read_text())
+                killed.append(pid)
+                os.kill(pid, signal.SIGKILL)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        result = co.map(lambda study: slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim")), batch_size=2)
+        t.join()
+    assert killed, "the victim task never ran"
+    assert result.errors == {} and result.values == pytest.approx(means)
+    assert verify_log(log).ok
+    recs = [r for r in _records(log) if r["action"] != "cohort-grant"]
+    per_attempt = Counter((r["where"]["attempt"], r["action"]) for r in recs)
+    attempts = {r["where"]["attempt"] for r in recs}
+    assert all(per_attempt[(a, "cohort-open")] == 1 and per_attempt[(a, "decrypt-series")] <= 1 for a in attempts)
+    from medsec_nb.access import container_id
+    by_study = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "decrypt-series")
+    opens = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "cohort-open")
+    hit = container_id(d / "study2.msec")
+    assert by_study[hit] == 2 and opens[hit] == 2                      # killed attempt and retry, both recorded
+    assert sorted(by_study.values()) == [1, 1, 1, 2]                   # everything else read once
+    assert N_STUDIES + 1 <= len(attempts) <= N_STUDIES + 2             # + study 3 opened ahead when killed
+    unread = [a for a in attempts if per_attempt[(a, "decrypt-series")] == 0]
+    assert all(next(r["where"]["pid"] for r in recs if r["where"]["attempt"] == a) == killed[0] for a in unread)
     assert len({r["where"]["rid"] for r in recs}) == len(recs)
 
 

@@ -14,7 +14,7 @@ from ..access import EVENT_EXPORT, as_log, as_policy, resolve_purpose
 from ..audit import AuditLog
 from ..container import remote
 from ..errors import MedsecError
-from ..keys import Identity, Passphrase, as_identity
+from ..keys import Identity, Passphrase, Recipient, as_identity
 from ..policy import Policy
 from . import keys as wkeys
 from .forward import AuditSink
@@ -24,7 +24,7 @@ from .task import Item, message, run_batch
 #: Rounds of re-granting for tasks that reached a worker their key was not wrapped to.
 _GRANT_ROUNDS = 3
 #: The largest batch of studies in one Dask task (a worker lost mid-batch reruns all of it).
-MAX_BATCH = 8
+MAX_BATCH = 16
 
 
 @dataclass
@@ -45,10 +45,12 @@ class CohortResult:
         return f"<CohortResult {len(self.studies) - len(self.errors)} ok, {len(self.errors)} failed>"
 
 
-def batch_size_for(remaining: int, slots: int) -> int:
-    """Studies in the next batch: a quarter of each worker thread's share of what remains, at
-    most :data:`MAX_BATCH`, so batches shrink to single studies as the run ends."""
-    return max(1, min(MAX_BATCH, math.ceil(remaining / (4 * slots))))
+def batch_size_for(remaining: int, slots: int, sent: int = 0) -> int:
+    """Studies in the next batch, after ``sent`` batches: half of each worker thread's share
+    of what remains, at most :data:`MAX_BATCH` ("factoring"), so batches shrink to single
+    studies as the run ends and the workers finish together; and at most ``2 ** sent``, so the
+    first task goes out after one key grant, not a whole batch of them."""
+    return max(1, min(MAX_BATCH, 2 ** min(sent, 8), math.ceil(remaining / (2 * slots))))
 
 
 class Cohort:
@@ -110,9 +112,9 @@ class Cohort:
 
     # ------------------------------------------------------------ running
 
-    def _grant(self, i: int, pems: list[str]) -> dict[str, Any]:
-        """Study ``i``'s key re-wrapped to the workers with public keys ``pems``."""
-        return wkeys.grant(self.studies[i], self._identity, pems, purpose=self.purpose,
+    def _grant(self, i: int, workers: list[Recipient]) -> dict[str, Any]:
+        """Study ``i``'s key re-wrapped to ``workers`` (their public keys)."""
+        return wkeys.grant(self.studies[i], self._identity, workers, purpose=self.purpose,
                            storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
 
     def _submit(self, items: list[Item], fn: Callable[[Any], Any]) -> Any:
@@ -141,16 +143,16 @@ class Cohort:
         bar = tqdm(total=len(todo), unit="study", desc="cohort", disable=None if progress is None else not progress)
         try:
             for _ in range(_GRANT_ROUNDS):
-                pems = list(self.client.run(wkeys.worker_public_pem).values())
+                workers = wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values()))
                 slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
                 futures = {}
                 while todo:                     # each batch goes out as soon as its keys are granted
-                    size = batch_size or batch_size_for(len(todo), slots)
+                    size = batch_size or batch_size_for(len(todo), slots, len(futures))
                     batch, todo = todo[:size], todo[size:]
                     items = []
                     for i in batch:
                         try:
-                            items.append((i, self.studies[i], self._grant(i, pems)))
+                            items.append((i, self.studies[i], self._grant(i, workers)))
                         except MedsecError as exc:
                             errors[self.studies[i]] = message(exc)
                             bar.update(1)

@@ -42,7 +42,12 @@ def source_for(url: str, storage_options: dict[str, Any] | None) -> FsspecFile |
     return FsspecFile(url, storage_options) if is_remote(url) else None
 
 
-def grant(url: str, identity: Identity, worker_pems: list[str], *, purpose: str,
+def worker_recipients(pems: list[str]) -> list[Recipient]:
+    """The workers' public keys (from :func:`worker_public_pem`), parsed once per grant round."""
+    return [Recipient(ECC.import_key(pem)) for pem in pems]
+
+
+def grant(url: str, identity: Identity, workers: list[Recipient], *, purpose: str,
           storage_options: dict[str, Any] | None, audit_log: AuditLog, policy: Policy | str | None,
           ) -> dict[str, dict[str, Any]]:
     """Unwrap the study key of ``url`` here (policy-checked, recorded as ``cohort-grant``) and
@@ -51,9 +56,5 @@ def grant(url: str, identity: Identity, worker_pems: list[str], *, purpose: str,
                           policy=policy, keep_study_key=True, source=source_for(url, storage_options))
     with box:
         key, fid = box.study_key, box.header.body.file_id
-        out = {}
-        for pem in worker_pems:
-            r = Recipient(ECC.import_key(pem))
-            out[r.key_id] = recipient_stanza(key, r, fid)
-        return out
+        return {r.key_id: recipient_stanza(key, r, fid) for r in workers}
 
