@@ -16,7 +16,7 @@ import secrets
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..audit import AuditLog
 from ..audit import context, record
@@ -76,13 +76,15 @@ class ForwardingLog(AuditLog):
     """A worker's audit log: write-only, every record forwarded to the client's sink.
 
     Records name the cohort user's key id in ``who`` and this worker (address, ephemeral key,
-    attempt) in ``where``."""
+    attempt) in ``where``. ``on_written``, when set, is called in the sending thread once the
+    client has written a record (the batch runner then opens the next study)."""
 
     def __init__(self, sink: str, token: str, key_id: str | None, attempt: str):   # no local file: no super().__init__
         self.sink = sink
         self._token = token
         self.user_key_id = key_id
         self.attempt = attempt
+        self.on_written: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"ForwardingLog({self.sink!r})"
@@ -111,12 +113,15 @@ class ForwardingLog(AuditLog):
         for _ in range(_SEND_TRIES):
             try:
                 seq = sync(worker.loop, send)
-                return {**partial, "seq": seq}
             except (OSError, asyncio.TimeoutError) as exc:       # comm closed or unreachable: resend (same rid)
                 last = exc
+                continue
             except Exception as exc:                              # the client could not write it
                 raise AuditUnavailableError(f"cohort audit sink {self.sink}: record not written ({exc}); "
                                             "the audited operation must not proceed") from None
+            if self.on_written is not None:
+                self.on_written()
+            return {**partial, "seq": seq}
         raise AuditUnavailableError(f"cohort audit sink {self.sink}: unreachable ({type(last).__name__}); "
                                     "the audited operation must not proceed")
 

@@ -1,11 +1,14 @@
 """What runs on a Dask worker: a batch of studies, each opened with its re-wrapped key and passed
-to ``fn``. The next study's open (key unwrap, index, the forwarded audit record) runs on a second
-thread while ``fn`` works on the current one; nothing of it reaches ``fn`` before its record is
-written."""
+to ``fn``. The next study is opened on a second thread once the current study's first record
+after its open is written (normally the bulk read's: the pixels are decrypted and ``fn`` goes
+on computing, mostly in numpy without the GIL). Opening it earlier, beside the decryption,
+was slower: the open's Python work and the decryption's many short GIL-free calls compete
+for the GIL. Nothing of an open reaches ``fn`` before its own record is written."""
 
 from __future__ import annotations
 
 import contextvars
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -46,20 +49,27 @@ def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], An
 
     out: list[tuple[int, bool, Any]] = []
     with ThreadPoolExecutor(1, thread_name_prefix="medsec-cohort-open") as pool:
-        def ahead(n: int) -> Future | None:    # the worker context (get_worker) goes with it
-            return pool.submit(contextvars.copy_context().run, open_one, items[n]) if n < len(items) else None
+        ahead: Future | None = None
+        lock = threading.Lock()
 
-        nxt = ahead(0)
+        def open_next(k: int) -> None:               # once per study; the worker context goes with it
+            nonlocal ahead
+            with lock:
+                if ahead is None and k < len(items):
+                    ahead = pool.submit(contextvars.copy_context().run, open_one, items[k])
+
         try:
             for n, item in enumerate(items):
-                cur, nxt = nxt, ahead(n + 1)
                 try:
-                    box, access = cur.result()
+                    with lock:
+                        cur, ahead = ahead, None
+                    box, access = cur.result() if cur is not None else open_one(item)
+                    access.log.on_written = lambda k=n + 1: open_next(k)
                     with Study(box, access, threads=threads) as study:
                         out.append((item[0], True, fn(study)))
                 except Exception as exc:
                     out.append((item[0], False, message(exc)))
         finally:
-            if nxt is not None and not nxt.cancel() and nxt.exception() is None:
-                nxt.result()[0].close()             # opened ahead, never used (fn raised BaseException)
+            if ahead is not None and not ahead.cancel() and ahead.exception() is None:
+                ahead.result()[0].close()           # opened ahead, never used (fn raised BaseException)
     return out
