@@ -188,6 +188,21 @@ def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_p
     assert verify_log(log).ok
 
 
+def _profile_enabled() -> bool:
+    import dask
+    return dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_own_local_cluster_has_no_profiler_and_closes_with_the_cohort(studies, me, tmp_path):
+    d, means = studies
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", n_workers=1,
+                          audit_log=tmp_path / "a.jsonl") as co:
+        client = co.client
+        assert list(client.run(_profile_enabled).values()) == [False]
+        assert co.map(volume_mean).values == pytest.approx(means)
+    assert client.status == "closed"
+
+
 def test_batch_size_argument_is_checked(cluster, studies, me, tmp_path):
     from medsec_nb.errors import MedsecError
     d, _ = studies
