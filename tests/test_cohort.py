@@ -53,11 +53,12 @@ def studies(tmp_path_factory, me) -> tuple[Path, list[float]]:
     d = tmp_path_factory.mktemp("cohort")
     means = []
     for i in range(N_STUDIES):
-        synthesize_series(d / f"src{i}", n_slices=3 + i, rows=32, columns=32)
+        synthesize_series(d / f"src{i}", n_slices=3 + i, rows=32 + 4 * i, columns=32 + 4 * i)   # distinct means
         medsec_nb.encrypt_study(d / f"src{i}", d / f"study{i}.msec", recipients=[me.public])
         with medsec_nb.open_study(d / f"study{i}.msec", identity=me, purpose="HRESCH",
                                   audit_log=d / "setup.jsonl") as s:
             means.append(volume_mean(s))
+    assert len(set(means)) == N_STUDIES                    # so a value in the wrong place shows
     return d, means
 
 
@@ -186,6 +187,45 @@ def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_p
         ("cohort-open", "success", 2),
         ("cohort-open", "success", 3), ("decrypt-series", "success", 3)]
     assert verify_log(log).ok
+
+
+def late_reader(study, flag_dir: str) -> float:
+    """Study 0 leaves a thread that reads it again, closed, while study 2 runs (a failure record
+    after the batch has moved on); study 2 waits until that read is done."""
+    d, k = Path(flag_dir), study.instance_count - 3            # study i has 3 + i slices
+    if k == 0:
+        series = study.series[0]
+
+        def late():
+            while not (d / "running-2").exists():
+                time.sleep(0.01)
+            try:
+                series.volume()
+            finally:
+                (d / "late-done").write_text("1")
+        import contextvars
+        import threading
+        threading.Thread(target=contextvars.copy_context().run, args=(late,), daemon=True).start()   # as asyncio.to_thread
+    if k == 2:
+        (d / "running-2").write_text("1")
+        deadline = time.time() + 20
+        while not (d / "late-done").exists() and time.time() < deadline:
+            time.sleep(0.01)
+    return study.series[0].volume().shape[0]                   # tells the studies apart
+
+
+def test_a_late_record_of_an_earlier_study_does_not_shift_the_batch(cluster, studies, me, tmp_path):
+    """Only the study after the running one is ever opened ahead: a record written late for study 0
+    (from a thread its fn left behind) must not make study 3 receive study 1's container."""
+    d, means = studies
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        result = co.map(lambda study: late_reader(study, str(tmp_path)), batch_size=N_STUDIES)
+    assert (tmp_path / "late-done").exists()
+    assert result.errors == {} and result.values == [3 + i for i in range(N_STUDIES)]
+    late = [r for r in _records(log) if r["action"] == "decrypt-series" and r["outcome"] == "failure"]
+    assert len(late) == 1 and late[0]["detail"]["error"] == "StudyClosedError"
+    assert Counter(r["action"] for r in _records(log))["cohort-open"] == N_STUDIES
 
 
 def _profile_enabled() -> bool:

@@ -49,20 +49,21 @@ def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], An
 
     out: list[tuple[int, bool, Any]] = []
     with ThreadPoolExecutor(1, thread_name_prefix="medsec-cohort-open") as pool:
-        ahead: Future | None = None
+        ahead: Future | None = None                 # the open of items[current + 1], once started
+        current = -1
         lock = threading.Lock()
 
-        def open_next(k: int) -> None:               # once per study; the worker context goes with it
+        def open_next(k: int) -> None:               # the worker context goes with it
             nonlocal ahead
-            with lock:
-                if ahead is None and k < len(items):
+            with lock:                               # only the study after the one running now
+                if ahead is None and k == current + 1 < len(items):
                     ahead = pool.submit(contextvars.copy_context().run, open_one, items[k])
 
         try:
             for n, item in enumerate(items):
                 try:
                     with lock:
-                        cur, ahead = ahead, None
+                        cur, ahead, current = ahead, None, n
                     box, access = cur.result() if cur is not None else open_one(item)
                     access.log.on_written = lambda k=n + 1: open_next(k)
                     with Study(box, access, threads=threads) as study:
@@ -70,6 +71,8 @@ def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], An
                 except Exception as exc:
                     out.append((item[0], False, message(exc)))
         finally:
+            with lock:
+                current = len(items)                 # nothing more is opened ahead
             if ahead is not None and not ahead.cancel() and ahead.exception() is None:
                 ahead.result()[0].close()           # opened ahead, never used (fn raised BaseException)
     return out
