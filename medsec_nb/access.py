@@ -144,11 +144,11 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
                  identity_passphrase: Passphrase = None, audit_log: AuditLog | str | os.PathLike | None = None,
                  policy: Policy | str | os.PathLike | None = None,
                  keep_study_key: bool = False, source: Any = None,
-                 stanzas: list[dict[str, Any]] | None = None) -> tuple[Container, Access]:
+                 study_key: bytes | None = None) -> tuple[Container, Access]:
     """Unlock ``path`` for ``action`` (a policy action) on behalf of the local user.
 
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
-    ``source`` and ``stanzas`` are passed to :func:`open_container` (cohort workers).
+    ``source`` and ``study_key`` are passed to :func:`open_container` (cohort workers).
     """
     access = new_access(purpose=purpose, purpose_text=purpose_text, key_id=_key_id_of(identity),
                         audit_log=audit_log, policy=policy)
@@ -160,7 +160,7 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
     try:
         box = open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase,
                              _keep_study_key=keep_study_key, before_unlock=check_policy, source=source,
-                             stanzas=stanzas)
+                             study_key=study_key)
     except PolicyDeniedError:
         raise                                          # recorded as a denial by authorize()
     except MedsecError as exc:

@@ -21,7 +21,8 @@ import medsec_nb
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.cohort import Cohort, PrivacyBudgetError
 from medsec_nb.cohort.core import MAX_BATCH, batch_size_for
-from medsec_nb.cohort.keys import worker_public_pem, worker_recipients
+from medsec_nb.cohort.keys import (Transport, WorkerKeyMissingError, transport_key, unseal, worker_public_pem,
+                                   worker_recipients)
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
 from medsec_nb.container.reader import open_container
 from medsec_nb.testdata import synthesize_series
@@ -88,19 +89,51 @@ def test_map_values_in_order_audited_with_worker_identity(cluster, studies, me, 
 
 
 def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
-    """What is sent to workers holds the study key only wrapped to the workers' ephemeral keys."""
+    """What is sent to workers holds study keys only sealed under transport keys, and those only
+    wrapped to the workers' ephemeral keys."""
     d, _ = studies
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
                           audit_log=tmp_path / "a.jsonl") as co:
-        workers = worker_recipients(list(cluster.run(worker_public_pem).values()))
-        grants = [co._grant(i, workers) for i in range(N_STUDIES)]
-    blob = pickle.dumps(grants).hex() + repr(grants)
+        transport = Transport.new(worker_recipients(list(cluster.run(worker_public_pem).values())))
+        grants = [co._grant(i, transport) for i in range(N_STUDIES)]
+    blob = pickle.dumps((grants, transport.public())).hex() + repr((grants, transport.public(), transport))
+    assert len(transport.keys) == 2 and all(len(g) == 2 for g in grants)     # one per worker
+    for key in transport.keys.values():
+        assert key.hex() not in blob
     for i in range(N_STUDIES):
-        assert len(grants[i]) == 2                               # one stanza per worker
         for s in study_key_strings(d / f"study{i}.msec", me):
             assert s not in blob
     with pytest.raises(TypeError):
         pickle.dumps(me)
+
+
+def test_transport_seals_are_bound_to_their_study_and_round(studies, me):
+    from medsec_nb.errors import AuthenticationError
+    d, _ = studies
+    worker = medsec_nb.generate_identity("x25519")
+    t1, t2 = Transport.new([worker.public]), Transport.new([worker.public])
+    key = bytes(range(32))
+    a, b = str(d / "study0.msec"), str(d / "study1.msec")
+    sealed = t1.seal(key, a)[worker.key_id]
+    assert sealed != t1.seal(key, a)[worker.key_id]                   # random nonces: no repeats
+    k1 = transport_key(t1.public(), worker)
+    assert unseal(k1, t1.public(), a, sealed) == key
+    with pytest.raises(AuthenticationError, match="study1.msec: sealed study key failed authentication"):
+        unseal(k1, t1.public(), b, sealed)                            # another study's
+    with pytest.raises(AuthenticationError):
+        unseal(transport_key(t2.public(), worker), t2.public(), a, sealed)   # another round's
+    flipped = bytearray.fromhex(sealed)
+    flipped[20] ^= 1
+    with pytest.raises(AuthenticationError):
+        unseal(k1, t1.public(), a, flipped.hex())
+    with pytest.raises(WorkerKeyMissingError):
+        transport_key(t1.public(), medsec_nb.generate_identity("x25519"))
+    # a key that unseals but belongs to another container fails the container's own checks
+    with pytest.raises(AuthenticationError):
+        open_container(a, identity=worker, study_key=key)
+    from medsec_nb.errors import MedsecError
+    with pytest.raises(MedsecError, match="needs the identity that obtained it"):
+        open_container(a, passphrase="x", study_key=key)
 
 
 def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_path):

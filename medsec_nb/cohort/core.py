@@ -14,7 +14,7 @@ from ..access import EVENT_EXPORT, as_log, as_policy, resolve_purpose
 from ..audit import AuditLog
 from ..container import remote
 from ..errors import MedsecError
-from ..keys import Identity, Passphrase, Recipient, as_identity
+from ..keys import Identity, Passphrase, as_identity
 from ..policy import Policy
 from . import keys as wkeys
 from .forward import AuditSink
@@ -115,14 +115,15 @@ class Cohort:
 
     # ------------------------------------------------------------ running
 
-    def _grant(self, i: int, workers: list[Recipient]) -> dict[str, Any]:
-        """Study ``i``'s key re-wrapped to ``workers`` (their public keys)."""
-        return wkeys.grant(self.studies[i], self._identity, workers, purpose=self.purpose,
+    def _grant(self, i: int, transport: wkeys.Transport) -> dict[str, str]:
+        """Study ``i``'s key sealed for the workers of ``transport``."""
+        return wkeys.grant(self.studies[i], self._identity, transport, purpose=self.purpose,
                            storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
 
-    def _submit(self, items: list[Item], fn: Callable[[Any], Any]) -> Any:
+    def _submit(self, items: list[Item], fn: Callable[[Any], Any], transport: wkeys.Transport) -> Any:
         return self.client.submit(run_batch, items, (self._sink.address, self._sink.token), fn,
-                                  purpose=self.purpose, purpose_text=self.purpose_text, key_id=self._identity.key_id,
+                                  transport=transport.public(), purpose=self.purpose,
+                                  purpose_text=self.purpose_text, key_id=self._identity.key_id,
                                   storage_options=self.storage_options,
                                   key=f"medsec-studies-{items[0][0]}-{uuid.uuid4().hex[:8]}", pure=False)
 
@@ -146,7 +147,8 @@ class Cohort:
         bar = tqdm(total=len(todo), unit="study", desc="cohort", disable=None if progress is None else not progress)
         try:
             for _ in range(_GRANT_ROUNDS):
-                workers = wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values()))
+                transport = wkeys.Transport.new(
+                    wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values())))
                 slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
                 futures = {}
                 while todo:                     # each batch goes out as soon as its keys are granted
@@ -155,12 +157,12 @@ class Cohort:
                     items = []
                     for i in batch:
                         try:
-                            items.append((i, self.studies[i], self._grant(i, workers)))
+                            items.append((i, self.studies[i], self._grant(i, transport)))
                         except MedsecError as exc:
                             errors[self.studies[i]] = message(exc)
                             bar.update(1)
                     if items:
-                        futures[self._submit(items, fn)] = items
+                        futures[self._submit(items, fn, transport)] = items
                 for fut in as_completed(list(futures)):
                     items = futures[fut]
                     exc = fut.exception() if fut.status == "error" else None

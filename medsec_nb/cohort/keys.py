@@ -1,20 +1,33 @@
-"""Key distribution to cohort workers: a per-process ephemeral X25519 key on each worker;
-the client unwraps a study key locally and re-wraps it to the workers' public keys with the
-container's own stanza machinery. Only wrapped keys travel."""
+"""Key distribution to cohort workers (docs/COHORT.md, "Keys: what travels").
+
+Each worker process has an ephemeral X25519 key. For each grant round the client makes a
+:class:`Transport`: a random AES-256 key per worker, wrapped to that worker's public key with
+the container's own recipient-stanza code (bound to the round's random id). Each study key is
+unwrapped on the client and sealed under every worker's transport key (AES-256-GCM, random
+nonce, bound to the round and the study URL): one X25519 agreement per worker per round, not
+per study. Only wrapped and sealed keys travel."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from Crypto.Cipher import AES
 from Crypto.PublicKey import ECC
+from Crypto.Random import get_random_bytes
 
 from ..access import open_audited
 from ..audit import AuditLog
+from ..container.format import KEY_LEN, TAG_LEN
 from ..container.remote import FsspecFile, is_remote
-from ..container.stanzas import recipient_stanza
-from ..errors import MedsecError
+from ..container.stanzas import recipient_stanza, unwrap_with_identity
+from ..errors import AuthenticationError, FormatError, MedsecError
 from ..keys import Identity, Recipient, generate_identity
 from ..policy import Policy
+
+_AAD = b"medsec-nb/v1 cohort transport\x00"
+_NONCE_LEN = 12
+_ID_LEN = 16
 
 _WORKER_IDENTITY: Identity | None = None
 
@@ -47,14 +60,73 @@ def worker_recipients(pems: list[str]) -> list[Recipient]:
     return [Recipient(ECC.import_key(pem)) for pem in pems]
 
 
-def grant(url: str, identity: Identity, workers: list[Recipient], *, purpose: str,
+@dataclass(frozen=True)
+class Transport:
+    """One grant round's transport keys. ``public()`` is what travels with the tasks: the round
+    id and each worker's transport key wrapped to it; ``keys`` stay in the client."""
+
+    tid: bytes
+    keys: dict[str, bytes] = field(repr=False)
+    stanzas: dict[str, dict[str, Any]]
+
+    @classmethod
+    def new(cls, workers: list[Recipient]) -> "Transport":
+        tid = get_random_bytes(_ID_LEN)
+        keys = {r.key_id: get_random_bytes(KEY_LEN) for r in workers}
+        return cls(tid, keys, {r.key_id: recipient_stanza(keys[r.key_id], r, tid) for r in workers})
+
+    def public(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        return self.tid.hex(), dict(self.stanzas)
+
+    def seal(self, study_key: bytes, url: str) -> dict[str, str]:
+        """``study_key`` sealed for every worker of the round: {worker key id: hex}."""
+        return {kid: _seal(key, self.tid, url, study_key) for kid, key in self.keys.items()}
+
+
+def _aad(tid: bytes, url: str) -> bytes:
+    return _AAD + tid + url.encode("utf-8")
+
+
+def _seal(key: bytes, tid: bytes, url: str, study_key: bytes) -> str:
+    nonce = get_random_bytes(_NONCE_LEN)                 # the transport key seals many study keys
+    c = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_LEN)
+    c.update(_aad(tid, url))
+    ct, tag = c.encrypt_and_digest(study_key)
+    return (nonce + ct + tag).hex()
+
+
+def transport_key(public: tuple[str, dict[str, dict[str, Any]]], identity: Identity) -> bytes:
+    """On a worker: its transport key for the round ``public`` (from :meth:`Transport.public`)."""
+    tid_hex, stanzas = public
+    if identity.key_id not in stanzas:
+        raise WorkerKeyMissingError(f"transport key not wrapped to this worker ({identity.key_id})")
+    return unwrap_with_identity([stanzas[identity.key_id]], identity, bytes.fromhex(tid_hex), "cohort transport")
+
+
+def unseal(key: bytes, public: tuple[str, dict[str, dict[str, Any]]], url: str, sealed: str) -> bytes:
+    """On a worker: the study key of ``url`` from its sealed form; a clear error if altered."""
+    try:
+        raw = bytes.fromhex(sealed)
+    except (TypeError, ValueError):
+        raise FormatError(f"{url}: sealed study key is not hex") from None
+    if len(raw) != _NONCE_LEN + KEY_LEN + TAG_LEN:
+        raise FormatError(f"{url}: sealed study key is {len(raw)} bytes, expected {_NONCE_LEN + KEY_LEN + TAG_LEN}")
+    c = AES.new(key, AES.MODE_GCM, nonce=raw[:_NONCE_LEN], mac_len=TAG_LEN)
+    c.update(_aad(bytes.fromhex(public[0]), url))
+    try:
+        return c.decrypt_and_verify(raw[_NONCE_LEN:-TAG_LEN], raw[-TAG_LEN:])
+    except ValueError:
+        raise AuthenticationError(f"{url}: sealed study key failed authentication (altered, or another "
+                                  "study's or round's)") from None
+
+
+def grant(url: str, identity: Identity, transport: Transport, *, purpose: str,
           storage_options: dict[str, Any] | None, audit_log: AuditLog, policy: Policy | str | None,
-          ) -> dict[str, dict[str, Any]]:
+          ) -> dict[str, str]:
     """Unwrap the study key of ``url`` here (policy-checked, recorded as ``cohort-grant``) and
-    wrap it to each worker's public key. Returns {worker key id: stanza}."""
+    seal it for each worker of ``transport``. Returns {worker key id: sealed key}."""
     box, _ = open_audited(url, op="cohort-grant", purpose=purpose, identity=identity, audit_log=audit_log,
                           policy=policy, keep_study_key=True, source=source_for(url, storage_options))
     with box:
-        key, fid = box.study_key, box.header.body.file_id
-        return {r.key_id: recipient_stanza(key, r, fid) for r in workers}
+        return transport.seal(box.study_key, url)
 

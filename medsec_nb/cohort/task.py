@@ -1,9 +1,10 @@
-"""What runs on a Dask worker: a batch of studies, each opened with its re-wrapped key and passed
-to ``fn``. The next study is opened on a second thread once the current study's first record
-after its open is written (normally the bulk read's: the pixels are decrypted and ``fn`` goes
-on computing, mostly in numpy without the GIL). Opening it earlier, beside the decryption,
-was slower: the open's Python work and the decryption's many short GIL-free calls compete
-for the GIL. Nothing of an open reaches ``fn`` before its own record is written."""
+"""What runs on a Dask worker: a batch of studies, each opened with its study key (unsealed with
+the worker's transport key) and passed to ``fn``. The next study is opened on a second thread
+once the current study's first record after its open is written (normally the bulk read's:
+the pixels are decrypted and ``fn`` goes on computing, mostly in numpy without the GIL).
+Opening it earlier, beside the decryption, was slower: the open's Python work and the
+decryption's many short GIL-free calls compete for the GIL. Nothing of an open reaches ``fn``
+before its own record is written."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from ..container.reader import Container
 from ..errors import MedsecError
 from ..study import Study
 from .forward import ForwardingLog, new_attempt
-from .keys import WorkerKeyMissingError, source_for, worker_identity
+from .keys import WorkerKeyMissingError, source_for, transport_key, unseal, worker_identity
 
-#: One study of a batch: (its index in the cohort, its URL, {worker key id: wrapped study key}).
-Item = tuple[int, str, dict[str, dict[str, Any]]]
+#: One study of a batch: (its index in the cohort, its URL, {worker key id: sealed study key}).
+Item = tuple[int, str, dict[str, str]]
 
 
 def message(exc: BaseException) -> str:
@@ -28,24 +29,28 @@ def message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, MedsecError) else f"{type(exc).__name__}: {exc}"
 
 
-def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], Any], *, purpose: str,
-              purpose_text: str | None, key_id: str | None, storage_options: dict[str, Any] | None,
+def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], Any], *,
+              transport: tuple[str, dict[str, dict[str, Any]]], purpose: str, purpose_text: str | None,
+              key_id: str | None, storage_options: dict[str, Any] | None,
               threads: int = 1) -> list[tuple[int, bool, Any]]:
     """``fn(study)`` for each item, in order, each study opened in this worker's memory
     (byte-range reads, audited through ``sink``, the audit sink's address and token) and closed
-    afterwards. Returns (index, True, value) or (index, False, error message) per study, so one
-    bad study fails alone. ``threads``: decrypting threads per bulk read (Dask's convention of
-    one core per worker thread: 1)."""
+    afterwards. ``transport``: the round's public transport (``Transport.public()``). Returns
+    (index, True, value) or (index, False, error message) per study, so one bad study fails
+    alone. ``threads``: decrypting threads per bulk read (Dask's convention of one core per
+    worker thread: 1)."""
     ident = worker_identity()
-    for _, url, stanzas in items:                   # before any open: the cohort re-grants the batch
-        if ident.key_id not in stanzas:
-            raise WorkerKeyMissingError(f"{url}: study key not wrapped to this worker ({ident.key_id})")
+    for _, url, sealed in items:                    # before any open: the cohort re-grants the batch
+        if ident.key_id not in sealed:
+            raise WorkerKeyMissingError(f"{url}: study key not sealed for this worker ({ident.key_id})")
+    tkey = transport_key(transport, ident)
 
     def open_one(item: Item) -> tuple[Container, Access]:
-        _, url, stanzas = item
+        _, url, sealed = item
         log = ForwardingLog(sink[0], sink[1], key_id, new_attempt())
         return open_audited(url, op="cohort-open", purpose=purpose, purpose_text=purpose_text, identity=ident,
-                            stanzas=[stanzas[ident.key_id]], audit_log=log, source=source_for(url, storage_options))
+                            study_key=unseal(tkey, transport, url, sealed[ident.key_id]), audit_log=log,
+                            source=source_for(url, storage_options))
 
     out: list[tuple[int, bool, Any]] = []
     with ThreadPoolExecutor(1, thread_name_prefix="medsec-cohort-open") as pool:

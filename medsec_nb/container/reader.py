@@ -294,20 +294,22 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
                    passphrase: Passphrase = None, require_signer: Recipient | str | os.PathLike | None = None,
                    *, identity_passphrase: Passphrase = None, _keep_study_key: bool = False,
                    before_unlock: Callable[[Header], None] | None = None,
-                   source: Any = None, stanzas: list[dict[str, Any]] | None = None) -> Container:
+                   source: Any = None, study_key: bytes | None = None) -> Container:
     """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
     commitment and signature, decrypt the index. Instances stay encrypted until asked for.
 
     ``before_unlock(header)`` runs on the parsed public header before any key is unwrapped
     (the access layer's policy check); raising there stops the opening.
     ``source``: a byte-range reader to use instead of the local file (``container.remote``;
-    ``path`` is then only its name). ``stanzas``: unwrap the study key from these instead of
-    the header's (a key re-wrapped for a cohort worker); the header MAC and key commitment
-    still authenticate the key."""
+    ``path`` is then only its name). ``study_key``: the study key, already obtained by
+    ``identity`` another way (a cohort worker's transport); the header's stanzas are not used,
+    and the header MAC and key commitment still authenticate the key for this container."""
     path = Path(path) if source is None else path
     where = str(path)
     if identity is None and passphrase is None:
         raise MedsecError(f"{where}: give an identity (private key) or the study passphrase")
+    if study_key is not None and identity is None:
+        raise MedsecError(f"{where}: a study key obtained elsewhere needs the identity that obtained it")
     file = LocalFile(path) if source is None else source
     try:
         header = decode_header(file.read, where)
@@ -316,7 +318,8 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
         fid = header.body.file_id
         if identity is not None:
             ident = as_identity(identity, identity_passphrase)
-            study_key = unwrap_with_identity(header.stanzas if stanzas is None else stanzas, ident, fid, where)
+            if study_key is None:
+                study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
             key_id = ident.key_id
         else:
             pw = resolve_passphrase(passphrase)
