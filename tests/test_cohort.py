@@ -153,9 +153,8 @@ def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_
     assert len(_records(log)) == 1
 
 
-def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_path):
-    d, means = studies
-    work = tmp_path / "data"
+def _copy_with_study1_tampered(d: Path, me, work: Path) -> Path:
+    """A copy of the cohort in ``work`` with one bit of study1's first pixel segment flipped."""
     work.mkdir()
     for i in range(N_STUDIES):
         (work / f"study{i}.msec").write_bytes((d / f"study{i}.msec").read_bytes())
@@ -164,6 +163,12 @@ def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_pa
     data = bytearray((work / "study1.msec").read_bytes())
     data[off] ^= 0x01
     (work / "study1.msec").write_bytes(bytes(data))
+    return work
+
+
+def test_tampered_and_unreadable_studies_fail_alone(cluster, studies, me, tmp_path):
+    d, means = studies
+    work = _copy_with_study1_tampered(d, me, tmp_path / "data")
     (work / "study9.msec").write_bytes(b"not a container at all")
     log = tmp_path / "audit.jsonl"
     with Cohort.from_glob(str(work / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
@@ -188,15 +193,7 @@ def mean_or_fail(study, bad_uid: str) -> float:
 def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_path):
     """All studies in one Dask task: a tampered study and one where ``fn`` raises fail alone."""
     d, means = studies
-    work = tmp_path / "data"
-    work.mkdir()
-    for i in range(N_STUDIES):
-        (work / f"study{i}.msec").write_bytes((d / f"study{i}.msec").read_bytes())
-    with open_container(work / "study1.msec", identity=me) as box:
-        off = box.header.length + box.entries[0]["pixels"]["offset"] + 40
-    data = bytearray((work / "study1.msec").read_bytes())
-    data[off] ^= 0x01
-    (work / "study1.msec").write_bytes(bytes(data))
+    work = _copy_with_study1_tampered(d, me, tmp_path / "data")
     with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
         bad_uid = s.series[0].uid
     log = tmp_path / "audit.jsonl"
@@ -315,36 +312,39 @@ def slow_first_attempt(study, marker_dir: str, victim_uid_file: str) -> float:
     return value
 
 
-def test_worker_killed_mid_run_retried_no_record_lost_or_duplicated(cluster, studies, me, tmp_path):
-    d, means = studies
+def _map_killing_the_worker_of_study2(cluster, d: Path, me, tmp_path: Path, **map_kwargs):
+    """Map with :func:`slow_first_attempt`; a thread SIGKILLs the worker process running study 2's
+    first attempt. Returns (result, the killed pid or None, the audit log path)."""
+    import threading
     with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
         victim = s.series[0].uid
     (tmp_path / "victim").write_text(victim)
     log = tmp_path / "audit.jsonl"
+    killed: list[int] = []
+
+    def killer():
+        marker = tmp_path / f"{victim}.pid"
+        deadline = time.time() + 30
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            pid = int(marker.read_text())
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)                 # a real kill of the worker process
+
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
-        fut = cluster.submit(lambda: None)               # warm: both workers are up
-        fut.result()
-
-        def fn(study):
-            return slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim"))
-
-        import threading
-        killed: list[int] = []
-
-        def killer():
-            marker = tmp_path / f"{victim}.pid"
-            deadline = time.time() + 30
-            while not marker.exists() and time.time() < deadline:
-                time.sleep(0.05)
-            if marker.exists():
-                pid = int(marker.read_text())
-                killed.append(pid)
-                os.kill(pid, signal.SIGKILL)             # a real kill of the worker process
-
+        cluster.submit(lambda: None).result()            # warm: both workers are up
         t = threading.Thread(target=killer)
         t.start()
-        result = co.map(fn)
+        result = co.map(lambda study: slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim")),
+                        **map_kwargs)
         t.join()
+    return result, (killed[0] if killed else None), log
+
+
+def test_worker_killed_mid_run_retried_no_record_lost_or_duplicated(cluster, studies, me, tmp_path):
+    d, means = studies
+    result, killed, log = _map_killing_the_worker_of_study2(cluster, d, me, tmp_path)
     assert killed, "the victim task never ran"
     assert result.errors == {}
     assert result.values == pytest.approx(means)
@@ -356,7 +356,7 @@ def test_worker_killed_mid_run_retried_no_record_lost_or_duplicated(cluster, stu
     attempts = {r["where"]["attempt"] for r in recs}
     assert all(per_attempt[(a, "cohort-open")] == 1 and per_attempt[(a, "decrypt-series")] == 1 for a in attempts)
     # the killed worker's decryptions are in the log (nothing lost with it) ...
-    assert {r["action"] for r in recs if r["where"]["pid"] == killed[0]} >= {"cohort-open", "decrypt-series"}
+    assert {r["action"] for r in recs if r["where"]["pid"] == killed} >= {"cohort-open", "decrypt-series"}
     # ... and the victim study was opened once more by the retry, every other study once
     assert len(attempts) == N_STUDIES + 1
     assert len({r["where"]["rid"] for r in recs}) == len(recs)
@@ -367,29 +367,7 @@ def test_worker_killed_mid_batch_reruns_the_batch_no_record_lost_or_duplicated(c
     Each attempt (one study, one execution) has exactly one open record and at most one bulk-read
     record: study 3 may have been opened ahead in the killed attempt and never read."""
     d, means = studies
-    with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
-        victim = s.series[0].uid
-    (tmp_path / "victim").write_text(victim)
-    log = tmp_path / "audit.jsonl"
-    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
-        cluster.submit(lambda: None).result()
-        import threading
-        killed: list[int] = []
-
-        def killer():
-            marker = tmp_path / f"{victim}.pid"
-            deadline = time.time() + 30
-            while not marker.exists() and time.time() < deadline:
-                time.sleep(0.05)
-            if marker.exists():
-                pid = int(marker.read_text())
-                killed.append(pid)
-                os.kill(pid, signal.SIGKILL)
-
-        t = threading.Thread(target=killer)
-        t.start()
-        result = co.map(lambda study: slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim")), batch_size=2)
-        t.join()
+    result, killed, log = _map_killing_the_worker_of_study2(cluster, d, me, tmp_path, batch_size=2)
     assert killed, "the victim task never ran"
     assert result.errors == {} and result.values == pytest.approx(means)
     assert verify_log(log).ok
@@ -405,7 +383,7 @@ def test_worker_killed_mid_batch_reruns_the_batch_no_record_lost_or_duplicated(c
     assert sorted(by_study.values()) == [1, 1, 1, 2]                   # everything else read once
     assert N_STUDIES + 1 <= len(attempts) <= N_STUDIES + 2             # + study 3 opened ahead when killed
     unread = [a for a in attempts if per_attempt[(a, "decrypt-series")] == 0]
-    assert all(next(r["where"]["pid"] for r in recs if r["where"]["attempt"] == a) == killed[0] for a in unread)
+    assert all(next(r["where"]["pid"] for r in recs if r["where"]["attempt"] == a) == killed for a in unread)
     assert len({r["where"]["rid"] for r in recs}) == len(recs)
 
 
