@@ -46,8 +46,19 @@ def test_vector_decodes(vec):
             assert box.entries[i]["path"] == want["path"]
 
 
+def test_cohort_transport_vector():
+    """A worker holding the vector's key unwraps the transport and unseals the study key."""
+    from medsec_nb.cohort.keys import transport_key, unseal
+    vec = json.loads((VECTORS / "cohort_transport.json").read_text())
+    worker = _maker().identity_from(vec["worker"])
+    public = (vec["expect"]["tid"], vec["expect"]["stanzas"])
+    key = transport_key(public, worker)
+    assert unseal(key, public, vec["url"], vec["expect"]["sealed"][worker.key_id]).hex() == vec["study_key"]
+
+
 def test_vectors_regenerate_identically(tmp_path):
     _maker().main(tmp_path)
+    assert (tmp_path / "cohort_transport.json").read_text() == (VECTORS / "cohort_transport.json").read_text()
     for vec in SPEC["vectors"]:
         assert (tmp_path / vec["file"]).read_bytes() == (VECTORS / vec["file"]).read_bytes(), vec["name"]
         assert hashlib.sha256((VECTORS / vec["file"]).read_bytes()).hexdigest() == vec["container_sha256"]

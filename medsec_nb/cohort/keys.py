@@ -10,7 +10,7 @@ per study. Only wrapped and sealed keys travel."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from Crypto.Cipher import AES
 from Crypto.PublicKey import ECC
@@ -68,27 +68,29 @@ class Transport:
     tid: bytes
     keys: dict[str, bytes] = field(repr=False)
     stanzas: dict[str, dict[str, Any]]
+    rand: Callable[[int], bytes] = field(default=get_random_bytes, repr=False)
 
     @classmethod
-    def new(cls, workers: list[Recipient]) -> "Transport":
-        tid = get_random_bytes(_ID_LEN)
-        keys = {r.key_id: get_random_bytes(KEY_LEN) for r in workers}
-        return cls(tid, keys, {r.key_id: recipient_stanza(keys[r.key_id], r, tid) for r in workers})
+    def new(cls, workers: list[Recipient], rand: Callable[[int], bytes] = get_random_bytes) -> "Transport":
+        """``rand``: the randomness source (fixed only for test vectors)."""
+        tid = rand(_ID_LEN)
+        keys = {r.key_id: rand(KEY_LEN) for r in workers}
+        return cls(tid, keys, {r.key_id: recipient_stanza(keys[r.key_id], r, tid, rand) for r in workers}, rand)
 
     def public(self) -> tuple[str, dict[str, dict[str, Any]]]:
         return self.tid.hex(), dict(self.stanzas)
 
     def seal(self, study_key: bytes, url: str) -> dict[str, str]:
         """``study_key`` sealed for every worker of the round: {worker key id: hex}."""
-        return {kid: _seal(key, self.tid, url, study_key) for kid, key in self.keys.items()}
+        return {kid: _seal(key, self.tid, url, study_key, self.rand) for kid, key in self.keys.items()}
 
 
 def _aad(tid: bytes, url: str) -> bytes:
     return _AAD + tid + url.encode("utf-8")
 
 
-def _seal(key: bytes, tid: bytes, url: str, study_key: bytes) -> str:
-    nonce = get_random_bytes(_NONCE_LEN)                 # the transport key seals many study keys
+def _seal(key: bytes, tid: bytes, url: str, study_key: bytes, rand: Callable[[int], bytes]) -> str:
+    nonce = rand(_NONCE_LEN)                             # the transport key seals many study keys
     c = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_LEN)
     c.update(_aad(tid, url))
     ct, tag = c.encrypt_and_digest(study_key)

@@ -1,7 +1,8 @@
 """Regenerate the format test vectors deterministically: ``python tests/vectors/make_vectors.py``.
 
 Keys and all randomness come from fixed seeds (SHAKE256), so every run writes the same
-bytes. The input is pydicom's bundled MR_small.dcm (fake patient), copied alone.
+bytes. The input is pydicom's bundled MR_small.dcm (fake patient), copied alone. Also writes
+``cohort_transport.json``: a cohort transport round and one sealed study key (docs/COHORT.md).
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ VECTORS = [
 ]
 
 
+def transport_vector() -> dict:
+    """One transport round for one worker, and one study key sealed in it."""
+    from medsec_nb.cohort.keys import Transport
+    worker = {"type": "x25519", "private_key": seed_hex("cohort worker")}
+    study_key, url = stream("cohort study key")(32), "s3://bucket/studies/study0.msec"
+    t = Transport.new([identity_from(worker).public], rand=stream("cohort transport"))
+    tid_hex, stanzas = t.public()
+    return {"worker": worker, "study_key": study_key.hex(), "url": url,
+            "expect": {"tid": tid_hex, "stanzas": stanzas, "sealed": t.seal(study_key, url)}}
+
+
 def main(out: Path = HERE) -> None:
     src_file = Path(get_testdata_file("MR_small.dcm"))
     original = src_file.read_bytes()
@@ -93,6 +105,7 @@ def main(out: Path = HERE) -> None:
                                                       "sha256": hashlib.sha256(original).hexdigest(),
                                                       "size": len(original)}]}})
     (out / "vectors.json").write_text(json.dumps({"format_version": 1, "vectors": records}, indent=2) + "\n")
+    (out / "cohort_transport.json").write_text(json.dumps(transport_vector(), indent=2) + "\n")
 
 
 if __name__ == "__main__":
