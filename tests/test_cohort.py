@@ -258,6 +258,31 @@ def test_a_late_record_of_an_earlier_study_does_not_shift_the_batch(cluster, stu
     assert Counter(r["action"] for r in _records(log))["cohort-open"] == N_STUDIES
 
 
+def die_once(study, marker: str) -> float:
+    """Ends this worker process abruptly the first time it is called (marker file absent)."""
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)
+    return volume_mean(study)
+
+
+def test_task_reaching_a_restarted_worker_is_granted_again(studies, me, tmp_path):
+    """One worker; it dies in the first task and its nanny starts a new process with a new
+    ephemeral key. Dask retries the task there, the worker refuses it (keys not sealed for it),
+    and the cohort grants the batch again to the new worker."""
+    d, means = studies
+    log = tmp_path / "audit.jsonl"
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", n_workers=1, audit_log=log) as co:
+        first_key = list(co.client.run(worker_public_pem).values())
+        result = co.map(lambda study: die_once(study, str(tmp_path / "died")), batch_size=N_STUDIES)
+        assert list(co.client.run(worker_public_pem).values()) != first_key     # a new process, a new key
+    assert (tmp_path / "died").exists()
+    assert result.errors == {} and result.values == pytest.approx(means)
+    grants = Counter(r["study"]["container_sha256"] for r in _records(log) if r["action"] == "cohort-grant")
+    assert sorted(grants.values()) == [2] * N_STUDIES                 # every study granted twice
+    assert verify_log(log).ok
+
+
 def _profile_enabled() -> bool:
     import dask
     return dask.config.get("distributed.worker.profile.enabled")

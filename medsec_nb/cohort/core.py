@@ -127,15 +127,62 @@ class Cohort:
                                   storage_options=self.storage_options,
                                   key=f"medsec-studies-{items[0][0]}-{uuid.uuid4().hex[:8]}", pure=False)
 
+    def _send(self, todo: list[int], fn: Callable[[Any], Any], batch_size: int | None,
+              errors: dict[str, str], bar: Any) -> dict[Any, list[Item]]:
+        """One grant round: a transport for the current workers, then studies ``todo`` granted
+        and submitted batch by batch (each goes out as soon as its keys are sealed). A study
+        whose grant fails (denied, unreadable) goes to ``errors``. Returns {future: its items}."""
+        transport = wkeys.Transport.new(
+            wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values())))
+        slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
+        futures: dict[Any, list[Item]] = {}
+        while todo:
+            size = batch_size or batch_size_for(len(todo), slots, len(futures))
+            batch, todo = todo[:size], todo[size:]
+            items = []
+            for i in batch:
+                try:
+                    items.append((i, self.studies[i], self._grant(i, transport)))
+                except MedsecError as exc:
+                    errors[self.studies[i]] = message(exc)
+                    bar.update(1)
+            if items:
+                futures[self._submit(items, fn, transport)] = items
+        return futures
+
+    def _collect(self, futures: dict[Any, list[Item]], values: list[Any], errors: dict[str, str],
+                 bar: Any) -> list[int]:
+        """Each batch's results into ``values`` / ``errors`` as it completes; a task that failed
+        as a whole fails each of its studies. Returns the studies to grant again (their task
+        reached a worker their keys were not sealed for)."""
+        from distributed import as_completed
+
+        regrant: list[int] = []
+        for fut in as_completed(list(futures)):
+            items = futures[fut]
+            exc = fut.exception() if fut.status == "error" else None
+            done = fut.result() if exc is None else [(i, False, message(exc)) for i, _, _ in items]
+            fut.release()
+            if isinstance(exc, wkeys.WorkerKeyMissingError):
+                regrant.extend(i for i, _, _ in items)
+                continue
+            for i, ok, value in done:
+                if ok:
+                    values[i] = value
+                else:
+                    errors[self.studies[i]] = value
+            bar.update(len(done))
+        return regrant
+
     def map(self, fn: Callable[[Any], Any], *, progress: bool | None = None,
             batch_size: int | None = None) -> "CohortResult":
         """``fn(study)`` for every study, on the workers; a study that fails (tampered,
         unreadable, denied, or ``fn`` raised) is reported in ``errors`` and the rest complete.
 
-        Studies go to the workers in batches (one Dask task each) whose size shrinks towards
-        the end of the run so the workers finish together; ``batch_size`` fixes it. Within a
-        batch the next study is opened while ``fn`` works on the current one."""
-        from distributed import as_completed
+        Studies go to the workers in batches (one Dask task each; :func:`batch_size_for`) that
+        grow from one study and shrink towards the end of the run so the workers finish
+        together; ``batch_size`` fixes the size. Within a batch the next study is opened while
+        ``fn`` computes on the current one."""
         from tqdm.auto import tqdm
 
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
@@ -147,39 +194,10 @@ class Cohort:
         bar = tqdm(total=len(todo), unit="study", desc="cohort", disable=None if progress is None else not progress)
         try:
             for _ in range(_GRANT_ROUNDS):
-                transport = wkeys.Transport.new(
-                    wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values())))
-                slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
-                futures = {}
-                while todo:                     # each batch goes out as soon as its keys are granted
-                    size = batch_size or batch_size_for(len(todo), slots, len(futures))
-                    batch, todo = todo[:size], todo[size:]
-                    items = []
-                    for i in batch:
-                        try:
-                            items.append((i, self.studies[i], self._grant(i, transport)))
-                        except MedsecError as exc:
-                            errors[self.studies[i]] = message(exc)
-                            bar.update(1)
-                    if items:
-                        futures[self._submit(items, fn, transport)] = items
-                for fut in as_completed(list(futures)):
-                    items = futures[fut]
-                    exc = fut.exception() if fut.status == "error" else None
-                    done = fut.result() if exc is None else [(i, False, message(exc)) for i, _, _ in items]
-                    fut.release()
-                    if isinstance(exc, wkeys.WorkerKeyMissingError):
-                        todo.extend(i for i, _, _ in items)
-                        continue
-                    for i, ok, value in done:
-                        if ok:
-                            values[i] = value
-                        else:
-                            errors[self.studies[i]] = value
-                    bar.update(len(done))
+                futures = self._send(todo, fn, batch_size, errors, bar)
+                todo = sorted(self._collect(futures, values, errors, bar))
                 if not todo:
                     break
-                todo.sort()
             for i in todo:
                 errors[self.studies[i]] = f"{self.studies[i]}: no worker could take the study key (workers kept changing)"
         finally:
