@@ -120,9 +120,10 @@ class Cohort:
         return wkeys.grant(self.studies[i], self._identity, transport, purpose=self.purpose,
                            storage_options=self.storage_options, audit_log=self.log, policy=self.policy)
 
-    def _submit(self, items: list[Item], fn: Callable[[Any], Any], transport: wkeys.Transport) -> Any:
+    def _submit(self, items: list[Item], fn: Callable[[Any], Any], public: tuple) -> Any:
+        """One batch as one Dask task; ``public``: the round's ``Transport.public()``."""
         return self.client.submit(run_batch, items, (self._sink.address, self._sink.token), fn,
-                                  transport=transport.public(), purpose=self.purpose,
+                                  transport=public, purpose=self.purpose,
                                   purpose_text=self.purpose_text, key_id=self._identity.key_id,
                                   storage_options=self.storage_options,
                                   key=f"medsec-studies-{items[0][0]}-{uuid.uuid4().hex[:8]}", pure=False)
@@ -134,6 +135,7 @@ class Cohort:
         whose grant fails (denied, unreadable) goes to ``errors``. Returns {future: its items}."""
         transport = wkeys.Transport.new(
             wkeys.worker_recipients(list(self.client.run(wkeys.worker_public_pem).values())))
+        public = transport.public()
         slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
         futures: dict[Any, list[Item]] = {}
         while todo:
@@ -147,7 +149,7 @@ class Cohort:
                     errors[self.studies[i]] = message(exc)
                     bar.update(1)
             if items:
-                futures[self._submit(items, fn, transport)] = items
+                futures[self._submit(items, fn, public)] = items
         return futures
 
     def _collect(self, futures: dict[Any, list[Item]], values: list[Any], errors: dict[str, str],

@@ -18,7 +18,7 @@ from ..container.reader import Container
 from ..errors import MedsecError
 from ..study import Study
 from .forward import ForwardingLog, new_attempt
-from .keys import WorkerKeyMissingError, source_for, transport_key, unseal, worker_identity
+from .keys import source_for, transport_key, unseal, worker_identity
 
 #: One study of a batch: (its index in the cohort, its URL, {worker key id: sealed study key}).
 Item = tuple[int, str, dict[str, str]]
@@ -40,10 +40,7 @@ def run_batch(items: list[Item], sink: tuple[str, str], fn: Callable[[Study], An
     alone. ``threads``: decrypting threads per bulk read (Dask's convention of one core per
     worker thread: 1)."""
     ident = worker_identity()
-    for _, url, sealed in items:                    # before any open: the cohort re-grants the batch
-        if ident.key_id not in sealed:
-            raise WorkerKeyMissingError(f"{url}: study key not sealed for this worker ({ident.key_id})")
-    tkey = transport_key(transport, ident)
+    tkey = transport_key(transport, ident)          # WorkerKeyMissingError before any open: re-granted
 
     def open_one(item: Item) -> tuple[Container, Access]:
         _, url, sealed = item
