@@ -6,7 +6,9 @@ Everything here is pure: encoding, decoding and derivations, no file access.
 from __future__ import annotations
 
 import json
+import re
 import struct
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ MIN_CHUNK_SIZE = 1 << 12
 MAX_CHUNK_SIZE = 1 << 26
 MAX_STANZAS_LEN = 1 << 20
 MAX_SIGNATURE_LEN = 1 << 16
+MAX_JSON_DEPTH = 16             # arrays and objects in the header blocks and the index (they use 4 at most)
 
 # body: suite u16, chunk_size u32, file_id 16, commitment 32, instance_count u32,
 #       payload_length u64, index_offset u64, index_length u64, index_sha256 32
@@ -115,6 +118,33 @@ def header_length(stanzas: list[dict[str, Any]], signature_len: int) -> int:
     return PREFIX_LEN + BODY_LEN + 4 + len(canonical_json(stanzas)) + 4 + signature_len + MAC_LEN
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)     # unterminated: to the end
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether arrays and objects nest deeper than :data:`MAX_JSON_DEPTH` in the JSON ``text``
+    (brackets in strings ignored), found without a recursive parser."""
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return (brackets.count("[") + brackets.count("{") > MAX_JSON_DEPTH
+            and max(accumulate(1 if c in "[{" else -1 for c in brackets)) > MAX_JSON_DEPTH)
+
+
+def parse_json(raw: bytes, where: str, what: str) -> Any:
+    """``raw`` parsed as UTF-8 JSON; FormatError (naming ``where`` and ``what``) when it is not,
+    or when it nests deeper than :data:`MAX_JSON_DEPTH` (checked before parsing)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: {what} is not UTF-8 JSON") from None
+    if _too_deep(text):
+        raise FormatError(f"{where}: {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise FormatError(f"{where}: {what} is not valid JSON") from None
+
+
 def check_magic(prefix: bytes, where: str) -> int:
     """Return the format version, or raise FormatError for a non-container."""
     if len(prefix) < PREFIX_LEN or prefix[:len(MAGIC)] != MAGIC:
@@ -149,11 +179,8 @@ def decode_header(read, where: str) -> Header:
     off += 4 + siglen
     mac = need(off, MAC_LEN)
     raw = need(0, off)
-    try:
-        stanzas = json.loads(st_raw)
-        signature = json.loads(sig_raw) if siglen else None
-    except (UnicodeDecodeError, ValueError):
-        raise FormatError(f"{where}: header recipient or signature block is not valid JSON") from None
+    stanzas = parse_json(st_raw, where, "header recipient block")
+    signature = parse_json(sig_raw, where, "header signature block") if siglen else None
     if not isinstance(stanzas, list) or not all(isinstance(s, dict) for s in stanzas) or not stanzas:
         raise FormatError(f"{where}: header has no valid recipient stanzas")
     if signature is not None and not isinstance(signature, dict):

@@ -14,10 +14,10 @@ from Crypto.Hash import SHA256
 from ..errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
 from ..keys import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
 from . import signing
-from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, pixel_segment,
+from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment,
                      plaintext_length)
 from .segments import decrypt_segment
-from .stanzas import stanza_summary, unwrap_with_identity, unwrap_with_passphrase
+from .stanzas import passphrase_stanza, stanza_summary, unwrap_with_identity, unwrap_with_passphrase
 
 
 class LocalFile:
@@ -322,6 +322,7 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
                 study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
             key_id = ident.key_id
         else:
+            passphrase_stanza(header.stanzas, where)
             pw = resolve_passphrase(passphrase)
             study_key = unwrap_with_passphrase(header.stanzas, pw, fid, where)
             key_id = "passphrase"
@@ -357,11 +358,8 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
 
 
 def _parse_index(raw: bytes, count: int, n_payload: int, where: str) -> list[dict[str, Any]]:
-    import json
-    try:
-        entries = json.loads(raw)["instances"]
-    except (ValueError, KeyError, TypeError):
-        raise FormatError(f"{where}: index is malformed") from None
+    index = parse_json(raw, where, "index")
+    entries = index.get("instances") if isinstance(index, dict) else None
     if not isinstance(entries, list) or len(entries) != count or not all(_entry_ok(e, n_payload) for e in entries):
         raise FormatError(f"{where}: index is malformed")
     return entries

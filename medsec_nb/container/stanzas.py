@@ -18,8 +18,8 @@ from .format import KEY_LEN, TAG_LEN
 WRAPPED_LEN = KEY_LEN + TAG_LEN
 SCRYPT_DEFAULT_LOG_N = 17
 SCRYPT_MIN_LOG_N = 10          # readers accept down to this (test vectors); writers default to 17
-SCRYPT_MAX_LOG_N = 20
-SCRYPT_MAX_MEMORY = 1 << 30    # 128 * r * N bytes
+SCRYPT_MAX_LOG_N = 18          # one step above the writers' default
+SCRYPT_MAX_WORK = 1 << 21      # N * r * p: twice the writers' default (2^17, r=8, p=1); memory 128 r N <= 256 MiB
 _ZERO_NONCE = bytes(12)
 
 
@@ -95,22 +95,32 @@ def recipient_stanza(study_key: bytes, recipient: Recipient, file_id: bytes,
 # ---------------------------------------------------------------- unwrapping
 
 def _check_scrypt(log_n: Any, r: Any, p: Any, where: str) -> None:
+    """Refuse scrypt parameters outside the accepted cost (docs/FORMAT.md), before any derivation:
+    they come from the file, and a hostile one could ask for minutes of work and gigabytes."""
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (log_n, r, p)):
         raise FormatError(f"{where}: scrypt parameters are not integers")
     if not SCRYPT_MIN_LOG_N <= log_n <= SCRYPT_MAX_LOG_N or not 1 <= r <= 32 or not 1 <= p <= 16 \
-            or 128 * r * (1 << log_n) > SCRYPT_MAX_MEMORY:
-        raise FormatError(f"{where}: scrypt parameters log_n={log_n} r={r} p={p} outside the accepted range")
+            or (1 << log_n) * r * p > SCRYPT_MAX_WORK:
+        raise FormatError(f"{where}: scrypt cost log_n={log_n} r={r} p={p} is outside the accepted bound "
+                          f"(N = 2^{SCRYPT_MIN_LOG_N} .. 2^{SCRYPT_MAX_LOG_N}, r <= 32, p <= 16, "
+                          f"N*r*p <= 2^{SCRYPT_MAX_WORK.bit_length() - 1})")
 
 
-def unwrap_with_passphrase(stanzas: list[dict[str, Any]], passphrase: bytes, file_id: bytes, where: str) -> bytes:
-    kinds = [s.get("type") for s in stanzas]
-    if "scrypt" not in kinds:
+def passphrase_stanza(stanzas: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """The container's one scrypt stanza, its cost checked; raise before a passphrase is asked
+    for a container that cannot be opened with one."""
+    if not any(s.get("type") == "scrypt" for s in stanzas):
         raise NoMatchingRecipientError(f"{where}: not passphrase-protected; it is encrypted to public keys "
                                        f"({', '.join(str(s.get('kid')) for s in stanzas)})")
     if len(stanzas) != 1:
         raise FormatError(f"{where}: a passphrase stanza must be the only stanza")
     st = stanzas[0]
     _check_scrypt(st.get("log_n"), st.get("r"), st.get("p"), where)
+    return st
+
+
+def unwrap_with_passphrase(stanzas: list[dict[str, Any]], passphrase: bytes, file_id: bytes, where: str) -> bytes:
+    st = passphrase_stanza(stanzas, where)
     salt = _hex(st, "salt", 16, where)
     wrapped = _hex(st, "wrapped", WRAPPED_LEN, where)
     wk = scrypt(passphrase, salt, KEY_LEN, N=1 << st["log_n"], r=st["r"], p=st["p"])
