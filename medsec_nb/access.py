@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from Crypto.Hash import SHA256
 
 from .audit import AuditLog
+from .audit.record import is_uid
 from .container.export import export_container
 from .container.format import BODY_LEN, PREFIX_LEN, Header
 from .container.reader import Container, open_container, read_header
@@ -88,10 +89,11 @@ class Access:
 
     def audited(self, action: str, fn: Callable[[], T], *, event: str = EVENT_ACCESS,
                 instances: int | None = None, detail: Callable[[T], dict[str, Any]] | None = None) -> T:
-        """Run ``fn`` and record its outcome; its result is returned only once recorded."""
+        """Run ``fn`` and record its outcome, whatever it raises; its result is returned only
+        once recorded."""
         try:
             result = fn()
-        except MedsecError as exc:
+        except BaseException as exc:
             self.record(action, "failure", event=event, instances=instances, detail=_error(exc))
             raise
         self.record(action, event=event, instances=instances, detail=detail(result) if detail else None)
@@ -99,7 +101,11 @@ class Access:
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    return {"error": type(exc).__name__, "reason": str(exc)[:500]}
+    """A failure's ``detail``: the exception type and, for medsec-nb's own errors (whose texts
+    carry no attribute values), the message; another library's text may quote anything."""
+    if isinstance(exc, MedsecError):
+        return {"error": type(exc).__name__, "reason": str(exc)[:500]}
+    return {"error": type(exc).__name__, "reason": "unexpected error (its text is not recorded)"}
 
 
 def as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
@@ -163,12 +169,12 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
                              study_key=study_key)
     except PolicyDeniedError:
         raise                                          # recorded as a denial by authorize()
-    except MedsecError as exc:
+    except BaseException as exc:
         access.record(op, "failure", event=event, detail=_error(exc))
         raise
     try:
         access.key_id = box.key_id
-        if box.entries:
+        if box.entries and is_uid(box.entries[0]["study"]):    # a malformed one is the source's: not recorded
             access.study["study_uid"] = box.entries[0]["study"]
         access.study["instances"] = len(box.entries)
         access.authorize(action, op)                   # again, now that the Study Instance UID is known

@@ -63,7 +63,7 @@ def summary(study_path: Path, identity_path: Path, signer_pub: Path, audit_log: 
                 lines.append(f"  {tag} {kw:<24} {val}")
     lines += ["", f"== audit trail ({audit_log}) =="]
     for rec in list(AuditLog(audit_log).records())[-2:]:
-        lines.append(f"  #{rec['seq']} {rec['action']} {rec['outcome']} by {rec['who']['hub_user'] or rec['who']['os_user']} "
+        lines.append(f"  #{rec['seq']} {rec['action']} {rec['outcome']} by {rec['who']['os_user']} "
                      f"for {rec['why']['purpose']} with {rec['who']['key_id']}")
     report = verify_log(audit_log)
     lines.append(f"  chain: {'intact' if report.ok else 'BROKEN'}, {report.records} records")

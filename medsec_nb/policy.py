@@ -10,7 +10,6 @@ docs/AUDIT.md, "Access policy".
 
 from __future__ import annotations
 
-import getpass
 import os
 import threading
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Iterable
 
 import casbin
 
+from .audit.context import os_user
 from .errors import PolicyDeniedError, PolicyError
 
 ACTIONS = ("decrypt", "reveal-tag", "export", "add-recipient")
@@ -40,14 +40,9 @@ class Decision:
 
 
 def local_user() -> str:
-    """The user this process runs for: ``$JUPYTERHUB_USER``, else the OS user."""
-    hub = os.environ.get("JUPYTERHUB_USER")
-    if hub:
-        return hub
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
+    """The subject of this process's requests: its effective OS user (:func:`os_user`),
+    never an environment variable."""
+    return os_user()
 
 
 def _expiry(value: str) -> date | None:

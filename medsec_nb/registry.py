@@ -74,7 +74,7 @@ def opened(study: "Study") -> str | None:
     who = context.who()
     study_id = secrets.token_hex(8)
     entry = {"id": study_id, "name": os.path.basename(study.path), "instances": study.instance_count,
-             "purpose": study.purpose, "user": who["hub_user"] or who["os_user"], "opened": utc_now()}
+             "purpose": study.purpose, "user": who["os_user"], "opened": utc_now()}
     with _lock:
         _open[study_id] = (weakref.ref(study), entry)
         _ids[study] = study_id

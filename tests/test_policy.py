@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,18 +101,21 @@ def test_default_policy_permits_the_local_user_only():
     policy = Policy.load()
     assert policy.path == DEFAULT_POLICY and policy.model_path == DEFAULT_MODEL
     me = local_user()
-    assert me == getpass.getuser()
+    assert me == pwd.getpwuid(os.geteuid()).pw_name
     for action in ("decrypt", "reveal-tag", "export", "add-recipient"):
         d = policy.check(me, action, STUDY, "TREAT")
         assert d.allowed and d.rule[0] == LOCAL_ROLE
     assert not policy.check(me + "-other", "decrypt", STUDY, "TREAT").allowed
 
 
-def test_jupyterhub_user_is_the_local_user(monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_USER", "alice@hub")
+@pytest.mark.parametrize("var", ["JUPYTERHUB_USER", "LOGNAME", "USER"])
+def test_no_environment_variable_changes_the_local_user(monkeypatch, var):
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.setenv(var, "alice@hub")
+    assert local_user() == me
     policy = Policy.load()
-    assert policy.check("alice@hub", "decrypt", STUDY, "HRESCH").allowed
-    assert not policy.check(getpass.getuser(), "decrypt", STUDY, "HRESCH").allowed
+    assert policy.check(me, "decrypt", STUDY, "HRESCH").allowed
+    assert not policy.check("alice@hub", "decrypt", STUDY, "HRESCH").allowed
 
 
 def test_policy_from_environment_with_model_beside_it(tmp_path, monkeypatch):

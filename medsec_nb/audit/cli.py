@@ -40,7 +40,7 @@ def _filtered(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _line(rec: dict[str, Any]) -> str:
     who, study = rec["who"], rec.get("study") or {}
-    user = who["os_user"] + (f" ({who['hub_user']})" if who.get("hub_user") else "")
+    user = who["os_user"] + (f" (claims hub:{who['hub_user']})" if who.get("hub_user") else "")
     target = study.get("study_uid") or (study.get("container_sha256") or "-")[:16]
     n = "" if study.get("instances") is None else f" [{study['instances']}]"
     return (f"{rec['seq']:>6}  {rec['time'][:19]}Z  {user:<16} {rec['action']:<13} {rec['outcome']:<8} "

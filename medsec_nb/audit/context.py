@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import re
 import socket
 import sys
@@ -14,22 +14,32 @@ _KERNEL_FILE = re.compile(r"kernel-([0-9A-Za-z-]+)\.json$")
 
 
 @lru_cache(maxsize=4)
-def _static(pid: int) -> tuple[str, str, str]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
-        user = f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+def _static(pid: int) -> tuple[str, str]:
     from .. import __version__
-    return user, socket.gethostname(), __version__
+    return socket.gethostname(), __version__
 
 
 def os_user() -> str:
-    return _static(os.getpid())[0]
+    """The process's effective OS user, from the kernel's uid and the password database
+    (``uid:<n>`` without an entry). No environment variable (``LOGNAME``, ``USER``,
+    ``JUPYTERHUB_USER``) can change it: this is the subject of every policy decision."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:                  # no passwd entry (some containers)
+        return f"uid:{uid}"
+
+
+def hub_user_claim() -> str | None:
+    """``$JUPYTERHUB_USER``: an unverified claim (any process can set it), recorded as such
+    and never used for a decision."""
+    return os.environ.get("JUPYTERHUB_USER") or None
 
 
 def who() -> dict[str, Any]:
-    """``os_user`` and ``hub_user`` (``$JUPYTERHUB_USER``, None outside JupyterHub)."""
-    return {"os_user": os_user(), "hub_user": os.environ.get("JUPYTERHUB_USER") or None}
+    """``os_user`` (verified, :func:`os_user`) and ``hub_user`` (the unverified
+    :func:`hub_user_claim`)."""
+    return {"os_user": os_user(), "hub_user": hub_user_claim()}
 
 
 def _kernel_id(ip: Any) -> str | None:
@@ -71,7 +81,7 @@ def in_kernel() -> bool:
 def where() -> dict[str, Any]:
     """``host``, ``pid``, ``version`` and, inside Jupyter, ``notebook``, ``kernel_id`` and ``cell``."""
     pid = os.getpid()
-    _, host, version = _static(pid)
+    host, version = _static(pid)
     notebook, kernel_id, cell = _jupyter()
     return {"host": host, "pid": pid, "version": version, "notebook": notebook, "kernel_id": kernel_id,
             "cell": cell}

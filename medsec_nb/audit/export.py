@@ -43,8 +43,8 @@ def _event_type(rec: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _requestor(rec: dict[str, Any]) -> str:
-    who = rec["who"]
-    return who.get("hub_user") or who["os_user"]
+    """The verified OS user; ``who.hub_user`` is an unverified claim and is not exported."""
+    return rec["who"]["os_user"]
 
 
 def _outcome_text(rec: dict[str, Any]) -> str | None:
@@ -84,8 +84,6 @@ def fhir_audit_event(rec: dict[str, Any]) -> dict[str, Any]:
         "who": {"identifier": {"value": _requestor(rec)}, "display": _requestor(rec)},
         "requestor": True, "network": {"address": where["host"], "type": "1"}, "purposeOfUse": [purpose],
     }
-    if who.get("hub_user"):
-        user["altId"] = who["os_user"]
     app = {"type": {"coding": [_coding(DCM, "110150", "Application")]},
            "who": {"display": f"medsec-nb {where['version']}"}, "altId": str(where["pid"]), "requestor": False,
            "network": {"address": where["host"], "type": "1"}}
@@ -168,10 +166,8 @@ def dicom_audit_message(rec: dict[str, Any]) -> ET.Element:
     purpose = rec["why"]["purpose"]
     _code(ev, "PurposeOfUse", purpose, *((ACT_REASON_OID, PURPOSES[purpose]) if purpose in PURPOSES
                                          else ("medsec-nb", rec["why"].get("text") or purpose)))
-    user = {"UserID": _requestor(rec), "AlternativeUserID": who["os_user"], "UserIsRequestor": "true",
+    user = {"UserID": _requestor(rec), "UserIsRequestor": "true",
             "NetworkAccessPointID": where["host"], "NetworkAccessPointTypeCode": "1"}
-    if user["AlternativeUserID"] == user["UserID"]:
-        del user["AlternativeUserID"]
     ET.SubElement(msg, "ActiveParticipant", user)
     app = ET.SubElement(msg, "ActiveParticipant", {
         "UserID": "medsec-nb", "AlternativeUserID": str(where["pid"]), "UserIsRequestor": "false",

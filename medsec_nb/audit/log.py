@@ -53,7 +53,7 @@ def _matches(rec: dict[str, Any], study: str | None, user: str | None, since: st
         return False
     if user is not None:
         who = rec.get("who") or {}
-        if user not in (who.get("os_user"), who.get("hub_user")):
+        if user != who.get("os_user"):
             return False
     if study is not None:
         st = rec.get("study") or {}

@@ -43,7 +43,7 @@ class Filters:
             return False
         if self.user is not None:
             who = rec.get("who") or {}
-            if self.user not in (who.get("os_user"), who.get("hub_user")):
+            if self.user != who.get("os_user"):
                 return False
         if self.study is not None:
             st = rec.get("study") or {}

@@ -23,7 +23,7 @@ def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
     """The columns of the panel's audit table for one record."""
     who, study, why = rec.get("who") or {}, rec.get("study") or {}, rec.get("why") or {}
     sha = study.get("container_sha256")
-    return {"seq": rec.get("seq"), "time": rec.get("time"), "user": who.get("hub_user") or who.get("os_user"),
+    return {"seq": rec.get("seq"), "time": rec.get("time"), "user": who.get("os_user"),
             "action": rec.get("action"), "outcome": rec.get("outcome"), "purpose": why.get("purpose"),
             "study": sha[:16] if isinstance(sha, str) else None, "instances": study.get("instances"),
             "kernel_id": (rec.get("where") or {}).get("kernel_id")}
