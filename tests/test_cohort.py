@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pwd
 import signal
 import time
 from collections import Counter
@@ -151,6 +152,27 @@ def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_
         assert _records(log) == []
         assert cluster.sync(call, sink.token) == cluster.sync(call, sink.token) == 1   # re-sent: written once
     assert len(_records(log)) == 1
+
+
+def test_audit_sink_sets_who_itself_a_worker_claim_is_only_a_claim(cluster, studies, me, tmp_path):
+    """A holder of the cohort token sends a record naming someone else (user, key, purpose):
+    the client records its own verified user, the cohort's key and purpose; the claim is kept
+    apart as ``where.worker_os_user``."""
+    d, _ = studies
+    log = tmp_path / "audit.jsonl"
+    forged = dict(action="cohort-open", outcome="success", purpose="TREAT", key_id="steward-key",
+                  who={"os_user": "steward", "hub_user": "steward"}, where={"host": "h", "pid": 1})
+    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
+        sink = co._sink
+
+        async def call():
+            return await distributed.rpc(sink.address).medsec_audit(token=sink.token, rid="f1", fields=forged)
+
+        assert cluster.sync(call) == 1
+    (rec,) = _records(log)
+    assert rec["who"]["os_user"] == pwd.getpwuid(os.geteuid()).pw_name != "steward"
+    assert rec["who"]["key_id"] == me.key_id and rec["why"]["purpose"] == "HRESCH"
+    assert rec["where"]["worker_os_user"] == "steward"
 
 
 def _copy_with_study1_tampered(d: Path, me, work: Path) -> Path:

@@ -78,7 +78,8 @@ class Cohort:
             self.policy = as_policy(policy)
             self.budget = PrivacyAccountant(epsilon_budget)
             self._identity = identity
-            self._sink = AuditSink(self.log)
+            self._sink = AuditSink(self.log, key_id=identity.key_id, purpose=self.purpose,
+                                   purpose_text=purpose_text)
             self._sink.start(client)
         except BaseException:
             self._close_client()

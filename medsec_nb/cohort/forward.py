@@ -6,6 +6,11 @@ appended it durably (under the log's lock) and answered. Each record carries a r
 re-sent record is written once; a worker killed after sending loses nothing. The sink accepts
 only records that present the cohort's random token (sent to workers with the tasks), so
 another local process that finds the port cannot add records.
+
+A worker's record states only what happened where: the client, not the worker, fills in who
+(its own verified OS user), the key id and the purpose of use, so a holder of the token cannot
+attribute a record to someone else. The worker's own ``who`` is kept as a claim,
+``where.worker_os_user``.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ _SEND_TRIES = 3
 
 
 class AuditSink:
-    """The client's end: appends forwarded records to ``log``, once per record id."""
+    """The client's end: appends forwarded records to ``log``, once per record id, with
+    ``who``, ``key_id`` and the purpose set here (see the module docstring)."""
 
-    def __init__(self, log: AuditLog):
+    def __init__(self, log: AuditLog, *, key_id: str | None, purpose: str, purpose_text: str | None = None):
         self.log = log
+        self._own = {"who": context.who(), "key_id": key_id, "purpose": purpose, "purpose_text": purpose_text}
         self._seen: dict[str, int] = {}
         self.token = secrets.token_hex(16)
         self._lock = threading.Lock()
@@ -60,6 +67,12 @@ class AuditSink:
         return await loop.run_in_executor(self._pool, self._append, rid, fields)
 
     def _append(self, rid: str, fields: dict[str, Any]) -> int:
+        claimed, where = fields.get("who"), fields.get("where") or {}
+        if not isinstance(where, dict):
+            raise ValueError("a forwarded record's where must be an object")
+        if isinstance(claimed, dict) and isinstance(claimed.get("os_user"), str):
+            where = {**where, "worker_os_user": claimed["os_user"][:256]}
+        fields = {**fields, **self._own, "where": where}
         with self._lock:
             if rid not in self._seen:
                 self._seen[rid] = self.log.append(**fields)["seq"]
