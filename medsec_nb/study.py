@@ -125,6 +125,11 @@ class Series:
     def __len__(self) -> int:
         return len(self._idx)
 
+    def _label(self) -> str:
+        """``series[k]``, its place in the study: error texts reach audit records, which carry
+        no attribute values (no UIDs)."""
+        return f"series[{self._study.series.index(self)}]"
+
     def _entry(self, i: int) -> tuple[Container, int, dict[str, Any]]:
         box = self._study._open_box()
         if not -len(self._idx) <= i < len(self._idx):
@@ -178,7 +183,7 @@ class Series:
         access.record("decrypt-series", instances=len(self), detail={"mode": "iterate"})
         try:
             yield from self._iter(box)
-        except MedsecError as exc:
+        except Exception as exc:
             access.record("decrypt-series", "failure", instances=len(self),
                           detail={"mode": "iterate", "error": type(exc).__name__})
             raise
@@ -213,10 +218,10 @@ class Series:
         entries = [box.entries[k] for k in self._idx]
         imgs = [e.get("image") for e in entries]
         if any(i is None for i in imgs):
-            raise MedsecError(f"{box.path}: series {self.uid} has instances without pixel data")
+            raise MedsecError(f"{box.path}: {self._label()} has instances without pixel data")
         shapes = {(i["rows"], i["columns"], i["samples"]) for i in imgs}
         if len(shapes) > 1:
-            raise MedsecError(f"{box.path}: series {self.uid} mixes image sizes {sorted(shapes)}; "
+            raise MedsecError(f"{box.path}: {self._label()} mixes image sizes {sorted(shapes)}; "
                               "read its instances one by one with series[i]")
         show = not (progress is False) and len(self._idx) > 1
         bar = tqdm(total=len(self._idx), unit="slice", desc="decrypt", disable=None if show else True)

@@ -224,3 +224,97 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
     data[istart:istart + len(index_ct)] = index_ct
     raw = encode_header(dataclasses.replace(h.body, index_sha256=index_hash), h.stanzas, b"")
     return raw + ks.header_mac(raw) + bytes(data[h.length:])
+
+
+# ---------------------------------------------------------------- no identifiers in any audit record
+#
+# After every test, the records appended to any audit log under the session's temporary folder
+# or the test data folder are scanned (issue 18, item 5): no DICOM UID other than the record's own
+# study.study_uid, and no patient value of pydicom's test files (names, IDs, birth dates), may
+# appear anywhere in a record. Error paths reach records through ``detail.reason``.
+
+import json as _json
+import re as _re
+
+_UID_IN_TEXT = _re.compile(r"(?<![\w.])[12](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
+_PATIENT_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientBirthName",
+                     "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers")
+_NOT_IDENTIFYING = {"anonymized", "anonymous"}
+_scanned: dict[Path, int] = {}
+_patient_values: list[_re.Pattern] = []
+
+
+def _test_patient_values() -> list[_re.Pattern]:
+    """Patient values of every pydicom test file (at least 5 characters), each as a
+    case-insensitive pattern that matches only the whole value (not inside a hex digest)."""
+    if not _patient_values:
+        import warnings
+
+        import pydicom.data
+        found = set()
+        for f in (Path(pydicom.data.__file__).parent / "test_files").rglob("*"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
+                                         specific_tags=list(_PATIENT_KEYWORDS))
+            except Exception:                       # not a DICOM file (pydicom also ships other test data)
+                continue
+            for kw in _PATIENT_KEYWORDS:
+                value = ds.get(kw)
+                for v in (value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]):
+                    text = str(v or "").strip()
+                    if len(text) >= 5 and text.lower() not in _NOT_IDENTIFYING:
+                        found.add(text)
+        _patient_values.extend(_re.compile(rf"(?<![0-9a-z]){_re.escape(v)}(?![0-9a-z])", _re.I)
+                               for v in sorted(found))
+    return _patient_values
+
+
+def _new_records(path: Path) -> list[tuple[dict, str]]:
+    try:
+        if not path.is_file():
+            return []
+        size = path.stat().st_size
+    except OSError:
+        return []
+    start = _scanned.get(path, 0)
+    if size < start:                                  # rewritten (tamper tests): read it again
+        start = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(size - start)
+    end = data.rfind(b"\n") + 1
+    _scanned[path] = start + end
+    out = []
+    for line in data[:end].splitlines():
+        try:
+            rec = _json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "who" in rec and "seq" in rec:
+            out.append((rec, line.decode("utf-8", "replace")))
+    return out
+
+
+def identifiers_in_record(rec: dict, line: str) -> list[str]:
+    """What in an audit record is a UID other than its study's, or a test patient's value."""
+    study_uid = (rec.get("study") or {}).get("study_uid") if isinstance(rec.get("study"), dict) else None
+    found = [f"UID {u}" for u in _UID_IN_TEXT.findall(line) if u != study_uid]
+    found += [f"patient value {p.pattern!r}" for p in _test_patient_values() if p.search(line)]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_identifiers_in_audit_records(tmp_path_factory):
+    yield
+    roots = [tmp_path_factory.getbasetemp(), Path(os.environ["MEDSEC_DATA_DIR"])]
+    problems = []
+    for root in roots:
+        for path in root.rglob("*.jsonl"):
+            for rec, line in _new_records(path):
+                hits = identifiers_in_record(rec, line)
+                if hits:
+                    problems.append(f"{path}: record {rec.get('seq')} ({rec.get('action')}, "
+                                    f"{rec.get('outcome')}): {', '.join(hits)}")
+    assert not problems, "identifiers in audit records:\n" + "\n".join(problems[:10])
