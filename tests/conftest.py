@@ -10,7 +10,9 @@ copy one (``shutil.copyfile``) before altering it.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,18 +235,15 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
 # study.study_uid, and no patient value of pydicom's test files (names, IDs, birth dates), may
 # appear anywhere in a record. Error paths reach records through ``detail.reason``.
 
-import json as _json
-import re as _re
-
-_UID_IN_TEXT = _re.compile(r"(?<![\w.])[12](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
+_UID_IN_TEXT = re.compile(r"(?<![\w.])[12](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
 _PATIENT_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientBirthName",
                      "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers")
 _NOT_IDENTIFYING = {"anonymized", "anonymous"}
 _scanned: dict[Path, int] = {}
-_patient_values: list[_re.Pattern] = []
+_patient_values: list[re.Pattern] = []
 
 
-def _test_patient_values() -> list[_re.Pattern]:
+def _test_patient_values() -> list[re.Pattern]:
     """Patient values of every pydicom test file (at least 5 characters), each as a
     case-insensitive pattern that matches only the whole value (not inside a hex digest)."""
     if not _patient_values:
@@ -266,7 +265,7 @@ def _test_patient_values() -> list[_re.Pattern]:
                     text = str(v or "").strip()
                     if len(text) >= 5 and text.lower() not in _NOT_IDENTIFYING:
                         found.add(text)
-        _patient_values.extend(_re.compile(rf"(?<![0-9a-z]){_re.escape(v)}(?![0-9a-z])", _re.I)
+        _patient_values.extend(re.compile(rf"(?<![0-9a-z]){re.escape(v)}(?![0-9a-z])", re.I)
                                for v in sorted(found))
     return _patient_values
 
@@ -289,7 +288,7 @@ def _new_records(path: Path) -> list[tuple[dict, str]]:
     out = []
     for line in data[:end].splitlines():
         try:
-            rec = _json.loads(line)
+            rec = json.loads(line)
         except ValueError:
             continue
         if isinstance(rec, dict) and "who" in rec and "seq" in rec:
