@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
+from itertools import chain, count
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterable
 
@@ -282,10 +283,22 @@ class Container:
             done += len(data)
 
 
+MAX_NAME_BYTES = 255           # one path component, as most file systems allow
+MAX_PATH_BYTES = 1024          # a whole stored relative path
+
+
+def _safe_part(part: str) -> bool:
+    if part in ("", ".", "..") or not part.isprintable():      # control characters, NUL, lone surrogates
+        return False
+    return len(part.encode("utf-8")) <= MAX_NAME_BYTES
+
+
 def safe_relpath(rel: Any, i: int) -> PurePosixPath:
-    """The stored relative path of an instance, or a neutral name if it is unsafe."""
-    p = PurePosixPath(str(rel)) if isinstance(rel, str) else PurePosixPath("")
-    if not p.parts or p.is_absolute() or any(part in ("..", ".", "") for part in p.parts):
+    """The stored relative path of an instance, or a neutral name if it is unsafe (absolute,
+    ``..`` or ``.``, a control character, too long for a file system)."""
+    p = PurePosixPath(rel) if isinstance(rel, str) else PurePosixPath("")
+    if not p.parts or p.is_absolute() or not all(_safe_part(part) for part in p.parts) \
+            or len(str(p).encode("utf-8")) > MAX_PATH_BYTES:
         return PurePosixPath(f"instance_{i:05d}.dcm")
     return p
 
@@ -366,13 +379,24 @@ def _parse_index(raw: bytes, count: int, n_payload: int, where: str) -> list[dic
 
 
 def export_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
-    """A safe, unique relative output path per instance."""
-    seen: set[PurePosixPath] = set()
+    """A safe relative output path per instance, distinct from every other one even on a
+    case-insensitive file system, and never a file where another needs a folder: a stored name
+    already taken becomes ``instance_<i>.dcm``, then ``instance_<i>_<k>.dcm`` for the first
+    free ``k``."""
+    files: set[str] = set()
+    folders: set[str] = set()
+
+    def free(p: PurePosixPath) -> bool:
+        key = str(p).casefold()
+        return key not in files and key not in folders and \
+            not any(str(a).casefold() in files for a in p.parents[:-1])
+
     out = []
     for i, e in enumerate(entries):
-        p = safe_relpath(e.get("path"), i)
-        if p in seen:
-            p = PurePosixPath(f"instance_{i:05d}.dcm")
-        seen.add(p)
+        names = chain([safe_relpath(e.get("path"), i), PurePosixPath(f"instance_{i:05d}.dcm")],
+                      (PurePosixPath(f"instance_{i:05d}_{k}.dcm") for k in count(1)))
+        p = next(c for c in names if free(c))
+        files.add(str(p).casefold())
+        folders.update(str(a).casefold() for a in p.parents[:-1])
         out.append(p)
     return out
