@@ -76,11 +76,19 @@ case "${1:-}" in
     shift
     targeted=0
     for arg in "$@"; do case "$arg" in -*) ;; *) targeted=1 ;; esac; done
+    before=$(git status --porcelain 2>/dev/null || true)
     "$VENV/bin/python" -m pytest "$@"
     if [ "$targeted" = 0 ]; then
       (cd "$LAB" && jlpm test)
       setup_ui
       (cd "$LAB/ui-tests" && jlpm test)
+    fi
+    # tests write their artefacts outside the tracked tree: the checkout is as it was
+    after=$(git status --porcelain 2>/dev/null || true)
+    if [ "$before" != "$after" ]; then
+      echo "dev.sh: the tests changed the checkout (git status differs):" >&2
+      diff <(echo "$before") <(echo "$after") >&2 || true
+      exit 1
     fi
     ;;
   *)

@@ -1,13 +1,14 @@
 /**
  * The Secure studies panel end to end, in a real JupyterLab and chromium: open the panel,
  * open a .msec from the file browser into a notebook, load it, see it listed and audited,
- * inspect its header, close it from the panel. Screenshots of the panel go to docs/.
+ * inspect its header, close it from the panel. Screenshots of the panel go to the test results
+ * (ignored by git); MEDSEC_SCREENSHOTS_DIR=$PWD/docs refreshes the README's on request.
  */
 import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
 
 const DEMO = path.resolve(__dirname, '..', 'demo');
-const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs');
+const SHOTS = process.env.MEDSEC_SCREENSHOTS_DIR || path.resolve(__dirname, '..', 'test-results', 'screenshots');
 
 test.use({ autoGoto: true });
 
@@ -50,9 +51,9 @@ test('open, list, audit, inspect and close a secure study', async ({ page, tmpPa
   });
   await panel.getByRole('button', { name: 'Verify chain' }).click();
   await expect(panel.locator('.medsec-nb-chain')).toContainText('Chain intact');
-  await panel.screenshot({ path: path.join(DOCS, 'lab-panel-light.png') });
+  await panel.screenshot({ path: path.join(SHOTS, 'lab-panel-light.png') });
   await page.theme.setDarkTheme();
-  await panel.screenshot({ path: path.join(DOCS, 'lab-panel-dark.png') });
+  await panel.screenshot({ path: path.join(SHOTS, 'lab-panel-dark.png') });
   await page.theme.setLightTheme();
 
   // filter the audit table on the server
