@@ -70,6 +70,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def is_uid(value: Any) -> bool:
+    """Whether ``value`` may be recorded as ``study.study_uid``: a DICOM UID (digits and dots, at
+    most 64). Anything else read from a file (it may hold any text) is kept out of records."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 def _text(value: Any, what: str, limit: int = 256) -> str | None:
     if value is None:
         return None
@@ -87,7 +93,7 @@ def _study(study: Mapping[str, Any] | None) -> dict[str, Any] | None:
                                f"(allowed: {', '.join(STUDY_KEYS)})")
     out = {k: study.get(k) for k in STUDY_KEYS}
     checks = (("container_sha256", lambda v: isinstance(v, str) and _HEX64.fullmatch(v), "64 lowercase hex digits"),
-              ("study_uid", lambda v: isinstance(v, str) and len(v) <= 64 and _UID.fullmatch(v), "a DICOM UID"),
+              ("study_uid", is_uid, "a DICOM UID"),
               ("instances", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                "a non-negative integer"),
               ("patient_pseudonym", lambda v: isinstance(v, str) and _PSEUDONYM.fullmatch(v),
