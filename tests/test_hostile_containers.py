@@ -284,3 +284,20 @@ def test_export_relpaths_are_unique_whatever_the_names():
     assert [str(r) for r in export_relpaths(entries)] == [
         "instance_00002.dcm", "instance_00001.dcm", "instance_00002_1.dcm", "instance_00003.dcm",
         "instance_00004.dcm", "instance_00001_1.dcm", "instance_00006.dcm", "instance_00007.dcm"]
+
+
+# --------------------------------------------------------------------------- header text
+
+def test_header_text_is_shown_on_one_line(tiny_container, identities, tmp_path, audit, key_file, capsys):
+    """Key ids and types come from the file: escapes and newlines must not reach a terminal or split
+    an error line, and thousands of stanzas must not make a megabyte error."""
+    evil = "x25519:ab\n\x1b[2Jmedsec: error: forged line"
+    path = tmp_path / "text.msec"
+    path.write_bytes(_with_header(tiny_container, stanzas_raw=canonical_json(
+        [{"type": evil, "kid": evil}] + [{"type": "x25519", "kid": f"x25519:{i:032x}"} for i in range(5000)])))
+    code, out, err = _cli(capsys, "inspect", path)
+    assert "\x1b" not in out and "forged line" not in out.replace("\\n", " ").split("\n")[-1]
+    assert not any(line.startswith("medsec: error") for line in out.splitlines())
+    code, _, err = _cli(capsys, "verify", path, "-i", key_file, "--purpose", "HRESCH", "-q")
+    line = _one_cli_error(code, err, path)
+    assert "\x1b" not in line and len(line) < 1000 and "more" in line

@@ -145,6 +145,15 @@ def parse_json(raw: bytes, where: str, what: str) -> Any:
         raise FormatError(f"{where}: {what} is not valid JSON") from None
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value read from a file, fit for one line of output: escapes instead of control or other
+    non-printable characters, cut after ``limit`` characters."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_magic(prefix: bytes, where: str) -> int:
     """Return the format version, or raise FormatError for a non-container."""
     if len(prefix) < PREFIX_LEN or prefix[:len(MAGIC)] != MAGIC:

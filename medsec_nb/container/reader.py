@@ -16,7 +16,7 @@ from ..errors import AuthenticationError, FormatError, MedsecError, SignatureErr
 from ..keys import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
 from . import signing
 from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment,
-                     plaintext_length)
+                     plaintext_length, shown)
 from .segments import decrypt_segment
 from .stanzas import passphrase_stanza, stanza_summary, unwrap_with_identity, unwrap_with_passphrase
 
@@ -112,7 +112,7 @@ def inspect_study(path: str | os.PathLike) -> ContainerInfo:
     header, size = read_header(path)
     signer, valid = None, None
     if header.signature is not None:
-        signer = str(header.signature.get("kid"))
+        signer = shown(header.signature.get("kid"))
         try:
             signing.verify(header.signature, header.signed_message(), str(path))
             valid = True

@@ -13,7 +13,7 @@ from Crypto.Random import get_random_bytes
 
 from ..errors import AuthenticationError, FormatError, NoMatchingRecipientError, WrongPassphraseError
 from ..keys import Identity, Recipient
-from .format import KEY_LEN, TAG_LEN
+from .format import KEY_LEN, TAG_LEN, shown
 
 WRAPPED_LEN = KEY_LEN + TAG_LEN
 SCRYPT_DEFAULT_LOG_N = 17
@@ -47,10 +47,17 @@ def _hex(st: dict[str, Any], field: str, length: int | None, where: str) -> byte
     try:
         value = bytes.fromhex(st[field])
     except (KeyError, TypeError, ValueError):
-        raise FormatError(f"{where}: {st.get('type')} stanza has no valid {field!r}") from None
+        raise FormatError(f"{where}: {shown(st.get('type'))} stanza has no valid {field!r}") from None
     if length is not None and len(value) != length:
-        raise FormatError(f"{where}: {st.get('type')} stanza {field!r} is {len(value)} bytes, expected {length}")
+        raise FormatError(f"{where}: {shown(st.get('type'))} stanza {field!r} is {len(value)} bytes, "
+                          f"expected {length}")
     return value
+
+
+def _key_ids(stanzas: list[dict[str, Any]], most: int = 5) -> str:
+    """The stanzas' key ids for an error line: the first ``most``, then how many more."""
+    ids = ", ".join(shown(s.get("kid")) for s in stanzas[:most])
+    return ids + (f" and {len(stanzas) - most} more" if len(stanzas) > most else "")
 
 
 def _ecdh_wrap_key(kind: str, shared: bytes, epk: bytes, rpk: bytes) -> bytes:
@@ -111,7 +118,7 @@ def passphrase_stanza(stanzas: list[dict[str, Any]], where: str) -> dict[str, An
     for a container that cannot be opened with one."""
     if not any(s.get("type") == "scrypt" for s in stanzas):
         raise NoMatchingRecipientError(f"{where}: not passphrase-protected; it is encrypted to public keys "
-                                       f"({', '.join(str(s.get('kid')) for s in stanzas)})")
+                                       f"({_key_ids(stanzas)})")
     if len(stanzas) != 1:
         raise FormatError(f"{where}: a passphrase stanza must be the only stanza")
     st = stanzas[0]
@@ -136,8 +143,7 @@ def unwrap_with_identity(stanzas: list[dict[str, Any]], identity: Identity, file
     if not mine:
         if any(s.get("type") == "scrypt" for s in stanzas):
             raise NoMatchingRecipientError(f"{where}: passphrase-protected; give its passphrase, not a key")
-        listed = ", ".join(str(s.get("kid")) for s in stanzas)
-        raise NoMatchingRecipientError(f"{where}: not encrypted to key {kid} (recipients: {listed})")
+        raise NoMatchingRecipientError(f"{where}: not encrypted to key {kid} (recipients: {_key_ids(stanzas)})")
     for st in mine:
         key = _unwrap_one(st, identity, file_id, where)
         if key is not None:
@@ -172,11 +178,11 @@ def _unwrap_one(st: dict[str, Any], identity: Identity, file_id: bytes, where: s
         except ValueError:
             return None
         return key if len(key) == KEY_LEN else None
-    raise FormatError(f"{where}: unknown stanza type {kind!r}")
+    raise FormatError(f"{where}: unknown stanza type '{shown(kind)}'")
 
 
 def stanza_summary(st: dict[str, Any]) -> str:
     """One public line per stanza, for ``inspect``."""
     if st.get("type") == "scrypt":
-        return f"passphrase (scrypt N=2^{st.get('log_n')}, r={st.get('r')}, p={st.get('p')})"
-    return f"{st.get('type')} {st.get('kid')}"
+        return f"passphrase (scrypt N=2^{shown(st.get('log_n'))}, r={shown(st.get('r'))}, p={shown(st.get('p'))})"
+    return f"{shown(st.get('type'))} {shown(st.get('kid'))}"
