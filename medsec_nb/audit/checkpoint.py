@@ -9,6 +9,7 @@ A checkpoint note::
     bytes <length of the log through that record>
     (empty line)
     — <key name> <base64(4-byte key hash || 64-byte Ed25519 signature over the body)>
+    (more signature lines: co-signatures; a verifier needs one valid line of a key it trusts)
 
 The key name is the signer's medsec key id; the key hash is the first 4 bytes of
 SHA-256(name || 0x0A || 0x01 || 32-byte public key). See docs/AUDIT.md.
@@ -68,12 +69,16 @@ def key_hash(name: str, public: bytes) -> bytes:
     return SHA256.new(name.encode("utf-8") + b"\n" + ED25519_ALG + public).digest()[:4]
 
 
-def sign(head: ChainHead, identity: Identity) -> str:
-    """The signed note for ``head``."""
-    name, public, body = identity.key_id, _raw_public(identity), head.body()
-    sig = eddsa.new(identity.key, "rfc8032").sign(body)
-    blob = base64.b64encode(key_hash(name, public) + sig).decode("ascii")
-    return body.decode("utf-8") + f"\n{SIG_PREFIX}{name} {blob}\n"
+def sign(head: ChainHead, *identities: Identity) -> str:
+    """The signed note for ``head``: one signature line per identity (co-signatures), in order."""
+    body, lines = head.body(), []
+    for identity in identities:
+        name, public = identity.key_id, _raw_public(identity)
+        sig = eddsa.new(identity.key, "rfc8032").sign(body)
+        lines.append(f"{SIG_PREFIX}{name} {base64.b64encode(key_hash(name, public) + sig).decode('ascii')}\n")
+    if not lines:
+        raise AuditRecordError("a checkpoint needs at least one signing key")
+    return body.decode("utf-8") + "\n" + "".join(lines)
 
 
 def parse(note: str) -> tuple[ChainHead, bytes, list[tuple[str, bytes, bytes]]]:
@@ -102,8 +107,11 @@ def parse(note: str) -> tuple[ChainHead, bytes, list[tuple[str, bytes, bytes]]]:
                       m.group("time")), (body + "\n").encode("utf-8"), signatures)
 
 
-def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
-    """Check a note's signature against ``trusted`` (key name -> raw public key): (head, signer)."""
+def trusted_signer(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str | None, list[str]]:
+    """(head, the first trusted key whose signature is valid or None, every signer's name).
+
+    Lines of keys not in ``trusted`` (key name -> raw public key) are ignored; a trusted key's
+    line that does not verify means the note was altered: AuditIntegrityError."""
     head, body, signatures = parse(note)
     for name, khash, sig in signatures:
         public = trusted.get(name)
@@ -113,9 +121,17 @@ def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
             eddsa.new(eddsa.import_public_key(public), "rfc8032").verify(body, sig)
         except ValueError:
             raise AuditIntegrityError(f"checkpoint signature by {name} is invalid (note altered)") from None
-        return head, name
-    names = ", ".join(n for n, _, _ in signatures) or "nobody"
-    raise AuditIntegrityError(f"checkpoint is not signed by a trusted key (signed by {names})")
+        return head, name, [n for n, _, _ in signatures]
+    return head, None, [n for n, _, _ in signatures]
+
+
+def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
+    """Check a note's signatures against ``trusted`` (key name -> raw public key): (head, signer).
+    One valid trusted signature suffices; co-signatures by other keys are ignored."""
+    head, signer, names = trusted_signer(note, trusted)
+    if signer is None:
+        raise AuditIntegrityError(f"checkpoint is not signed by a trusted key (signed by {', '.join(names)})")
+    return head, signer
 
 
 # ---------------------------------------------------------------- keys
@@ -135,27 +151,41 @@ def signing_identity(identity: Identity | str | os.PathLike | None = None) -> Id
     return ident
 
 
-def trusted_keys(public_key: PublicKeys = None) -> dict[str, bytes]:
-    """Key name -> raw public key for the keys given, else for the installation's checkpoint key
-    (its ``.pub``, or the ``.key`` itself when unencrypted). Empty when there is none."""
+@dataclass(frozen=True)
+class TrustedKey:
+    """A key checkpoints are verified against, and where it came from."""
+
+    name: str          # medsec key id
+    public: bytes      # raw Ed25519 public key
+    source: str        # the file it was read from, or "given" for a key object
+    installation: bool  # the installation's own key (the default trust anchor)
+
+
+def trust_anchors(public_key: PublicKeys = None) -> list[TrustedKey]:
+    """The keys given, else the installation's checkpoint key (its ``.pub``, or the ``.key``
+    itself when unencrypted). Empty when there is none."""
     if public_key is None:
         path, _ = checkpoint_key_path()
         pub = path.with_suffix(".pub")
         if pub.exists():
-            keys: list = [pub]
+            rec, source = as_recipient(pub), pub
         elif path.exists():
-            keys = [signing_identity(path)]
+            rec, source = signing_identity(path).public, path
         else:
-            return {}
-    elif isinstance(public_key, (Recipient, Identity, str, os.PathLike)):
-        keys = [public_key]
-    else:
-        keys = list(public_key)
-    out = {}
+            return []
+        return [TrustedKey(rec.key_id, _raw_public(rec), str(source), True)]
+    keys = [public_key] if isinstance(public_key, (Recipient, Identity, str, os.PathLike)) else list(public_key)
+    out = []
     for k in keys:
         rec = as_recipient(k)
-        out[rec.key_id] = _raw_public(rec)
+        source = "given" if isinstance(k, (Recipient, Identity)) else str(Path(k).expanduser())
+        out.append(TrustedKey(rec.key_id, _raw_public(rec), source, False))
     return out
+
+
+def trusted_keys(public_key: PublicKeys = None) -> dict[str, bytes]:
+    """Key name -> raw public key of :func:`trust_anchors`."""
+    return {k.name: k.public for k in trust_anchors(public_key)}
 
 
 # ---------------------------------------------------------------- the checkpoint file

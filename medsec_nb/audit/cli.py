@@ -21,7 +21,8 @@ examples:
   medsec audit show --since 7d                      # the last week's records
   medsec audit show --study 1.2.840.113619.2.55.3 --json
   medsec audit verify                               # every record's hash and link, every checkpoint
-  medsec audit checkpoint                           # sign the current chain head now
+  medsec audit verify --strict --public-key steward.pub   # fail on records no checkpoint covers
+  medsec audit checkpoint                           # sign the current chain head now (after each session)
   medsec audit export --format fhir -o audit.json   # FHIR R4 AuditEvent bundle
 
 The log is --log FILE, else $MEDSEC_AUDIT_LOG, else audit.jsonl in the medsec data folder.
@@ -64,7 +65,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_log(args.log, args.checkpoints, args.public_key or None)
     if not report.ok:
         raise AuditIntegrityError(report.message)
+    if args.strict and report.uncovered:
+        raise AuditIntegrityError(f"{report.message} (--strict: every record must be covered by a signed "
+                                  "checkpoint)")
     print(f"OK {report.message}")
+    for warning in report.warnings:
+        print(f"medsec: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -72,10 +78,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     identity = None
     if args.identity:
         identity = load_identity(args.identity, key_passphrase(args, args.identity))
-    cp = _log(args).checkpoint(identity)
+    cp = _log(args).checkpoint(identity, co_sign=args.co_sign)
     print(cp["note"], end="")
-    print(f"checkpoint of {cp['size']} records appended to {cp['path']}; keep a copy elsewhere too",
-          file=sys.stderr)
+    print(f"checkpoint of {cp['size']} records signed by {' and '.join(cp['signers'])} appended to "
+          f"{cp['path']}; keep a copy elsewhere too", file=sys.stderr)
     return 0
 
 
@@ -129,9 +135,13 @@ def add_audit_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     p = add("verify", cmd_verify, "Check every record's hash and chain link and every signed checkpoint; "
             "names the first bad line.",
-            "medsec audit verify --public-key steward-audit.pub")
+            "medsec audit verify --strict --public-key steward-audit.pub")
     p.add_argument("--public-key", action="append", metavar="KEY.pub",
-                   help="trusted ed25519 checkpoint key (repeatable; default: this installation's)")
+                   help="trusted ed25519 checkpoint key, a copy kept away from the log (repeatable; default: "
+                   "this installation's, which its owner can replace: a warning says so)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when records after the latest signed checkpoint (or all, without one) are not "
+                   "covered (default: a warning, exit 0)")
 
     p = add("checkpoint", cmd_checkpoint, "Sign the current chain head (size and last hash) and append it "
             "to the checkpoint file; prints the signed note.",
@@ -139,6 +149,8 @@ def add_audit_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--identity", metavar="KEY", help="ed25519 private key to sign with "
                    "(default: this installation's checkpoint key, created on first use)")
     p.add_argument("--key-passphrase-file", metavar="F", help="file holding the passphrase of --identity")
+    p.add_argument("--co-sign", action="store_true", help="with --identity: also sign with this installation's "
+                   "checkpoint key, so that a plain `medsec audit verify` counts the note too")
 
     p = add("export", cmd_export, "Export records as a FHIR R4 AuditEvent bundle or DICOM PS3.15 audit messages.",
             "medsec audit export --format fhir -o audit.json\n"

@@ -107,19 +107,25 @@ class AuditLog:
         events.emit(rec)
         return rec
 
-    def checkpoint(self, identity: Identity | str | os.PathLike | None = None) -> dict[str, Any]:
+    def checkpoint(self, identity: Identity | str | os.PathLike | None = None, *,
+                   co_sign: bool = False) -> dict[str, Any]:
         """Sign the current chain head and append it to the checkpoint file.
 
         ``identity``: an ed25519 Identity or key file; None = the installation's checkpoint key.
-        Returns origin, size, hash, bytes, time, key_id, note and path.
+        ``co_sign``: also sign with the installation's key (one note, two signature lines).
+        Returns origin, size, hash, bytes, time, key_id (the first signer), signers, note and path.
         """
-        ident = ckpt.signing_identity(identity)
+        idents = [ckpt.signing_identity(identity)]
+        if co_sign and identity is not None:
+            own = ckpt.signing_identity()
+            if own.key_id != idents[0].key_id:
+                idents.append(own)
         with self._locked() as fd:
             seq, head, size = self._tail(fd)
             if seq == 0:
                 raise AuditRecordError(f"{self.path}: the log is empty; nothing to checkpoint")
             try:
-                return self._write_checkpoint(fd, ident, seq, head, size)
+                return self._write_checkpoint(fd, idents, seq, head, size)
             except OSError as exc:
                 raise AuditUnavailableError(f"{self.checkpoints_path}: cannot write the checkpoint "
                                             f"({exc.strerror or exc})") from None
@@ -204,19 +210,21 @@ class AuditLog:
                     raise AuditIntegrityError(f"{self.path}: line 1 is not a record") from None
             window *= 2
 
-    def _write_checkpoint(self, fd: int, ident: Identity, seq: int, head: str, length: int) -> dict[str, Any]:
+    def _write_checkpoint(self, fd: int, idents: list[Identity], seq: int, head: str,
+                          length: int) -> dict[str, Any]:
         ch = ckpt.ChainHead(self._first_hash(fd)[:32], seq, head, length, record.utc_now())
-        note = ckpt.sign(ch, ident)
+        note = ckpt.sign(ch, *idents)
         ckpt.store(self.checkpoints_path, note)
         return {"origin": ckpt.ORIGIN_PREFIX + ch.log_id, "size": seq, "hash": head, "bytes": length,
-                "time": ch.time, "key_id": ident.key_id, "note": note, "path": str(self.checkpoints_path)}
+                "time": ch.time, "key_id": idents[0].key_id, "signers": [i.key_id for i in idents], "note": note,
+                "path": str(self.checkpoints_path)}
 
     def _periodic_checkpoint(self, fd: int, rec: dict[str, Any], length: int) -> None:
         """A checkpoint with the installation key; a failure only warns (the record is durable)."""
         try:
             if self._identity is None:
                 self._identity = ckpt.signing_identity()
-            self._write_checkpoint(fd, self._identity, rec["seq"], rec["hash"], length)
+            self._write_checkpoint(fd, [self._identity], rec["seq"], rec["hash"], length)
         except Exception as exc:  # the record is durable: a failed checkpoint must not fail the append
             warnings.warn(f"{self.checkpoints_path}: automatic checkpoint at record {rec['seq']} not written "
                           f"({exc})", RuntimeWarning, stacklevel=3)
