@@ -6,6 +6,10 @@ studies: an opaque id, the file's base name, the instance count, the purpose, wh
 and when, plus the kernel id taken from the kernel's connection file. ``open_study`` adds a
 study, ``Study.close`` withdraws it; the server (``medsec_nb.server``) reads every file and
 keeps the ones whose kernel is still running. Outside a kernel nothing is written.
+
+A kernel that opened a study also checkpoints each audit log it opened studies with when it
+exits (a shutdown or restart runs ``atexit``; a killed kernel writes none): the signing happens
+once, at exit, never on the open path.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import warnings
 import weakref
@@ -23,8 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_file
-from .audit import context, paths
+from .audit import AuditLog, context, paths
 from .audit.record import utc_now
+from .errors import MedsecError
 
 if TYPE_CHECKING:
     from .study import Study
@@ -36,6 +42,7 @@ _lock = threading.Lock()
 _open: dict[str, tuple[weakref.ref, dict[str, Any]]] = {}
 _ids: "weakref.WeakKeyDictionary[Study, str]" = weakref.WeakKeyDictionary()
 _kernel: list[str | None] = []       # the kernel id, looked up once
+_logs: dict[str, AuditLog] = {}      # audit logs of the studies opened here: checkpointed at exit
 
 
 def runtime_dir() -> Path:
@@ -75,11 +82,28 @@ def opened(study: "Study") -> str | None:
     study_id = secrets.token_hex(8)
     entry = {"id": study_id, "name": os.path.basename(study.path), "instances": study.instance_count,
              "purpose": study.purpose, "user": who["os_user"], "opened": utc_now()}
+    log = study._access.log
+    where = os.path.abspath(log.path)            # the notebook may change directory before exit
     with _lock:
         _open[study_id] = (weakref.ref(study), entry)
         _ids[study] = study_id
         _publish(kernel_id)
+        if not _logs:
+            atexit.register(_checkpoint_at_exit)
+        if where not in _logs:
+            _logs[where] = AuditLog(where, checkpoints=os.path.abspath(log.checkpoints_path))
     return study_id
+
+
+def _checkpoint_at_exit() -> None:
+    """Sign the head of every audit log this kernel opened studies with (installation key);
+    a failure is one line on the kernel's stderr: the records themselves are durable."""
+    for log in _logs.values():
+        try:
+            log.checkpoint()
+        except (MedsecError, OSError) as exc:
+            print(f"medsec: warning: {log.checkpoints_path}: no checkpoint written at kernel shutdown ({exc}); "
+                  "run `medsec audit checkpoint`", file=sys.__stderr__)
 
 
 def withdrawn(study: "Study") -> None:
