@@ -50,6 +50,10 @@ GUARDED_KEYWORDS = frozenset(IDENTIFYING_KEYWORDS) | {
 }
 _DATE_VRS = ("DA", "DT")
 _TOKEN = re.compile(r"[^\W_]+")
+#: The same, where a digit run is cut before an ISO 8601 ``T`` (``1970-02-03T00:00``), which is no
+#: token (slower: used only in texts where a digit, a ``T`` and a digit meet).
+_TOKEN_ISO = re.compile(r"\d+(?=[Tt]\d)|(?!(?<=\d)[Tt]\d)[^\W_]+")
+_ISO_T = re.compile(r"\d[Tt]\d")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
            "october", "november", "december")
 _FP_BYTES = 16
@@ -83,8 +87,10 @@ def _norm(token: str) -> str:
 
 
 def tokens(text: str) -> list[tuple[str, int, int]]:
-    """(normalised token, start, end) for each run of letters or digits of ``text``."""
-    return [(_norm(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    """(normalised token, start, end) for each run of letters or digits of ``text`` (the date of an
+    ISO date-time is tokens of its own)."""
+    pattern = _TOKEN_ISO if _ISO_T.search(text) else _TOKEN
+    return [(_norm(m.group()), m.start(), m.end()) for m in pattern.finditer(text)]
 
 
 def _toks(text: str) -> tuple[str, ...]:
@@ -109,6 +115,7 @@ def _name_variants(value: PersonName) -> set[tuple[str, ...]]:
     family, given, middle = parts
     out = {_toks(str(value)), family + given + middle, given + middle + family, given + family, family + given}
     out |= {p for p in parts if p}                        # each part alone ("Doe", "John")
+    out |= {("".join(p),) for p in parts if len(p) > 1}  # a part written without its punctuation ("OBrien")
     return out
 
 
