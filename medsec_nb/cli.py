@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import warnings
 from dataclasses import asdict
-from typing import NoReturn, Sequence
+from typing import NoReturn, Sequence, TextIO
 
 from . import __version__
 from .access import add_recipients, decrypt_study, verify_study
 from .audit.cli import add_audit_commands
-from .container.reader import inspect_study
+from .container.header import inspect_study
 from .container.writer import encrypt_study
 from .deid_cli import add_deid_commands
 from .errors import MedsecError
 from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
+from .reading import current_source
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -37,6 +40,8 @@ the audit log ($MEDSEC_AUDIT_LOG) with its purpose of use (--purpose or $MEDSEC_
 Secrets are never command-line arguments: you are prompted, or scripts pass
 --passphrase-file F (a study passphrase) and --key-passphrase-file F (a key file's).
 Exit status: 0 success, 1 error (one line on stderr), 2 usage error.
+Warnings (e.g. pydicom's about a malformed value) are one line each on stderr:
+"medsec: warning: FILE: what", with the value itself left out.
 Set MEDSEC_DEBUG=1 to see a traceback for unexpected errors.
 """
 
@@ -204,12 +209,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_QUOTED = re.compile(r"(?<!\w)b?'[^']*'|(?<!\w)b?\"[^\"]*\"")
+_LIBRARY_PATH = re.compile(r"\S*[/\\](?:site|dist)-packages[/\\]\S*")
+_OWN_CODE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warning_line(message: Warning | str, filename: str) -> str:
+    """A warning as one line naming the file being read: another library's quoted values (they
+    may be patient data) and installation paths are left out."""
+    text = " ".join(str(message).split())
+    if not os.path.abspath(filename).startswith(_OWN_CODE + os.sep):
+        text = _QUOTED.sub("<value>", text)
+    text = _LIBRARY_PATH.sub("<library file>", text)[:300]
+    where = current_source()
+    return f"medsec: warning: {where}: {text}" if where else f"medsec: warning: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    shown: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        text = warning_line(message, filename)
+        if text not in shown:                  # the same warning about the same file: once
+            shown.add(text)
+            print(text, file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except MedsecError as exc:

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import SourceError
+from ..reading import reading
 
 # (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data, LE and BE
 _PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08",
@@ -152,7 +153,12 @@ def read_source_instance(path: Path, rel: str) -> SourceInstance:
 
 
 def split_instance(data: bytes, rel: str, path: Path | str) -> SourceInstance:
-    """Split the bytes of one DICOM file (named ``path`` in errors) for storage as ``rel``."""
+    """Split the bytes of one DICOM file (named ``path`` in errors and warnings) for storage as ``rel``."""
+    with reading(str(path)):
+        return _split(data, rel, path)
+
+
+def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
     buf = io.BytesIO(data)
     try:
         try:
