@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pydicom
+from Crypto.Hash import SHA256
 from Crypto.Random import get_random_bytes
 
 from .access import EVENT_EXPORT, EVENT_SECURITY, Access, new_access
 from .audit import AuditLog
+from .audit.record import is_uid
 from .container.sources import list_source_files
 from .deid import DeidKeys, Profile
-from .deid.export import ExportReport, ExportSettings, export_instances, parse_tag
+from .deid.export import ExportReport, ExportSettings, export_instances, parse_accept
 from .deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from .deid.pixels import MaskRule, burned_in_reason, load_mask_rules
 from .errors import MedsecError, OutputError, SourceError
 from .keys import Identity, Passphrase
 from .policy import Policy
+from .reading import reading
 
 if TYPE_CHECKING:
     from .study import Study
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 
 def _read(path: Path) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path)
+        with reading(str(path)):
+            return pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types on garbage input
         raise SourceError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
 
@@ -72,11 +76,14 @@ def _keys(secret: bytes | DeidKeys | None, dry_run: bool) -> RecordingKeys:
         raise MedsecError(str(exc)) from None
 
 
-def _tags(items: Iterable[str | int]) -> frozenset[int]:
+def _accepts(items: Iterable[str | int]) -> tuple[frozenset[int], frozenset[tuple[int, int]]]:
+    """``accept_leaks_in``: elements (any hit) and (element, original attribute) pairs."""
     try:
-        return frozenset(i if isinstance(i, int) else parse_tag(i) for i in items)
+        parsed = [i if isinstance(i, int) else parse_accept(i) for i in items]
     except ValueError as exc:
         raise MedsecError(f"accept_leaks_in: {exc}") from None
+    return (frozenset(p for p in parsed if isinstance(p, int)),
+            frozenset(p for p in parsed if isinstance(p, tuple)))
 
 
 def _profile(profile: Profile | Iterable[str]) -> Profile:
@@ -145,10 +152,12 @@ def _override_audited(access: Access, items: Iterable[tuple[str, pydicom.Dataset
 def _plain_access(study_uid: str, purpose: str | None, purpose_text: str | None,
                   audit_log: AuditLog | str | os.PathLike | None,
                   policy: Policy | str | os.PathLike | None) -> Access:
-    """Access for a plain DICOM source: the policy object is its Study Instance UID."""
-    access = new_access(purpose=purpose, purpose_text=purpose_text, study={"study_uid": study_uid},
+    """Access for a plain DICOM source: the policy object is its Study Instance UID. A malformed
+    one (not a DICOM UID: it may hold any text) is not recorded; the policy object is then its SHA-256."""
+    valid = is_uid(study_uid)
+    access = new_access(purpose=purpose, purpose_text=purpose_text, study={"study_uid": study_uid} if valid else {},
                         audit_log=audit_log, policy=policy)
-    access.authorize("export", "deid-export")
+    access.authorize("export", "deid-export", obj=None if valid else SHA256.new(study_uid.encode()).hexdigest())
     return access
 
 
@@ -169,12 +178,13 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
     on disk). ``secret`` (>= 16 bytes) keys pseudonyms, UIDs and date shifts. ``dry_run`` writes nothing;
     its report holds the per-element diff. ``mapping`` writes the re-identification mapping encrypted to
     ``mapping_recipients`` (or ``mapping_passphrase``). A container source is unlocked with ``identity``
-    or ``passphrase``. ``accept_leaks_in`` (keywords or tags) lets leak-scanner hits in those elements
-    through, e.g. an institution name equal to the kept Manufacturer; they are listed in the report
-    and the audit record. Returns the conformance report.
+    or ``passphrase``. ``accept_leaks_in`` lets leak-scanner hits through: ``"Manufacturer:InstitutionName"``
+    only the InstitutionName's value inside Manufacturer (as a refusal suggests), ``"Manufacturer"`` any
+    value there (keywords or tags); they are listed in the report and the audit record. Returns the
+    conformance report.
     """
     settings = ExportSettings(_profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in,
-                              _tags(accept_leaks_in))
+                              *_accepts(accept_leaks_in))
     kw = dict(recipients=list(recipients), passphrase=output_passphrase, dry_run=dry_run, progress=progress,
               mapping=mapping, mapping_recipients=list(mapping_recipients or ()),
               mapping_passphrase=mapping_passphrase)
@@ -192,7 +202,8 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
             return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
     files = list_source_files(src)
     first = _read(files[0])
-    uid = str(first.get("StudyInstanceUID", "") or "").strip()
+    with reading(str(files[0])):
+        uid = str(first.get("StudyInstanceUID", "") or "").strip()
     if not uid:
         raise SourceError(f"{files[0]}: not a DICOM instance (no StudyInstanceUID)")
     access = _plain_access(uid, purpose, purpose_text, audit_log, policy)

@@ -180,7 +180,7 @@ def test_flagging():
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     assert burned_in_reason(ct) is None
     ct.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"                    # a secondary capture, even of a CT
-    assert "SOP class 1.2.840.10008.5.1.4.1.1.7" in burned_in_reason(ct)
+    assert "SOP class Secondary Capture Image Storage (a capture)" in burned_in_reason(ct)
     ct.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ct.BurnedInAnnotation = "YES"
     assert burned_in_reason(ct) == "Burned In Annotation is YES"

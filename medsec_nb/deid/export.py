@@ -20,21 +20,32 @@ from typing import Any, Iterable, Iterator
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir
 from ..container.sources import SourceInstance, split_instance
 from ..container.writer import write_container
 from ..errors import MedsecError, OutputError
+from ..reading import reading
 from . import table
 from .engine import Profile, deidentify
 from .keys import DeidKeys
 from .pixels import BurnedInError, MaskRule, burned_in_reason, mask_burned_in
-from .scan import find_leaks, identifying_values
+from .scan import Leak, identifying_sources, scan_leaks
 
 #: Elements whose values are compared by length only (bulk data).
 _BULK = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+#: Implementation Class UID (0002,0012) of the files medsec-nb writes: a UUID-derived UID (PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.134603914764355729402837843927910535376"
+#: Hits listed in a LeakError (the rest are counted).
+_SHOWN_HITS = 5
+
+
+def implementation_version_name() -> str:
+    """Implementation Version Name (0002,0013) of the files medsec-nb writes (SH: at most 16)."""
+    from .. import __version__
+    return f"MEDSEC_NB_{__version__}"[:16]
 
 
 class LeakError(MedsecError):
@@ -208,7 +219,8 @@ def _encode(ds: Dataset, where: str) -> bytes:
     ds.preamble = b"\x00" * 128                 # a source preamble may hold anything
     buf = io.BytesIO()
     try:
-        ds.save_as(buf, enforce_file_format=True)
+        with reading(where):
+            ds.save_as(buf, enforce_file_format=True)
     except Exception as exc:  # pydicom raises many types for unencodable values
         raise MedsecError(f"{where}: de-identified instance cannot be written as DICOM ({type(exc).__name__}: "
                           f"{str(exc)[:200]})") from None
@@ -223,13 +235,40 @@ class ExportSettings:
     keys: DeidKeys
     mask_rules: tuple[MaskRule, ...] = ()
     allow_burned_in: bool = False
-    accept_leaks_in: frozenset[int] = frozenset()
+    accept_leaks_in: frozenset[int] = frozenset()              # elements where any hit is accepted
+    accept_leak_pairs: frozenset[tuple[int, int]] = frozenset()  # (element, original attribute) accepted
+
+    def accepts(self, leak: Leak) -> bool:
+        """Whether an override lets ``leak`` through: its element is accepted, or the element with
+        every original attribute whose value it holds."""
+        if leak.tag in self.accept_leaks_in:
+            return True
+        return bool(leak.originals) and all((leak.tag, tag_for_keyword(k)) in self.accept_leak_pairs
+                                            for k in leak.originals)
 
 
-def element_tag(hit: str) -> int:
-    """The tag of the element a leak-scanner hit names (its last path step)."""
-    group, elem = re.findall(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", hit)[-1]
-    return int(group + elem, 16)
+def parse_accept(text: str) -> int | tuple[int, int]:
+    """An ``--accept-leak-in`` value: ``ELEMENT`` (any hit in it) or ``ELEMENT:ORIGINAL`` (only the
+    values of that original attribute), each a keyword or a tag; ValueError otherwise."""
+    element, sep, original = text.partition(":")
+    return (parse_tag(element), parse_tag(original)) if sep else parse_tag(element)
+
+
+def _described(leak: Leak, names: dict[str, str]) -> str:
+    originals = " and ".join(names.get(k, k) for k in leak.originals) or "an identifying attribute"
+    return f"the value of {originals} inside {leak.keyword} {leak.where}"
+
+
+def _leak_error(name: str, leaks: list[Leak]) -> LeakError:
+    """One line: which original attribute's value is in which output element, and the overrides."""
+    names = {k: f"{k} ({tag >> 16:04X},{tag & 0xFFFF:04X})" for leak in leaks for k in leak.originals
+             if (tag := tag_for_keyword(k)) is not None}
+    shown = leaks[:_SHOWN_HITS]
+    more = f"; and {len(leaks) - len(shown)} more" if len(leaks) > len(shown) else ""
+    overrides = list(dict.fromkeys(f"--accept-leak-in {leak.keyword}:{k}" for leak in shown for k in leak.originals))
+    return LeakError(f"{name}: the de-identified output still holds {'; '.join(map(_described, shown, [names] * len(shown)))}"
+                     f"{more} (values not shown); nothing was written. If these values may stay, re-run with "
+                     f"{' '.join(overrides) or '--accept-leak-in ELEMENT'} (audited)")
 
 
 def parse_tag(text: str) -> int:
@@ -262,19 +301,28 @@ def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
         else:
             raise BurnedInError(f"{name}: may carry burned-in text ({reason}); add a --mask-rules rule that "
                                 "masks it, leave it out, or override with --allow-burned-in (audited)")
-    needles = identifying_values(ds)          # first: parses the original's elements once, for both
-    out = deidentify(work, settings.profile, settings.keys, identifying=needles)
-    hits = find_leaks(out, needles)
-    accepted = [h for h in hits if element_tag(h) in settings.accept_leaks_in]
-    report.accepted_leaks.extend({"instance": os.path.basename(name), "element": h} for h in accepted)
-    hits = [h for h in hits if h not in accepted]
-    if hits:
-        report.leak_hits += len(hits)
-        raise LeakError(f"{name}: identifying value(s) of the original remain after de-identification at "
-                        f"{', '.join(hits[:5])}{' ...' if len(hits) > 5 else ''}; nothing was written")
+    sources = identifying_sources(ds)         # first: parses the original's elements once, for both
+    out = deidentify(work, settings.profile, settings.keys, identifying=list(sources))
+    _written_by_medsec(out)
+    leaks = scan_leaks(out, sources)
+    report.accepted_leaks.extend({"instance": os.path.basename(name), "element": leak.where,
+                                  "original": ", ".join(leak.originals)} for leak in leaks if settings.accepts(leak))
+    leaks = [leak for leak in leaks if not settings.accepts(leak)]
+    if leaks:
+        report.leak_hits += len(leaks)
+        raise _leak_error(name, leaks)
     report.instances += 1
     report.add(diff(ds, out), keep_changes)
     return out
+
+
+def _written_by_medsec(ds: Dataset) -> None:
+    """A de-identified file is a new file written by medsec-nb (PS3.10 7.1): its File Meta names
+    medsec-nb's implementation, not the source's (whose version name may name a site)."""
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationVersionName = implementation_version_name()
 
 
 def _deidentified(items: Iterable[tuple[str, Dataset]], settings: ExportSettings, report: ExportReport,
@@ -282,7 +330,9 @@ def _deidentified(items: Iterable[tuple[str, Dataset]], settings: ExportSettings
     bar = tqdm(total=total, unit="file", desc="de-identify", disable=None if progress else True)
     try:
         for name, ds in items:
-            yield name, deidentify_instance(name, ds, settings, report, keep_changes)
+            with reading(name):
+                out = deidentify_instance(name, ds, settings, report, keep_changes)
+            yield name, out
             bar.update()
     finally:
         bar.close()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from ..errors import MedsecError
 
@@ -56,7 +57,7 @@ def burned_in_reason(ds: Dataset) -> str | None:
         return f"modality {modality} commonly carries burned-in text"
     sop_class = str(ds.get("SOPClassUID", "")).strip()
     if sop_class in RISKY_SOP_CLASSES:
-        return f"SOP class {sop_class} (a capture) commonly carries burned-in text"
+        return f"SOP class {UID(sop_class).name} (a capture) commonly carries burned-in text"   # named: no UID in records
     return None
 
 

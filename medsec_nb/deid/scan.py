@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
 
 from pydicom.dataelem import RawDataElement
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -85,35 +86,82 @@ def _texts(value: object) -> list[str]:
     return [str(value)]
 
 
+def identifying_sources(ds: Dataset) -> dict[str, frozenset[str]]:
+    """Identifying values of an original dataset, at every depth (as :func:`identifying_values`),
+    each with the keywords of the attributes that hold it."""
+    found: dict[str, set[str]] = {}
+    for _, elem, value in _walk(ds, parse=_IDENTIFYING_TAGS):
+        if elem.tag in _IDENTIFYING_TAGS:
+            for text in _texts(value):
+                if len(text.strip()) >= MIN_LEN:
+                    found.setdefault(text.strip(), set()).add(keyword_for_tag(elem.tag))
+    return {v: frozenset(k) for v, k in found.items()}
+
+
 def identifying_values(ds: Dataset) -> set[str]:
     """Identifying values of an original dataset, at every depth: patient names (and their
     parts), IDs, birth date, address, institution, physicians, operators, accession number."""
-    found: set[str] = set()
-    for _, elem, value in _walk(ds, parse=_IDENTIFYING_TAGS):
-        if elem.tag in _IDENTIFYING_TAGS:
-            found.update(t.strip() for t in _texts(value) if len(t.strip()) >= MIN_LEN)
-    return found
+    return set(identifying_sources(ds))
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A scanner hit: which output element holds the value of which original attributes."""
+
+    where: str                       # element path and VR, e.g. "(0008,9215)[0]/(0008,0070) LO"
+    tag: int                         # the output element's tag
+    originals: tuple[str, ...]       # keywords of the original attributes whose value was found
+
+    @property
+    def keyword(self) -> str:
+        """The output element's keyword, or its ``gggg,eeee`` tag when it has none (private)."""
+        return keyword_for_tag(self.tag) or f"{self.tag >> 16:04X},{self.tag & 0xFFFF:04X}"
 
 
 def find_leaks(ds: Dataset, identifying_values: Iterable[str]) -> list[str]:
     """Where any of ``identifying_values`` occurs (case-insensitive) in any element value of ``ds``,
     public or private, text or binary, at any depth. Each hit names the element path, never the value."""
-    values = {v.strip() for v in identifying_values if len(v.strip()) >= MIN_LEN}
-    needles = {v.upper() for v in values}
-    byte_needles = _byte_needles(values)
-    bulk_needles = _byte_needles({v for v in values if len(v) >= BULK_MIN_LEN})
+    return [leak.where for leak in scan_leaks(ds, {v: frozenset() for v in identifying_values})]
+
+
+def scan_leaks(ds: Dataset, sources: Mapping[str, Iterable[str]]) -> list[Leak]:
+    """As :func:`find_leaks`, for ``sources`` (value -> original attribute keywords, as
+    :func:`identifying_sources` returns): each hit also names the attributes whose values it holds."""
+    owners: dict[str, set[str]] = {}
+    for v, keywords in sources.items():
+        if len(v.strip()) >= MIN_LEN:
+            owners.setdefault(v.strip(), set()).update(keywords)
+    forms = {v: _byte_needles({v}) for v in owners}
+    needles = {v.upper() for v in owners}
+    byte_needles = set().union(*forms.values())
+    bulk_needles = set().union(*(f for v, f in forms.items() if len(v) >= BULK_MIN_LEN))
     hits = []
     for where, elem, value in _walk(ds):
         if isinstance(value, (bytes, bytearray)):
             hay = bytes(value).upper()
             bulk = int(elem.tag) in _BULK or (int(elem.tag) & 0xFF01FFFF) == 0x60003000
-            found = any(b in hay for b in (bulk_needles if bulk else byte_needles))
+            if not any(b in hay for b in (bulk_needles if bulk else byte_needles)):
+                continue
+            found = [v for v in owners if (not bulk or len(v) >= BULK_MIN_LEN) and any(b in hay for b in forms[v])]
         else:
             text = " ".join(_texts(value)).upper()
-            found = any(n in text for n in needles)
-        if found:
-            hits.append(f"{where} {elem.VR or 'UN'}")
+            if not any(n in text for n in needles):
+                continue
+            found = [v for v in owners if v.upper() in text]
+        originals = tuple(sorted(set().union(*(owners[v] for v in found))))
+        hits.append(Leak(f"{where} {_vr(elem)}", int(elem.tag), originals))
     return hits
+
+
+def _vr(elem: object) -> str:
+    """The element's VR; for an implicit-VR element not parsed yet, the dictionary's."""
+    vr = getattr(elem, "VR", None)
+    if vr is None:
+        try:
+            vr = dictionary_VR(elem.tag)        # type: ignore[attr-defined]
+        except KeyError:
+            vr = None
+    return vr or "UN"
 
 
 def _byte_needles(values: set[str]) -> set[bytes]:
