@@ -1,4 +1,4 @@
-"""Issue 18 item 2: identifying values in the forms notebooks really show them reach no saved notebook.
+"""Issue 18 item 2: no identifying value reaches a saved notebook, in any form an output shows it.
 
 A study of a patient named ``O'Brien^Mary-Kate`` (ID ``MRN4471923``, born 1963-08-27) is open in
 another process that published its fingerprints; notebooks are saved through a real Jupyter
@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 import nbformat
@@ -32,7 +33,7 @@ from medsec_nb.testdata import synthesize_series
 from test_save_guard import KERNEL, SERVER
 
 matplotlib.use("agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import matplotlib.pyplot as plt  # after the backend is chosen
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -202,7 +203,7 @@ def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
 
 async def test_png_text_chunks_holding_a_value_are_dropped(jp_fetch, jp_root_dir, kernel):
     """PNG pixels are not read (no OCR), but its text chunks are: those holding a value are dropped."""
-    fig, ax = plt.subplots(figsize=(1, 1))
+    fig = plt.figure(figsize=(1, 1))
     out = io.BytesIO()
     fig.savefig(out, format="png")
     plt.close(fig)
@@ -223,9 +224,9 @@ async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redact
     """The outputs a real kernel produces from its open study's header, saved as the front-end saves them
     (another patient than the module's stand-in kernel holds, so only this kernel's fingerprints count)."""
     study = _study(tmp_path, identities, "O'Neill^Anne-Marie", "MRN5582034", "19580412")
-    cells = [f"%load_ext medsec_nb.magics\n%config MedsecMagics.harden = False\n"
-             f"%load_secure_study {study} -i {key_file} -p HRESCH --as ct",
-             "import datetime, html\nimport matplotlib.pyplot as plt\n"
+    cells = [(f"%load_ext medsec_nb.magics\n%config MedsecMagics.harden = False\n"
+             f"%load_secure_study {study} -i {key_file} -p HRESCH --as ct"),
+             ("import datetime, html\nimport matplotlib.pyplot as plt\n"
              "from IPython.display import HTML, JSON, display\nfrom medsec_nb import guard\n"
              "%matplotlib inline\n%config InlineBackend.figure_formats = ['svg']\n"
              "assert guard.wait(ct)\nds = ct.series[0].header(0)\n"
@@ -233,7 +234,7 @@ async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redact
              "display(HTML(f'<table><tr><td>{html.escape(str(ds.PatientName))}</td></tr></table>'))\n"
              "display(JSON({str(ds.PatientName): {ds.PatientID: 1}}))\n"
              "print(datetime.datetime.strptime(ds.PatientBirthDate, '%Y%m%d').isoformat())\n"
-             "fig, ax = plt.subplots(figsize=(2, 2)); ax.set_title(f'{ds.PatientName} {ds.PatientID}'); plt.show()",
+             "fig, ax = plt.subplots(figsize=(2, 2)); ax.set_title(f'{ds.PatientName} {ds.PatientID}'); plt.show()"),
              "%unload_secure_study ct"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

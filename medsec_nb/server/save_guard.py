@@ -272,11 +272,9 @@ class _Guard:
             elif kind == b"zTXt":
                 text = _inflate(rest[1:]).decode("latin-1")
             else:                                  # iTXt: flag, method, language, translated keyword, text
-                flag, lang_and_rest = rest[:1], rest[2:]
-                lang, _, rest = lang_and_rest.partition(b"\x00")
-                translated, _, text_bytes = rest.partition(b"\x00")
-                text_bytes = _inflate(text_bytes) if flag == b"\x01" else text_bytes
-                text = " ".join(b.decode("utf-8", "replace") for b in (translated, text_bytes))
+                translated, _, body = rest[2:].partition(b"\x00")[2].partition(b"\x00")
+                body = _inflate(body) if rest[:1] == b"\x01" else body
+                text = f"{translated.decode('utf-8', 'replace')} {body.decode('utf-8', 'replace')}"
         except (zlib.error, ValueError):
             self.count += 1                        # unreadable: not checked, so not kept
             return True
