@@ -38,6 +38,8 @@ examples:
 options (--option, repeatable): """ + ", ".join(sorted(OPTIONS)) + """
 burned-in text: instances with Burned In Annotation YES, ultrasound, secondary capture and other
   captures are refused unless a --mask-rules rule masks them or --allow-burned-in (audited) is given.
+leaks: a refusal names the original attribute whose value is inside which output element (never the
+  value) and the override that lets exactly that through, e.g. --accept-leak-in Manufacturer:InstitutionName.
 See docs/DEID.md for the rule file format, the report and the mapping file.
 """
 
@@ -137,10 +139,10 @@ def add_deid_commands(subparsers: Any) -> None:
     p.add_argument("--mask-rules", metavar="FILE", help="burned-in text rectangles to blank (TOML or JSON)")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="export flagged instances no rule masks (each override is audited)")
-    p.add_argument("--accept-leak-in", action="append", metavar="TAG",
-                   help="let leak-scanner hits in this element through (keyword or gggg,eeee; repeatable; "
-                        "listed in the report and the audit record), e.g. an InstitutionName equal to the "
-                        "kept Manufacturer")
+    p.add_argument("--accept-leak-in", action="append", metavar="ELEMENT[:ORIGINAL]",
+                   help="let leak-scanner hits through: ELEMENT:ORIGINAL only ORIGINAL's value inside ELEMENT "
+                        "(as a refusal names it, e.g. Manufacturer:InstitutionName), ELEMENT any value there; "
+                        "keywords or gggg,eeee; repeatable; listed in the report and the audit record")
     p.add_argument("--report", metavar="FILE", help="also write the conformance report as JSON")
     p.add_argument("--mapping", metavar="FILE", help="write the re-identification mapping, encrypted")
     p.add_argument("--mapping-recipient", action="append", metavar="KEY.pub",

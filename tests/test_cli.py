@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from medsec_nb.container.reader import read_header
+from medsec_nb.container.header import read_header
 from medsec_nb.testdata import synthesize_series
 
 SCRIPT = Path(sys.executable).with_name("medsec")
@@ -120,3 +120,18 @@ def test_usage_errors_are_one_line(work):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--output" in r.stderr
     line = one_error_line(medsec("encrypt", "CT", "-o", "x.msec", cwd=work))
     assert "recipient" in line
+
+
+def test_library_warnings_are_one_line_each(work, tmp_path):
+    """pydicom warns about bad_sequence.dcm's malformed UIDs: one line each, no library path or code."""
+    from pydicom.data import get_testdata_file
+    src = tmp_path / "STUDY" / "bad_sequence.dcm"
+    src.parent.mkdir()
+    shutil.copyfile(get_testdata_file("bad_sequence.dcm"), src)
+    r = medsec("encrypt", src.parent, "-o", tmp_path / "b.msec", "--passphrase-file", work / "pw.txt", "-q",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith(f"medsec: warning: {src}: ") for ln in lines), r.stderr
+    assert "site-packages" not in r.stderr and "warn_and_log" not in r.stderr
+    assert str(pydicom.dcmread(src, stop_before_pixels=True).StudyInstanceUID) not in r.stderr

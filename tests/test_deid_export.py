@@ -388,3 +388,26 @@ def test_accepted_leak_element_is_let_through_reported_and_audited(tmp_path):
     assert "(0008,0070)" in json.dumps(record) and "TOSHIBA" not in json.dumps(record).upper()
     with pytest.raises(MedsecError, match="not a DICOM keyword"):
         export_deidentified(src, tmp_path / "OUT2", secret=SECRET, accept_leaks_in=["NoSuchKeyword"], progress=False)
+    with pytest.raises(MedsecError, match="not a DICOM keyword"):
+        export_deidentified(src, tmp_path / "OUT2", secret=SECRET, accept_leaks_in=["Manufacturer:Nope"],
+                            progress=False)
+
+
+def test_refusal_suggests_the_narrow_override_and_the_cli_takes_it(tmp_path):
+    """The one-line refusal's override, pasted as is, lets exactly that value through (audited)."""
+    src = get_testdata_file("rtplan.dcm")
+    log = tmp_path / "audit.jsonl"
+    (tmp_path / "project.secret").write_bytes(SECRET)
+    args = ["deid", src, "--secret-file", "project.secret", "--purpose", "HRESCH", "-q"]
+    r = medsec(*args, "-o", "OUT", cwd=tmp_path, env={"MEDSEC_AUDIT_LOG": str(log)})
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and not (tmp_path / "OUT").exists()
+    overrides = r.stderr.split("re-run with ")[1].removesuffix(" (audited)\n").split()
+    assert overrides == ["--accept-leak-in", "Manufacturer:InstitutionName",
+                         "--accept-leak-in", "ManufacturerModelName:InstitutionName"]
+    r = medsec(*args, "-o", "OUT", *overrides, "--report", "report.json", cwd=tmp_path,
+               env={"MEDSEC_AUDIT_LOG": str(log)})
+    assert r.returncode == 0, r.stderr
+    accepted = json.loads((tmp_path / "report.json").read_text())["leak_scan"]["accepted"]
+    assert [(a["element"], a["original"]) for a in accepted] == [("(0008,0070) LO", "InstitutionName"),
+                                                                  ("(0008,1090) LO", "InstitutionName")]
+    assert _records(log)[-1]["outcome"] == "success"

@@ -175,3 +175,15 @@ def test_cli_reports_library_warnings_in_one_line_each(tmp_path, capsys):
         assert warned and all(f"medsec: warning: {src}: " in ln for ln in warned), err
         assert "site-packages" not in err and "warn_and_log" not in err and uid not in err
         assert all(ln.startswith(("medsec: ", "conformance report")) for ln in lines), err
+
+
+def test_own_file_meta_constants_are_not_leaks(tmp_path):
+    """pydicom's dicomdirtests MR files have AccessionNumber '134', digits that occur inside
+    medsec-nb's Implementation Class UID: a coincidence in a constant medsec-nb writes, not a leak."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.AccessionNumber = IMPLEMENTATION_CLASS_UID[8:12]
+    ds.InstitutionName = "MEDSEC_NB"
+    src = tmp_path / "ct.dcm"
+    ds.save_as(src)
+    report = export_deidentified(src, tmp_path / "OUT", secret=SECRET, progress=False)
+    assert report.instances == 1 and report.leak_hits == 0 and not report.accepted_leaks

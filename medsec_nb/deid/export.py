@@ -38,6 +38,9 @@ from .scan import Leak, identifying_sources, scan_leaks
 _BULK = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 #: Implementation Class UID (0002,0012) of the files medsec-nb writes: a UUID-derived UID (PS3.5 B.2).
 IMPLEMENTATION_CLASS_UID = "2.25.134603914764355729402837843927910535376"
+#: File Meta elements holding medsec-nb's constants above: a hit there is a coincidence (a short
+#: numeric ID inside the UID's digits), never a value of the original.
+_OWN_META = frozenset({"(0002,0012) UI", "(0002,0013) SH"})
 #: Hits listed in a LeakError (the rest are counted).
 _SHOWN_HITS = 5
 
@@ -304,7 +307,7 @@ def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
     sources = identifying_sources(ds)         # first: parses the original's elements once, for both
     out = deidentify(work, settings.profile, settings.keys, identifying=list(sources))
     _written_by_medsec(out)
-    leaks = scan_leaks(out, sources)
+    leaks = [leak for leak in scan_leaks(out, sources) if leak.where not in _OWN_META]
     report.accepted_leaks.extend({"instance": os.path.basename(name), "element": leak.where,
                                   "original": ", ".join(leak.originals)} for leak in leaks if settings.accepts(leak))
     leaks = [leak for leak in leaks if not settings.accepts(leak)]
