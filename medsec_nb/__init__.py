@@ -1,7 +1,7 @@
 """medsec-nb: encrypted DICOM studies you can analyse in Jupyter without exposing patients."""
 
 from .access import VerifyReport, add_recipients, decrypt_study, verify_study
-from .container.reader import ContainerInfo, inspect_study
+from .container.header import ContainerInfo, inspect_study
 from .container.writer import encrypt_study
 from .errors import (AuditIntegrityError, AuditUnavailableError, AuthenticationError, FormatError, KeyFileError,
                      MedsecError, NoMatchingRecipientError, OutputError, PolicyDeniedError, PolicyError,

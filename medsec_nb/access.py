@@ -18,9 +18,10 @@ from Crypto.Hash import SHA256
 
 from .audit import AuditLog
 from .audit.record import is_uid
-from .container.export import export_container
+from .container._export import export_container
 from .container.format import BODY_LEN, PREFIX_LEN, Header
-from .container.reader import Container, open_container, read_header
+from .container._reader import Container, open_container
+from .container.header import read_header
 from .container.writer import rewrap
 from .errors import MedsecError, PolicyDeniedError
 from .keys import Identity, Passphrase, Recipient

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .audit import AuditLog, verify_log
-from .container.reader import inspect_study
+from .container.header import inspect_study
 from .container.writer import encrypt_study
 from .keys import generate_identity, load_identity, save_identity
 from .redaction import redacted_items

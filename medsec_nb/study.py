@@ -23,7 +23,7 @@ from . import guard, registry
 from .container.format import plaintext_length
 from .access import Access, open_audited
 from .audit import AuditLog
-from .container.reader import Container
+from .container._reader import Container
 from .display import redacted
 from .reveal import check_justification, element_at
 from .errors import MedsecError, StudyClosedError

@@ -168,7 +168,7 @@ def secrets(identities) -> list[str]:
 def study_key_strings(path, identity) -> list[str]:
     """Hex forms of the study key of ``path`` and of the keys derived from it (test helper)."""
     from medsec_nb.container.format import KeySchedule
-    from medsec_nb.container.reader import open_container
+    from medsec_nb.container._reader import open_container
 
     with open_container(path, identity=identity, _keep_study_key=True) as box:
         key = box.study_key
@@ -204,7 +204,7 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
     from Crypto.Hash import SHA256
 
     from medsec_nb.container.format import TAG_LEN, KeySchedule, canonical_json, encode_header, index_segment
-    from medsec_nb.container.reader import open_container
+    from medsec_nb.container._reader import open_container
     from medsec_nb.container.segments import encrypt_segment
 
     with open_container(path, identity=identity, _keep_study_key=True) as box:
@@ -238,6 +238,7 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
 _UID_IN_TEXT = re.compile(r"(?<![\w.])[12](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
 _PATIENT_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientBirthName",
                      "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers")
+_STANDARD_UIDS = "1.2.840.10008."          # DICOM's own UIDs (SOP classes, transfer syntaxes): not identifying
 _NOT_IDENTIFYING = {"anonymized", "anonymous"}
 _scanned: dict[Path, int] = {}
 _patient_values: list[re.Pattern] = []
@@ -299,7 +300,7 @@ def _new_records(path: Path) -> list[tuple[dict, str]]:
 def identifiers_in_record(rec: dict, line: str) -> list[str]:
     """What in an audit record is a UID other than its study's, or a test patient's value."""
     study_uid = (rec.get("study") or {}).get("study_uid") if isinstance(rec.get("study"), dict) else None
-    found = [f"UID {u}" for u in _UID_IN_TEXT.findall(line) if u != study_uid]
+    found = [f"UID {u}" for u in _UID_IN_TEXT.findall(line) if u != study_uid and not u.startswith(_STANDARD_UIDS)]
     found += [f"patient value {p.pattern!r}" for p in _test_patient_values() if p.search(line)]
     return found
 

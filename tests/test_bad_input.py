@@ -446,7 +446,7 @@ def test_decrypt_onto_an_existing_file_fails(signed_container, tmp_path, identit
 @pytest.mark.parametrize("where", ["last_instance_pixels", "first_instance_meta", "index"])
 def test_decrypt_of_tampered_container_leaves_no_output(where, signed_container, tmp_path, identities,
                                                         assert_clean_error):
-    from medsec_nb.container.reader import open_container
+    from medsec_nb.container._reader import open_container
     with open_container(signed_container, identity=identities.x25519) as box:
         h, entries = box.header, box.entries
         pos = {

@@ -25,7 +25,7 @@ from medsec_nb.cohort.core import MAX_BATCH, batch_size_for
 from medsec_nb.cohort.keys import (Transport, WorkerKeyMissingError, transport_key, unseal, worker_public_pem,
                                    worker_recipients)
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
-from medsec_nb.container.reader import open_container
+from medsec_nb.container._reader import open_container
 from medsec_nb.testdata import synthesize_series
 
 from conftest import study_key_strings  # noqa: E402

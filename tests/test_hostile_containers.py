@@ -25,7 +25,8 @@ from medsec_nb import FormatError, open_study, verify_study
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli import main
 from medsec_nb.container.format import BODY_LEN, PREFIX_LEN, KeySchedule, canonical_json, encode_header, index_segment
-from medsec_nb.container.reader import export_relpaths, open_container, read_header
+from medsec_nb.container._reader import export_relpaths, open_container
+from medsec_nb.container.header import read_header
 from medsec_nb.container.segments import encrypt_segment
 from medsec_nb.magics import MagicError
 

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 
 import medsec_nb
 from medsec_nb import MedsecError, StudyClosedError, open_study
-from medsec_nb.container.reader import read_header
+from medsec_nb.container.header import read_header
 from medsec_nb.testdata import synthesize_series
 
 from conftest import FAST_LOG_N, PASSPHRASE  # noqa: E402  (tests/ is on sys.path)

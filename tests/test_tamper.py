@@ -25,7 +25,8 @@ from medsec_nb import (AuthenticationError, FormatError, MedsecError, NoMatching
                        WrongPassphraseError, open_study, verify_study)
 from medsec_nb.container.format import (BODY_LEN, MAC_LEN, PREFIX_LEN, TAG_LEN, KeySchedule, canonical_json,
                                         encode_header)
-from medsec_nb.container.reader import open_container, read_header
+from medsec_nb.container._reader import open_container
+from medsec_nb.container.header import read_header
 
 from conftest import PASSPHRASE, SMALL_CHUNK, insider_corrupt_chunk, study_key_strings  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import medsec_nb
-from medsec_nb.container.reader import read_header
+from medsec_nb.container.header import read_header
 
 VECTORS = Path(__file__).parent / "vectors"
 SPEC = json.loads((VECTORS / "vectors.json").read_text())

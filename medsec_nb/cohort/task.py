@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from ..access import Access, open_audited
-from ..container.reader import Container
+from ..container._reader import Container
 from ..errors import MedsecError
 from ..study import Study
 from .forward import ForwardingLog, new_attempt

@@ -19,7 +19,7 @@ from . import signing
 from .format import (DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body,
                      KeySchedule, canonical_json, ciphertext_length, encode_header, header_length,
                      index_segment, meta_segment, pixel_segment, signed_message)
-from .reader import Container
+from ._reader import Container
 from .segments import encrypt_segment
 from .sources import SourceInstance, iter_source_instances, list_source_files
 from .stanzas import SCRYPT_DEFAULT_LOG_N, recipient_stanza, scrypt_stanza

@@ -15,7 +15,7 @@ from ..audit import checkpoint as ckpt
 from ..audit.page import Page
 from ..audit.paths import checkpoints_path, log_path
 from ..audit.verify import verify_log
-from ..container.reader import inspect_study
+from ..container.header import inspect_study
 from ..errors import MedsecError
 
 

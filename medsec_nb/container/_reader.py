@@ -1,11 +1,13 @@
-"""Reading containers: header, key unwrapping, authenticated random access to segments."""
+"""The raw reader: key unwrapping and authenticated random access to segments.
+
+Private: it decrypts with no policy decision and no record. Every public way to decrypt goes
+through the audited gate (``medsec_nb.access``), which is the only caller outside tests.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
 import threading
-from dataclasses import dataclass
 from itertools import chain, count
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterable
@@ -15,116 +17,11 @@ from Crypto.Hash import SHA256
 from ..errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
 from ..keys import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
 from . import signing
+from .files import LocalFile
 from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment,
-                     plaintext_length, shown)
+                     plaintext_length)
 from .segments import decrypt_segment
-from .stanzas import passphrase_stanza, stanza_summary, unwrap_with_identity, unwrap_with_passphrase
-
-
-class LocalFile:
-    """Positional reads of a local file (thread-safe: ``os.pread``)."""
-
-    def __init__(self, path: Path):
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise MedsecError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise MedsecError(f"{path}: is a folder, not a container") from None
-        except OSError as exc:
-            raise MedsecError(f"{path}: cannot open ({exc.strerror})") from None
-        st = os.fstat(self.fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(self.fd)
-            raise MedsecError(f"{path}: is a folder, not a container" if stat.S_ISDIR(st.st_mode)
-                              else f"{path}: not a regular file")
-        self.size = st.st_size
-
-    def readinto(self, offset: int, view: memoryview) -> int:
-        """Fill ``view`` from ``offset``; return the number of bytes read (short at end of file)."""
-        done = 0
-        while done < len(view):
-            n = os.preadv(self.fd, [view[done:]], offset + done)
-            if n == 0:
-                break
-            done += n
-        return done
-
-    def read(self, offset: int, length: int) -> bytes:
-        parts = []
-        while length > 0:
-            chunk = os.pread(self.fd, length, offset)
-            if not chunk:
-                break
-            parts.append(chunk)
-            offset += len(chunk)
-            length -= len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def read_header(path: str | os.PathLike) -> tuple[Header, int]:
-    """Parse the public header of ``path`` without any key; returns (header, file size)."""
-    f = LocalFile(Path(path))
-    try:
-        return decode_header(f.read, str(path)), f.size
-    finally:
-        f.close()
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """What ``inspect`` shows: public, no patient data."""
-
-    path: str
-    version: int
-    instance_count: int
-    file_size: int
-    payload_length: int
-    chunk_size: int
-    recipients: list[str]          # key ids (or "passphrase (...)")
-    passphrase: bool
-    signer: str | None
-    signature_valid: bool | None   # over the public body; None when unsigned
-    complete: bool                 # file size matches the header
-
-    def lines(self) -> list[str]:
-        sig = "none"
-        if self.signer:
-            sig = f"{self.signer} ({'valid over header' if self.signature_valid else 'INVALID'})"
-        return [
-            f"file:            {self.path}",
-            f"format:          medsec container v{self.version} (AES-256-GCM, HKDF-SHA256)",
-            f"instances:       {self.instance_count}",
-            f"size:            {self.file_size} bytes (payload {self.payload_length}, chunk {self.chunk_size})"
-            + ("" if self.complete else "  ** size does not match header: truncated or extended **"),
-            "recipients:      " + ("\n                 ".join(self.recipients)),
-            f"signer:          {sig}",
-        ]
-
-
-def inspect_study(path: str | os.PathLike) -> ContainerInfo:
-    """Public facts about a container: version, counts, sizes, recipient key ids, signer."""
-    header, size = read_header(path)
-    signer, valid = None, None
-    if header.signature is not None:
-        signer = shown(header.signature.get("kid"))
-        try:
-            signing.verify(header.signature, header.signed_message(), str(path))
-            valid = True
-        except (SignatureError, FormatError):
-            valid = False
-    b = header.body
-    return ContainerInfo(
-        path=str(path), version=header.version, instance_count=b.instance_count, file_size=size,
-        payload_length=b.payload_length, chunk_size=b.chunk_size,
-        recipients=[stanza_summary(s) for s in header.stanzas],
-        passphrase=any(s.get("type") == "scrypt" for s in header.stanzas),
-        signer=signer, signature_valid=valid, complete=size == header.length + b.payload_length)
+from .stanzas import passphrase_stanza, unwrap_with_identity, unwrap_with_passphrase
 
 
 def _entry_ok(e: Any, n_payload: int) -> bool:

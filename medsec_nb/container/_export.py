@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import OutputError
-from .reader import Container, export_relpaths
+from ._reader import Container, export_relpaths
 
 
 def export_container(box: Container, out_dir: Path, progress: bool = True) -> list[Path]:
