@@ -176,6 +176,15 @@ def test_deep_nesting_is_one_line_in_the_cli(command, deep, key_file, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_deep_nesting_in_a_mapping_file_is_one_line_from_reidentify(key_file, tmp_path, audit, capsys):
+    mapping = tmp_path / "deid-map.json"
+    mapping.write_text("[" * 200_000)
+    code, _, err = _cli(capsys, "reidentify", mapping, "-i", key_file, "--purpose", "HRESCH",
+                        "-o", tmp_path / "m.json")
+    assert "nested deeper than" in _one_cli_error(code, err, mapping)
+    assert not (tmp_path / "m.json").exists()
+
+
 @pytest.fixture
 def jp_server_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEC_AUDIT_LOG", str(tmp_path / "audit.jsonl"))

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from Crypto.Random import get_random_bytes
 
 from ..atomic import atomic_file
-from ..container.format import FILE_ID_LEN, KEY_LEN, KeySchedule, canonical_json, plaintext_length
+from ..container.format import FILE_ID_LEN, KEY_LEN, KeySchedule, canonical_json, parse_json, plaintext_length
 from ..container.segments import decrypt_segment, encrypt_segment
 from ..container.stanzas import recipient_stanza, scrypt_stanza, unwrap_with_identity, unwrap_with_passphrase
 from ..errors import AuthenticationError, FormatError, MedsecError
@@ -102,11 +102,10 @@ def read_sealed(path: str | os.PathLike) -> SealedMapping:
     """Read a mapping file's public header (nothing is decrypted)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         raise MedsecError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except ValueError:
-        raise FormatError(f"{path}: not a medsec-nb mapping file (not JSON)") from None
+    raw = parse_json(data, str(path), "mapping file")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise FormatError(f"{path}: not a medsec-nb mapping file")
     if raw.get("version") != VERSION:
@@ -142,7 +141,4 @@ def open_mapping(sealed: SealedMapping, identity: Identity | str | os.PathLike |
         raise AuthenticationError(f"{where}: mapping header failed authentication (altered)")
     out = bytearray(plaintext_length(len(ct), _CHUNK, where))
     decrypt_segment(ks.payload_key, file_id, 0, ct, _CHUNK, None, memoryview(out), f"{where}: mapping")
-    try:
-        return json.loads(bytes(out))
-    except ValueError:
-        raise FormatError(f"{where}: decrypted mapping is not JSON") from None
+    return parse_json(bytes(out), where, "decrypted mapping")
