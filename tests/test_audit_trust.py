@@ -189,7 +189,7 @@ def test_co_signed_note_verifies_with_the_steward_key_alone(tmp_path, capsys, st
 
 def test_steward_only_checkpoint_beside_installation_ones_verifies(tmp_path, capsys, steward):
     """The reported failure: one installation-signed note made a steward-pinned check fail."""
-    ident, key = steward
+    _, key = steward
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=4)
     fill(log, 6)
     assert cli(capsys, "audit", "checkpoint", "--log", log.path, "--identity", key,
@@ -203,7 +203,7 @@ def test_notes_with_only_untrusted_signatures_still_fail(tmp_path, capsys, stewa
     ident, _ = steward
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=4)
     fill(log, 9)                                       # two installation-only notes
-    code, out, err = cli(capsys, "audit", "verify", "--log", log.path, "--public-key", tmp_path / "steward.pub")
+    code, _, err = cli(capsys, "audit", "verify", "--log", log.path, "--public-key", tmp_path / "steward.pub")
     assert code == 1 and "not signed by a trusted key" in err
     rep = verify_log(log.path, public_key=ident.public)
     assert not rep.ok and rep.checkpoints == 0 and rep.untrusted == 2

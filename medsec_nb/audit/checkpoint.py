@@ -168,12 +168,12 @@ def trust_anchors(public_key: PublicKeys = None) -> list[TrustedKey]:
         path, _ = checkpoint_key_path()
         pub = path.with_suffix(".pub")
         if pub.exists():
-            rec, source = as_recipient(pub), pub
+            rec, source = as_recipient(pub), str(pub)
         elif path.exists():
-            rec, source = signing_identity(path).public, path
+            rec, source = signing_identity(path).public, str(path)
         else:
             return []
-        return [TrustedKey(rec.key_id, _raw_public(rec), str(source), True)]
+        return [TrustedKey(rec.key_id, _raw_public(rec), source, True)]
     keys = [public_key] if isinstance(public_key, (Recipient, Identity, str, os.PathLike)) else list(public_key)
     out = []
     for k in keys:

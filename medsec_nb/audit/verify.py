@@ -83,7 +83,8 @@ def verify_log(path: str | os.PathLike | None = None, checkpoints: str | os.Path
         notes = list(ckpt.stored(cp_path))
         anchors = ckpt.trust_anchors(public_key)
         trusted = {k.name: k.public for k in anchors}
-        heads, ignored = [], []
+        heads: list[tuple[int, ckpt.ChainHead, str]] = []
+        ignored: list[str] = []
         for n, note in notes:
             try:
                 head, signer, names = ckpt.trusted_signer(note, trusted)
