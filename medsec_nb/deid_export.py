@@ -157,7 +157,8 @@ def _plain_access(study_uid: str, purpose: str | None, purpose_text: str | None,
     valid = is_uid(study_uid)
     access = new_access(purpose=purpose, purpose_text=purpose_text, study={"study_uid": study_uid} if valid else {},
                         audit_log=audit_log, policy=policy)
-    access.authorize("export", "deid-export", obj=None if valid else SHA256.new(study_uid.encode()).hexdigest())
+    obj = None if valid else SHA256.new(study_uid.encode("utf-8", "replace")).hexdigest()
+    access.authorize("export", "deid-export", obj=obj)
     return access
 
 

@@ -267,11 +267,12 @@ def _leak_error(name: str, leaks: list[Leak]) -> LeakError:
     names = {k: f"{k} ({tag >> 16:04X},{tag & 0xFFFF:04X})" for leak in leaks for k in leak.originals
              if (tag := tag_for_keyword(k)) is not None}
     shown = leaks[:_SHOWN_HITS]
+    hits = "; ".join(_described(leak, names) for leak in shown)
     more = f"; and {len(leaks) - len(shown)} more" if len(leaks) > len(shown) else ""
-    overrides = list(dict.fromkeys(f"--accept-leak-in {leak.keyword}:{k}" for leak in shown for k in leak.originals))
-    return LeakError(f"{name}: the de-identified output still holds {'; '.join(map(_described, shown, [names] * len(shown)))}"
-                     f"{more} (values not shown); nothing was written. If these values may stay, re-run with "
-                     f"{' '.join(overrides) or '--accept-leak-in ELEMENT'} (audited)")
+    overrides = " ".join(dict.fromkeys(f"--accept-leak-in {leak.keyword}:{k}"
+                                       for leak in shown for k in leak.originals)) or "--accept-leak-in ELEMENT"
+    return LeakError(f"{name}: the de-identified output still holds {hits}{more} (values not shown); nothing was "
+                     f"written. If these values may stay, re-run with {overrides} (audited)")
 
 
 def parse_tag(text: str) -> int:
