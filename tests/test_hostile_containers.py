@@ -310,3 +310,21 @@ def test_header_text_is_shown_on_one_line(tiny_container, identities, tmp_path, 
     code, _, err = _cli(capsys, "verify", path, "-i", key_file, "--purpose", "HRESCH", "-q")
     line = _one_cli_error(code, err, path)
     assert "\x1b" not in line and len(line) < 1000 and "more" in line
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "show"], ["audit", "checkpoint"]])
+def test_deep_nesting_in_an_audit_log_line_is_one_line(command, tmp_path, capsys):
+    """A log line of nested brackets (someone edited the log) is named as a bad line, not a crash."""
+    log = tmp_path / "audit.jsonl"
+    log.write_text("[" * 200_000 + "\n")
+    code, out, err = _cli(capsys, *command, "--log", log)
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert code != 0 and "internal error" not in err and "Traceback" not in err, err
+    assert any(str(log) in ln for ln in lines) and len(err.splitlines()) == 1, err
+
+
+def test_deep_nesting_in_the_last_audit_line_stops_an_append(tiny_container, identities, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    log.write_text("[" * 200_000 + "\n")
+    with pytest.raises(medsec_nb.AuditUnavailableError, match="last record is unreadable"):
+        open_study(tiny_container, identities.x25519, purpose="HRESCH", audit_log=log)

@@ -31,6 +31,7 @@ from Crypto.Signature import eddsa
 
 from ..keys import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
 from ..errors import AuditIntegrityError, AuditRecordError
+from . import record
 from .paths import checkpoint_key_path, write_once
 
 ORIGIN_PREFIX = "medsec-nb/audit/v1/"
@@ -211,7 +212,7 @@ def stored(path: Path) -> Iterator[tuple[int, str]]:
     with fh:
         for n, line in enumerate(fh, 1):
             try:
-                note = json.loads(line)["note"]
+                note = record.loads(line)["note"]
                 if not isinstance(note, str) or not line.endswith(b"\n"):
                     raise ValueError
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):

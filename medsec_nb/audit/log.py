@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import warnings
@@ -176,7 +175,7 @@ class AuditLog:
                 window *= 2
                 continue
             try:
-                last = json.loads(buf[cut + 1:-1])
+                last = record.loads(buf[cut + 1:-1])
                 seq, head = last["seq"], last["hash"]
                 if type(seq) is not int or not isinstance(head, str) or len(head) != 64:
                     raise ValueError
@@ -205,7 +204,7 @@ class AuditLog:
             cut = buf.find(b"\n")
             if cut >= 0 or len(buf) < window:
                 try:
-                    return json.loads(buf[:cut])["hash"]
+                    return record.loads(buf[:cut])["hash"]
                 except (ValueError, KeyError, TypeError):
                     raise AuditIntegrityError(f"{self.path}: line 1 is not a record") from None
             window *= 2
@@ -233,7 +232,7 @@ class AuditLog:
 
     def _parse(self, line: bytes, where: str) -> dict[str, Any]:
         try:
-            rec = json.loads(line)
+            rec = record.loads(line)
             if isinstance(rec, dict):
                 return rec
         except ValueError:

@@ -7,12 +7,12 @@ cursor (a byte offset at a line boundary) from which the next, older page contin
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..errors import AuditIntegrityError, AuditRecordError
+from . import record
 from .log import parse_since
 from .paths import log_path
 
@@ -111,7 +111,7 @@ def read_page(path: str | os.PathLike | None = None, *, limit: int = 100, before
         out: list[dict[str, Any]] = []
         for offset, line in _lines_backwards(fd, before - 1 if before else 0):
             try:
-                rec = json.loads(line)
+                rec = record.loads(line)
             except ValueError:
                 raise AuditIntegrityError(f"{log}: the line at byte {offset} is not a record "
                                           "(run `medsec audit verify`)") from None

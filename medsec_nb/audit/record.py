@@ -60,6 +60,15 @@ def canonical(obj: Any) -> bytes:
         raise AuditRecordError(f"value cannot be encoded in an audit record ({exc})") from None
 
 
+def loads(line: bytes | str) -> Any:
+    """``line`` parsed as JSON; ValueError for anything that is not JSON, including nesting too
+    deep to parse (a hostile line must give the caller's clear error, not a RecursionError)."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical encoding of ``record`` without its ``hash`` member."""
     return SHA256.new(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
@@ -151,7 +160,7 @@ def check_line(line: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None,
     Returns (record, "", 0) if good, else (None, why, the earliest line that may be bad).
     """
     try:
-        record = json.loads(line)
+        record = loads(line)
     except (ValueError, UnicodeDecodeError):
         return None, "not a JSON record (line cut or altered)", seq
     if not isinstance(record, dict) or set(record) != TOP_KEYS:
