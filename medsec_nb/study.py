@@ -17,6 +17,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm.auto import tqdm
 
 from . import guard, registry
@@ -43,9 +44,17 @@ def _threads(n: int | None) -> int:
     return n
 
 
+_ENCODINGS = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+              (False, False): ExplicitVRBigEndian}
+
+
 def _parse(data: bytes | bytearray, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
     ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     ds.buffer = None      # pydicom keeps the source buffer otherwise (a second copy of the file)
+    if "TransferSyntaxUID" not in ds.file_meta and ds.original_encoding in _ENCODINGS:
+        # a file without File Meta (pydicom's OT-PAL-8-face.dcm): the syntax its encoding shows,
+        # in memory only, so that its pixels can be decoded
+        ds.file_meta.TransferSyntaxUID = _ENCODINGS[ds.original_encoding]
     return redacted(ds)
 
 
@@ -279,8 +288,12 @@ class Series:
 
     def _pydicom_volume(self, bar: tqdm) -> np.ndarray:
         arrays = []
-        for ds in self:
-            arr = apply_modality_lut(ds.pixel_array, ds)
+        for n, ds in enumerate(self):
+            try:
+                arr = apply_modality_lut(ds.pixel_array, ds)
+            except Exception as exc:       # pydicom's decoders raise many types; their texts may quote values
+                raise MedsecError(f"{self._study.path}: {self._label()} instance {n}: pixel data cannot be "
+                                  f"decoded ({type(exc).__name__}); read it with series[{n}]") from None
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             tail = arr.shape[-3:] if int(ds.get("SamplesPerPixel", 1)) > 1 else arr.shape[-2:]
             arrays.append(arr.reshape((frames,) + tuple(tail)))
