@@ -61,7 +61,7 @@ case "${1:-}" in
     setup
     build_lab
     shift
-    "$VENV/bin/python" -m medsec_nb.demo --dir demo
+    "$VENV/bin/python" -m medsec_nb.cli.demo --dir demo
     if [ "${1:-}" = "--headless" ]; then exit 0; fi
     export MEDSEC_AUDIT_LOG="${MEDSEC_AUDIT_LOG:-$PWD/demo/audit.jsonl}"
     extra=()

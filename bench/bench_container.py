@@ -50,11 +50,11 @@ os.environ["MEDSEC_PURPOSE"] = "HRESCH"
 os.environ.pop("MEDSEC_AUDIT_LOG", None)
 
 import medsec_nb  # noqa: E402
-from medsec_nb.access import Access  # noqa: E402
+from medsec_nb.access.gate import Access  # noqa: E402
 from medsec_nb.audit import AuditLog  # noqa: E402
 from medsec_nb.container._reader import open_container  # noqa: E402
-from medsec_nb.policy import Policy, local_user  # noqa: E402
-from medsec_nb.study import Study  # noqa: E402
+from medsec_nb.access.policy import Policy, local_user  # noqa: E402
+from medsec_nb.study.study import Study  # noqa: E402
 from medsec_nb.testdata import synthesize_series  # noqa: E402
 
 PASSPHRASE = "correct horse battery staple (benchmark only)"

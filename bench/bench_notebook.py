@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 import medsec_nb
 from medsec_nb.testdata import synthesize_series
-from medsec_nb.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
+from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
 from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 BOUNDS = {"load": 1.05, "step": 1.5}
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.slices} slices of 512x512 built and encrypted in {time.perf_counter() - t:.1f} s; "
               f"{args.rounds} rounds, Python {sys.version.split()[0]}")
         shell = InteractiveShell.instance()
-        shell.run_line_magic("load_ext", "medsec_nb.magics")
+        shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
         ok = _report("magic load + volume() vs open_study + volume()",
                      bench_load(shell, study, key, args.rounds), BOUNDS["load"], 1e3, "ms")
         ok &= _report("view() slider step vs bare set_data + draw",

@@ -32,8 +32,8 @@ import pydicom
 from pydicom.uid import generate_uid
 
 import medsec_nb
-from medsec_nb import guard
-from medsec_nb.server.save_guard import SaveGuard
+from medsec_nb.saveguard import fingerprints as guard
+from medsec_nb.saveguard.hook import SaveGuard
 from medsec_nb.testdata import synthesize_series
 from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 

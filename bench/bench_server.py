@@ -120,7 +120,7 @@ class Panel(threading.Thread):
 
 def bench_load(loads: int) -> float:
     from jupyter_client.manager import start_new_kernel
-    from medsec_nb.demo import build_demo
+    from medsec_nb.cli.demo import build_demo
 
     tmp = Path(tempfile.mkdtemp(prefix="medsec-bench-lab-"))
     env = dict(os.environ, MEDSEC_DATA_DIR=str(tmp / "data"), MEDSEC_AUDIT_LOG=str(tmp / "audit.jsonl"),

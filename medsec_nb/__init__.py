@@ -1,25 +1,60 @@
-"""medsec-nb: encrypted DICOM studies you can analyse in Jupyter without exposing patients."""
+"""medsec-nb: encrypted DICOM studies you can analyse in Jupyter without exposing patients.
 
-from .access import VerifyReport, add_recipients, decrypt_study, verify_study
-from .container.header import ContainerInfo, inspect_study
-from .container.writer import encrypt_study
-from .errors import (AuditIntegrityError, AuditUnavailableError, AuthenticationError, FormatError, KeyFileError,
-                     MedsecError, NoMatchingRecipientError, OutputError, PolicyDeniedError, PolicyError,
-                     SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
-from .keys import Identity, Recipient, generate_identity, load_identity, load_recipient, save_identity
-from .study import Series, Study, open_study
+The public names below are imported on first use (PEP 562), so ``medsec --help`` and other
+commands load only what they need; ``import medsec_nb`` itself costs almost nothing.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .core.errors import (AuditIntegrityError, AuditUnavailableError, AuthenticationError, FormatError, KeyFileError,
+                          MedsecError, NoMatchingRecipientError, OutputError, PolicyDeniedError, PolicyError,
+                          SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
+from .core.version import __version__
+
+if TYPE_CHECKING:
+    from .access import VerifyReport, add_recipients, decrypt_study, verify_study
+    from .container.header import ContainerInfo, inspect_study
+    from .container.writer import encrypt_study
+    from .keys import Identity, Recipient, generate_identity, load_identity, load_recipient, save_identity
+    from .study import Series, Study, open_study
+
+_LAZY = {
+    "VerifyReport": "access", "add_recipients": "access", "decrypt_study": "access", "verify_study": "access",
+    "ContainerInfo": "container.header", "inspect_study": "container.header", "encrypt_study": "container.writer",
+    "Identity": "keys", "Recipient": "keys", "generate_identity": "keys", "load_identity": "keys",
+    "load_recipient": "keys", "save_identity": "keys",
+    "Series": "study", "Study": "study", "open_study": "study",
+}
 
 
-def load_ipython_extension(ip) -> None:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"{__name__}.{name}")      # a subpackage: medsec_nb.access, ...
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def load_ipython_extension(ip: Any) -> None:
     """``%load_ext medsec_nb``: the magics (imported lazily, so the CLI never loads IPython)."""
-    from .magics import load_ipython_extension as load
+    from .notebook.magics import load_ipython_extension as load
     load(ip)
 
 
-def unload_ipython_extension(ip) -> None:
-    from .magics import unload_ipython_extension as unload
+def unload_ipython_extension(ip: Any) -> None:
+    from .notebook.magics import unload_ipython_extension as unload
     unload(ip)
 
 
@@ -29,6 +64,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 __all__ = [
+    "__version__",
     "encrypt_study", "open_study", "verify_study", "inspect_study", "add_recipients", "decrypt_study",
     "generate_identity", "save_identity", "load_identity", "load_recipient", "Identity", "Recipient",
     "Study", "Series", "ContainerInfo", "VerifyReport",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import medsec_nb
-from medsec_nb.access import container_id
+from medsec_nb.access.gate import container_id
 from medsec_nb.audit import AuditLog, verify_log
 
 PROCS, OPENS = 3, 4

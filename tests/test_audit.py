@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 from Crypto.Signature import eddsa
 
-from medsec_nb.audit import (AuditIntegrityError, AuditLog, AuditRecordError, AuditUnavailableError, pseudonym,
-                             set_event_logger, verify_log)
+from medsec_nb.audit import AuditIntegrityError, AuditLog, AuditRecordError, AuditUnavailableError, pseudonym, set_event_logger, verify_log
 from medsec_nb.audit import checkpoint as ckpt
 from medsec_nb.audit import export
-from medsec_nb.audit.cli import add_audit_commands
+from medsec_nb.cli.audit import add_audit_commands
 from medsec_nb.audit.record import GENESIS, canonical, record_hash
-from medsec_nb.keys import Recipient, generate_identity, save_identity
+from medsec_nb.keys.identity import Recipient, generate_identity, save_identity
 
 VECTOR = Path(__file__).parent / "vectors" / "audit"
 UID = "1.2.826.0.1.3680043.8.498.777"

@@ -26,8 +26,8 @@ import medsec_nb
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.audit import checkpoint as ckpt
 from medsec_nb.audit.record import GENESIS, canonical, record_hash
-from medsec_nb.cli import main
-from medsec_nb.keys import generate_identity, private_pem, save_identity
+from medsec_nb.cli.main import main
+from medsec_nb.keys.identity import generate_identity, private_pem, save_identity
 
 ENV = ("MEDSEC_AUDIT_LOG", "MEDSEC_AUDIT_CHECKPOINTS", "MEDSEC_AUDIT_CHECKPOINT_KEY",
        "MEDSEC_AUDIT_CHECKPOINT_EVERY", "JUPYTERHUB_USER", "JPY_SESSION_NAME")
@@ -273,7 +273,7 @@ def test_a_kernel_that_decrypted_nothing_writes_no_checkpoint(tmp_path):
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=60)
-        reply = kc.execute_interactive("import medsec_nb.magics", timeout=60, output_hook=lambda msg: None)
+        reply = kc.execute_interactive("import medsec_nb.notebook.magics", timeout=60, output_hook=lambda msg: None)
         assert reply["content"]["status"] == "ok"
         kc.stop_channels()
     finally:

@@ -22,8 +22,7 @@ import medsec_nb
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.cohort import Cohort, PrivacyBudgetError
 from medsec_nb.cohort.core import MAX_BATCH, batch_size_for
-from medsec_nb.cohort.keys import (Transport, WorkerKeyMissingError, transport_key, unseal, worker_public_pem,
-                                   worker_recipients)
+from medsec_nb.cohort.transport import Transport, WorkerKeyMissingError, transport_key, unseal, worker_public_pem, worker_recipients
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
 from medsec_nb.container._reader import open_container
 from medsec_nb.testdata import synthesize_series
@@ -109,7 +108,7 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
 
 
 def test_transport_seals_are_bound_to_their_study_and_round(studies, me):
-    from medsec_nb.errors import AuthenticationError
+    from medsec_nb.core.errors import AuthenticationError
     d, _ = studies
     worker = medsec_nb.generate_identity("x25519")
     t1, t2 = Transport.new([worker.public]), Transport.new([worker.public])
@@ -132,7 +131,7 @@ def test_transport_seals_are_bound_to_their_study_and_round(studies, me):
     # a key that unseals but belongs to another container fails the container's own checks
     with pytest.raises(AuthenticationError):
         open_container(a, identity=worker, study_key=key)
-    from medsec_nb.errors import MedsecError
+    from medsec_nb.core.errors import MedsecError
     with pytest.raises(MedsecError, match="needs the identity that obtained it"):
         open_container(a, passphrase="x", study_key=key)
 
@@ -231,7 +230,7 @@ def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_p
     assert len({r["where"]["worker"] for r in recs}) == 1          # one task, one worker
     # study 2's fn raised before reading; study 1's read failed and is recorded as a failure; the
     # next study is opened only after the current one's read was recorded (or fn returned)
-    from medsec_nb.access import container_id
+    from medsec_nb.access.gate import container_id
     name = {container_id(work / f"study{i}.msec"): i for i in range(N_STUDIES)}
     assert [(r["action"], r["outcome"], name[r["study"]["container_sha256"]]) for r in recs] == [
         ("cohort-open", "success", 0), ("decrypt-series", "success", 0),
@@ -321,7 +320,7 @@ def test_own_local_cluster_has_no_profiler_and_closes_with_the_cohort(studies, m
 
 
 def test_batch_size_argument_is_checked(cluster, studies, me, tmp_path):
-    from medsec_nb.errors import MedsecError
+    from medsec_nb.core.errors import MedsecError
     d, _ = studies
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
                           audit_log=tmp_path / "a.jsonl") as co:
@@ -422,7 +421,7 @@ def test_worker_killed_mid_batch_reruns_the_batch_no_record_lost_or_duplicated(c
     per_attempt = Counter((r["where"]["attempt"], r["action"]) for r in recs)
     attempts = {r["where"]["attempt"] for r in recs}
     assert all(per_attempt[(a, "cohort-open")] == 1 and per_attempt[(a, "decrypt-series")] <= 1 for a in attempts)
-    from medsec_nb.access import container_id
+    from medsec_nb.access.gate import container_id
     by_study = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "decrypt-series")
     opens = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "cohort-open")
     hit = container_id(d / "study2.msec")
@@ -503,7 +502,7 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
         with pytest.raises(PrivacyBudgetError):
             co.release_mean(result, bounds=(-2000, 3000), epsilon=0)
         from medsec_nb.cohort import CohortResult
-        from medsec_nb.errors import MedsecError
+        from medsec_nb.core.errors import MedsecError
         for junk in (float("nan"), "twelve", None):
             with pytest.raises(MedsecError, match="study1.msec: value is not a finite number"):
                 co.release_mean(CohortResult(result.studies, [1.0, junk, 2.0, 3.0]), bounds=(0, 5), epsilon=0.1)
@@ -528,7 +527,7 @@ def test_fsspec_source_reads_by_range_and_names_the_url(studies, me, tmp_path):
     import fsspec
 
     from medsec_nb.container.remote import FsspecFile, glob, is_remote
-    from medsec_nb.errors import MedsecError
+    from medsec_nb.core.errors import MedsecError
 
     d, means = studies
     fs = fsspec.filesystem("memory")

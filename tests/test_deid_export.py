@@ -20,8 +20,8 @@ from medsec_nb.audit import AuditLog
 from medsec_nb.deid import find_leaks, identifying_values
 from medsec_nb.deid.export import LeakError
 from medsec_nb.deid.pixels import BurnedInError, MaskRuleError, burned_in_reason, load_mask_rules
-from medsec_nb.deid_export import export_deidentified, read_mapping
-from medsec_nb.errors import AuthenticationError, MedsecError, NoMatchingRecipientError, OutputError
+from medsec_nb.study.export import export_deidentified, read_mapping
+from medsec_nb.core.errors import AuthenticationError, MedsecError, NoMatchingRecipientError, OutputError
 
 SECRET = b"deid-export-test-secret-0123456789"
 SCRIPT = Path(sys.executable).with_name("medsec")
@@ -302,7 +302,7 @@ def test_cli(series_source, identities, tmp_path):
 
 
 def test_policy_denial_is_recorded_and_writes_nothing(series_source, identities, tmp_path):
-    from medsec_nb.errors import PolicyDeniedError
+    from medsec_nb.core.errors import PolicyDeniedError
     policy = tmp_path / "site.csv"
     policy.write_text("p, @local, *, *, *, *, allow\np, @local, *, export, *, *, deny\n"
                       "p, @local, *, reveal-tag, HRESCH, *, deny\n")

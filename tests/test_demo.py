@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 def test_demo_prints_redacted_summary(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MEDSEC_PURPOSE"}     # the demo states its own
-    r = subprocess.run([sys.executable, "-m", "medsec_nb.demo", "--dir", str(tmp_path / "demo")],
+    r = subprocess.run([sys.executable, "-m", "medsec_nb.cli.demo", "--dir", str(tmp_path / "demo")],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     out = r.stdout

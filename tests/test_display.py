@@ -15,9 +15,9 @@ import pytest
 from IPython.lib.pretty import pretty
 
 import medsec_nb
-from medsec_nb.display import (RedactedDataset, RedactedItem, redacted, series_html, series_text, study_html,
-                               study_text)
-from medsec_nb.redaction import REDACTED
+from medsec_nb.deid.redacted import RedactedDataset, RedactedItem, redacted
+from medsec_nb.notebook.display import series_html, series_text, study_html, study_text
+from medsec_nb.deid.redaction import REDACTED
 from medsec_nb.testdata import synthesize_series
 
 PATIENT = {"PatientName": "Quixote^Alonso^Q", "PatientID": "MSX-4471-ZQ", "PatientBirthDate": "19470203",
@@ -167,7 +167,7 @@ def test_instances_and_headers_come_back_redacted(study, source):
 
 def test_identity_attributes_are_redacted_by_the_basic_profile():
     from pydicom import DataElement
-    from medsec_nb.redaction import is_identifying
+    from medsec_nb.deid.redaction import is_identifying
     for kw, vr, value in (("PatientName", "PN", "Doe^J"), ("PatientID", "LO", "123"),
                           ("PatientBirthDate", "DA", "19700101"), ("PatientAddress", "LO", "Main St"),
                           ("InstitutionName", "LO", "General"), ("ReferringPhysicianName", "PN", "Who^Dr"),

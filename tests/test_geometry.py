@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 import medsec_nb
-from medsec_nb.geometry import Geometry
+from medsec_nb.study.geometry import Geometry
 from medsec_nb.testdata import synthesize_series
 
 

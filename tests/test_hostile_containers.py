@@ -23,12 +23,12 @@ from tornado.httpclient import HTTPClientError
 import medsec_nb
 from medsec_nb import FormatError, open_study, verify_study
 from medsec_nb.audit import AuditLog
-from medsec_nb.cli import main
+from medsec_nb.cli.main import main
 from medsec_nb.container.format import BODY_LEN, PREFIX_LEN, KeySchedule, canonical_json, encode_header, index_segment
 from medsec_nb.container._reader import export_relpaths, open_container
 from medsec_nb.container.header import read_header
 from medsec_nb.container.segments import encrypt_segment
-from medsec_nb.magics import MagicError
+from medsec_nb.notebook.magics import MagicError
 
 from conftest import PASSPHRASE  # noqa: E402  (tests/ is on sys.path)
 
@@ -207,10 +207,10 @@ async def test_deep_nesting_is_a_400_from_the_inspect_endpoint(jp_fetch, jp_root
 def ip():
     globalipapp.start_ipython()
     shell = globalipapp.get_ipython()
-    shell.run_line_magic("load_ext", "medsec_nb.magics")
+    shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
     shell.run_line_magic("config", "MedsecMagics.harden = False")
     yield shell
-    shell.run_line_magic("unload_ext", "medsec_nb.magics")
+    shell.run_line_magic("unload_ext", "medsec_nb.notebook.magics")
     shell.config.pop("MedsecMagics", None)
     shell.user_ns.pop("ct", None)
 

@@ -57,7 +57,7 @@ assert vol.shape == ref.shape and vol.dtype.kind == "i" and np.array_equal(vol, 
 assert stored.tobytes() == raw.tobytes()
 print("volume identical", vol.shape)"""
     return [
-        ("%load_ext medsec_nb.magics\n"
+        ("%load_ext medsec_nb.notebook.magics\n"
          "%load_secure_study study.msec --identity analyst.key --purpose HRESCH --as ct", []),
         ("ct", []),
         ("ct.series[0]", []),

@@ -8,7 +8,7 @@ import pytest
 from Crypto.PublicKey import ECC, RSA
 
 import medsec_nb
-from medsec_nb.keys import KEY_TYPES, private_pem
+from medsec_nb.keys.identity import KEY_TYPES, private_pem
 
 
 @pytest.mark.parametrize("kind", KEY_TYPES)

@@ -160,7 +160,7 @@ async def test_studies_listed_per_kernel_and_closed_from_the_server(jp_fetch, jp
     try:
         assert (await _json(jp_fetch, "medsec/studies"))["kernels"] == [
             {"kernel_id": kid, "name": "python3", "notebook": None, "studies": []}]
-        code = ("import medsec_nb, medsec_nb.magics\n"
+        code = ("import medsec_nb, medsec_nb.notebook.magics\n"
                 "ip = get_ipython(); ip.extension_manager.load_extension('medsec_nb')\n"
                 f"ip.run_line_magic('load_secure_study', {str(signed_container)!r} + ' -i {tmp_path / 'me.key'} "
                 "-p HRESCH --as ct')\n"
@@ -229,7 +229,8 @@ def test_read_page_reads_only_the_end_of_a_large_log(tmp_path):
 
 
 def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
-    from medsec_nb import open_study, registry
+    from medsec_nb import open_study
+    from medsec_nb.notebook import registry
     with open_study(signed_container, identity=identities.x25519) as study:
         assert not study.closed
         assert not list(registry.runtime_dir().glob("*.json"))
@@ -237,7 +238,7 @@ def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
 
 
 def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
-    from medsec_nb import registry
+    from medsec_nb.notebook import registry
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
     (tmp_path / f"{dead}.json").write_text(json.dumps({"pid": int(dead), "kernel_id": "k", "studies": []}))

@@ -19,8 +19,8 @@ from IPython.core.error import StdinNotImplementedError
 from IPython.testing import globalipapp
 
 import medsec_nb
-from medsec_nb import magics
-from medsec_nb.magics import MagicError, MedsecMagics, open_interactive, study_name
+from medsec_nb.notebook import magics
+from medsec_nb.notebook.magics import MagicError, MedsecMagics, open_interactive, study_name
 
 from conftest import PASSPHRASE  # noqa: E402  (tests/ is on sys.path)
 
@@ -41,10 +41,10 @@ def keys(tmp_path_factory, identities) -> dict[str, Path]:
 def ip():
     globalipapp.start_ipython()
     shell = globalipapp.get_ipython()
-    shell.run_line_magic("load_ext", "medsec_nb.magics")
+    shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
     shell.run_line_magic("config", "MedsecMagics.harden = False")   # hardening is tested in a subprocess
     yield shell
-    shell.run_line_magic("unload_ext", "medsec_nb.magics")
+    shell.run_line_magic("unload_ext", "medsec_nb.notebook.magics")
     shell.config.pop("MedsecMagics", None)          # %config persists in the shell's config
     for name in ("ct", "st", "a", "b", "ct_chest_2", "v"):
         shell.user_ns.pop(name, None)
@@ -244,12 +244,12 @@ def test_default_name_comes_from_the_file(ip, typed, signed_container, keys, tmp
 def test_unload_ext_closes_what_the_magics_opened(typed, signed_container, keys):
     globalipapp.start_ipython()
     shell = globalipapp.get_ipython()
-    shell.run_line_magic("load_ext", "medsec_nb.magics")
+    shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
     shell.run_line_magic("config", "MedsecMagics.harden = False")
     typed(None)
     shell.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} --as ct")
     ct = shell.user_ns["ct"]
-    shell.run_line_magic("unload_ext", "medsec_nb.magics")
+    shell.run_line_magic("unload_ext", "medsec_nb.notebook.magics")
     shell.config.pop("MedsecMagics", None)
     assert ct.closed and "ct" not in shell.user_ns
     assert shell.find_line_magic("load_secure_study") is None and shell.find_cell_magic("secure_session") is None
@@ -268,7 +268,7 @@ def test_the_magic_hardens_the_process_unless_configured_not_to(ip, typed, signe
 
 
 def test_harden_process_disables_core_dumps_and_ptrace():
-    code = ("import ctypes, resource, sys; from medsec_nb.hardening import harden_process; h = harden_process(); "
+    code = ("import ctypes, resource, sys; from medsec_nb.notebook.hardening import harden_process; h = harden_process(); "
             "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0) and h.core_dumps_disabled; "
             "assert not sys.platform.startswith('linux') or "
             "(h.undumpable and ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0); print(h.swap)")
@@ -294,7 +294,7 @@ def test_no_stdin_is_a_clear_error(monkeypatch, passphrase_container):
 
 
 def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_container, keys, series_source, capsys):
-    from medsec_nb.redaction import current_profile
+    from medsec_nb.deid.redaction import current_profile
     typed(None)
     source = pydicom.dcmread(series_source.files[0])
     assert ip.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} -p HRESCH --as ct").success
@@ -314,6 +314,6 @@ def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_con
     ip.run_line_magic("config", "MedsecMagics.redaction_options = []")
     assert current_profile().options == frozenset() and source.StudyDate not in repr(header)
     ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-uids']")
-    ip.run_line_magic("unload_ext", "medsec_nb.magics")           # unloading restores the default profile
+    ip.run_line_magic("unload_ext", "medsec_nb.notebook.magics")           # unloading restores the default profile
     assert current_profile().options == frozenset()
-    ip.run_line_magic("load_ext", "medsec_nb.magics")
+    ip.run_line_magic("load_ext", "medsec_nb.notebook.magics")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from medsec_nb.errors import MedsecError
-from medsec_nb.policy import (DEFAULT_MODEL, DEFAULT_POLICY, LOCAL_ROLE, Policy, PolicyDeniedError, PolicyError,
-                              local_user)
+from medsec_nb.core.errors import MedsecError
+from medsec_nb.access.policy import DEFAULT_MODEL, DEFAULT_POLICY, LOCAL_ROLE, Policy, PolicyDeniedError, PolicyError, local_user
 
 STUDY = "1.2.826.0.1.3680043.8.498.4242"
 OTHER_STUDY = "1.2.826.0.1.3680043.8.498.9999"

@@ -13,11 +13,11 @@ from pydicom.data import get_testdata_file, get_testdata_files
 
 import medsec_nb
 from medsec_nb.audit import AuditLog
-from medsec_nb.cli import main
+from medsec_nb.cli.main import main
 from medsec_nb.deid.export import IMPLEMENTATION_CLASS_UID, LeakError, implementation_version_name
 from medsec_nb.deid.pixels import BurnedInError
-from medsec_nb.deid_export import export_deidentified
-from medsec_nb.errors import MedsecError
+from medsec_nb.study.export import export_deidentified
+from medsec_nb.core.errors import MedsecError
 
 SECRET = b"real-files-test-secret-0123456789"
 FILES = sorted(p for p in map(Path, get_testdata_files()) if p.is_file())

@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from tornado.httpclient import HTTPClientError
 
 import medsec_nb
-from medsec_nb import guard
+from medsec_nb.saveguard import fingerprints as guard
 from medsec_nb.audit import AuditLog
-from medsec_nb.server.save_guard import MARKER, guard_notebook, redact_text, redact_uids
+from medsec_nb.saveguard.hook import MARKER, guard_notebook, redact_text, redact_uids
 from medsec_nb.testdata import synthesize_series
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -118,7 +118,7 @@ def test_a_malformed_fingerprint_file_is_an_error_naming_it(tmp_path):
 
 KERNEL = textwrap.dedent("""
     import sys, medsec_nb
-    from medsec_nb import guard
+    from medsec_nb.saveguard import fingerprints as guard
     st = medsec_nb.open_study(sys.argv[1], identity=sys.argv[2], purpose="HRESCH")
     assert guard.wait(st)
     print("ready", flush=True)
@@ -228,9 +228,9 @@ async def test_block_mode_refuses_the_save_and_keeps_the_file(jp_fetch, jp_root_
 async def test_a_real_kernel_publishes_on_load_and_withdraws_on_unload(jp_fetch, jp_root_dir, patient, identities,
                                                                          tmp_path):
     key, _ = medsec_nb.save_identity(identities.x25519, tmp_path / "analyst")
-    cells = [f"%load_ext medsec_nb.magics\n%config MedsecMagics.harden = False\n"
+    cells = [f"%load_ext medsec_nb.notebook.magics\n%config MedsecMagics.harden = False\n"
              f"%load_secure_study {patient[0]} -i {key} -p HRESCH --as ct",
-             "from medsec_nb import guard\nassert guard.wait(ct)\nds = ct.series[0].header(0)\n"
+             "from medsec_nb.saveguard import fingerprints as guard\nassert guard.wait(ct)\nds = ct.series[0].header(0)\n"
              "print(ds.PatientName, ds.PatientID)",
              "%unload_secure_study ct"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])

@@ -27,8 +27,8 @@ import pytest
 from nbclient import NotebookClient
 
 import medsec_nb
-from medsec_nb import guard
-from medsec_nb.server.save_guard import MARKER, redact_text
+from medsec_nb.saveguard import fingerprints as guard
+from medsec_nb.saveguard.hook import MARKER, redact_text
 from medsec_nb.testdata import synthesize_series
 from test_save_guard import KERNEL, SERVER
 
@@ -224,10 +224,10 @@ async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redact
     """The outputs a real kernel produces from its open study's header, saved as the front-end saves them
     (another patient than the module's stand-in kernel holds, so only this kernel's fingerprints count)."""
     study = _study(tmp_path, identities, "O'Neill^Anne-Marie", "MRN5582034", "19580412")
-    cells = [(f"%load_ext medsec_nb.magics\n%config MedsecMagics.harden = False\n"
+    cells = [(f"%load_ext medsec_nb.notebook.magics\n%config MedsecMagics.harden = False\n"
              f"%load_secure_study {study} -i {key_file} -p HRESCH --as ct"),
              ("import datetime, html\nimport matplotlib.pyplot as plt\n"
-             "from IPython.display import HTML, JSON, display\nfrom medsec_nb import guard\n"
+             "from IPython.display import HTML, JSON, display\nfrom medsec_nb.saveguard import fingerprints as guard\n"
              "%matplotlib inline\n%config InlineBackend.figure_formats = ['svg']\n"
              "assert guard.wait(ct)\nds = ct.series[0].header(0)\n"
              "print(f'\\x1b[31m{ds.PatientName}\\x1b[0m \\x1b[1m{ds.PatientID}\\x1b[0m')\n"

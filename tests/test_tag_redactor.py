@@ -14,10 +14,10 @@ from ipywidgets.widgets.tests.utils import setup_test_comm, teardown_test_comm
 import medsec_nb
 from medsec_nb.audit import AuditLog
 from medsec_nb.deid import Profile
-from medsec_nb.errors import JustificationError
-from medsec_nb.redaction import REDACTED
-from medsec_nb.reveal import MIN_JUSTIFICATION, element_at
-from medsec_nb.tag_redactor import TagRedactor, check_override, tag_rows
+from medsec_nb.core.errors import JustificationError
+from medsec_nb.deid.redaction import REDACTED
+from medsec_nb.access.reveal import MIN_JUSTIFICATION, element_at
+from medsec_nb.notebook.tag_redactor import TagRedactor, check_override, tag_rows
 
 REASON = "checking the referral against the clinical record"
 
@@ -140,8 +140,8 @@ def test_denied_reveal_shows_why_and_reveals_nothing(signed_container, identitie
 
 
 def test_unloading_the_study_closes_its_redactors(study, source):
-    from medsec_nb.magics import unload
-    from medsec_nb.tag_redactor import close_redactors
+    from medsec_nb.notebook.magics import unload
+    from medsec_nb.notebook.tag_redactor import close_redactors
     red = study.series[0].redactor()
     red.reveal("PatientName", justification=REASON)
     unload(study)

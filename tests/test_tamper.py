@@ -21,10 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import medsec_nb
-from medsec_nb import (AuthenticationError, FormatError, MedsecError, NoMatchingRecipientError, SignatureError,
-                       WrongPassphraseError, open_study, verify_study)
-from medsec_nb.container.format import (BODY_LEN, MAC_LEN, PREFIX_LEN, TAG_LEN, KeySchedule, canonical_json,
-                                        encode_header)
+from medsec_nb import AuthenticationError, FormatError, MedsecError, NoMatchingRecipientError, SignatureError, WrongPassphraseError, open_study, verify_study
+from medsec_nb.container.format import BODY_LEN, MAC_LEN, PREFIX_LEN, TAG_LEN, KeySchedule, canonical_json, encode_header
 from medsec_nb.container._reader import open_container
 from medsec_nb.container.header import read_header
 

@@ -48,7 +48,7 @@ def test_vector_decodes(vec):
 
 def test_cohort_transport_vector():
     """A worker holding the vector's key unwraps the transport and unseals the study key."""
-    from medsec_nb.cohort.keys import transport_key, unseal
+    from medsec_nb.cohort.transport import transport_key, unseal
     vec = json.loads((VECTORS / "cohort_transport.json").read_text())
     worker = _maker().identity_from(vec["worker"])
     public = (vec["expect"]["tid"], vec["expect"]["stanzas"])

@@ -18,8 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
 import medsec_nb
-from medsec_nb.widgets import (AUTO, WINDOW_PRESETS, SliceViewer, apply_window, auto_window, close_viewers,
-                               instance_pixels, png_bytes)
+from medsec_nb.notebook.widgets import AUTO, WINDOW_PRESETS, SliceViewer, apply_window, auto_window, close_viewers, instance_pixels, png_bytes
 from medsec_nb.testdata import synthesize_series
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jupyterlab.galata import configure_jupyter_server
 
-from medsec_nb.demo import build_demo
+from medsec_nb.cli.demo import build_demo
 
 _data = tempfile.mkdtemp(prefix="medsec-ui-data-")
 os.environ["MEDSEC_DATA_DIR"] = _data

@@ -3,7 +3,7 @@
 See docs/AUDIT.md for the record, the chain and the checkpoint format.
 """
 
-from ..errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
+from ..core.errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
 from .events import set_event_logger
 from .log import AuditLog
 from .pseudonym import pseudonym

@@ -29,10 +29,11 @@ from typing import Iterable, Iterator, Union
 from Crypto.Hash import SHA256
 from Crypto.Signature import eddsa
 
-from ..keys import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
-from ..errors import AuditIntegrityError, AuditRecordError
+from ..keys.identity import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
+from ..core.errors import AuditIntegrityError, AuditRecordError
 from . import record
-from .paths import checkpoint_key_path, write_once
+from .paths import checkpoint_key_path
+from ..core.runtime import write_once
 
 ORIGIN_PREFIX = "medsec-nb/audit/v1/"
 SIG_PREFIX = "\u2014 "

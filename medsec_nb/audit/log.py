@@ -15,11 +15,11 @@ import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
-from ..atomic import _fsync_dir
-from ..keys import Identity
+from ..core.atomic import _fsync_dir
+from ..keys.identity import Identity
 from . import checkpoint as ckpt
 from . import context, events, record
-from ..errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
+from ..core.errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
 from .paths import checkpoints_path, log_path
 
 #: Records between two automatic checkpoints (``$MEDSEC_AUDIT_CHECKPOINT_EVERY``; 0 disables).

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import AuditIntegrityError, AuditRecordError
+from ..core.errors import AuditIntegrityError, AuditRecordError
 from . import record
 from .log import parse_since
 from .paths import log_path

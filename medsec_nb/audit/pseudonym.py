@@ -7,8 +7,9 @@ from pathlib import Path
 from Crypto.Hash import HMAC, SHA256
 from Crypto.Random import get_random_bytes
 
-from ..errors import AuditUnavailableError
-from .paths import pseudonym_secret_path, write_once
+from ..core.errors import AuditUnavailableError
+from .paths import pseudonym_secret_path
+from ..core.runtime import write_once
 
 SECRET_LEN = 32
 _cache: dict[Path, bytes] = {}

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from Crypto.Hash import SHA256
 
-from ..errors import AuditRecordError
+from ..core.errors import AuditRecordError
 
 VERSION = 1
 #: ``prev`` of record 1.

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 from . import checkpoint as ckpt
 from . import record
 from .paths import checkpoints_path, log_path

@@ -10,13 +10,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..access import EVENT_EXPORT, as_log, as_policy, resolve_purpose
+from ..access.gate import EVENT_EXPORT, as_log, as_policy, resolve_purpose
 from ..audit import AuditLog
 from ..container import remote
-from ..errors import MedsecError
-from ..keys import Identity, Passphrase, as_identity
-from ..policy import Policy
-from . import keys as wkeys
+from ..core.errors import MedsecError
+from ..keys.identity import Identity, Passphrase, as_identity
+from ..access.policy import Policy
+from . import transport as wkeys
 from .forward import AuditSink
 from .privacy import PrivacyAccountant, check_release, dp_mean
 from .task import Item, message, run_batch

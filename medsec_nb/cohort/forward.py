@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from ..audit import AuditLog
 from ..audit import context, record
-from ..errors import AuditUnavailableError
+from ..core.errors import AuditUnavailableError
 
 _OP = "medsec_audit"
 _SEND_TRIES = 3

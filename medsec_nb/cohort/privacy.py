@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 
 #: Symmetric distance between two same-size cohorts that differ in one study.
 D_IN = 2

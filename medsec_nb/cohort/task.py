@@ -13,12 +13,12 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from ..access import Access, open_audited
+from ..access.gate import Access, open_audited
 from ..container._reader import Container
-from ..errors import MedsecError
-from ..study import Study
+from ..core.errors import MedsecError
+from ..study.study import Study
 from .forward import ForwardingLog, new_attempt
-from .keys import source_for, transport_key, unseal, worker_identity
+from .transport import source_for, transport_key, unseal, worker_identity
 
 #: One study of a batch: (its index in the cohort, its URL, {worker key id: sealed study key}).
 Item = tuple[int, str, dict[str, str]]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_dir
-from ..errors import OutputError
+from ..core.atomic import atomic_dir
+from ..core.errors import OutputError
 from ._reader import Container, export_relpaths
 
 

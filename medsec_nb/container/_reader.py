@@ -14,12 +14,11 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 from Crypto.Hash import SHA256
 
-from ..errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
-from ..keys import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
+from ..core.errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
+from ..keys.identity import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
 from . import signing
 from .files import LocalFile
-from .format import (KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment,
-                     plaintext_length)
+from .format import KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment, plaintext_length
 from .segments import decrypt_segment
 from .stanzas import passphrase_stanza, unwrap_with_identity, unwrap_with_passphrase
 

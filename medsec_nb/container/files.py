@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 
 
 class LocalFile:

@@ -15,7 +15,7 @@ from typing import Any
 from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol.KDF import HKDF
 
-from ..errors import FormatError
+from ..core.errors import FormatError
 
 MAGIC = b"\x89MSEC\r\n\x1a"
 VERSION = 1

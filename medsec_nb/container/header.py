@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FormatError, SignatureError
+from ..core.errors import FormatError, SignatureError
 from . import signing
 from .files import LocalFile
 from .format import Header, decode_header, shown

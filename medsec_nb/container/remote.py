@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 
 
 def is_remote(url: str | os.PathLike) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 
-from ..errors import AuthenticationError, MedsecError
+from ..core.errors import AuthenticationError, MedsecError
 from .format import TAG_LEN, chunk_count, chunk_nonce, ciphertext_length
 
 MAX_CHUNKS = (1 << 32) - 1      # chunk numbers are u32 in the nonce

@@ -8,8 +8,8 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC
 from Crypto.Signature import DSS, eddsa
 
-from ..errors import FormatError, KeyFileError, SignatureError
-from ..keys import Identity, Recipient, key_id_of
+from ..core.errors import FormatError, KeyFileError, SignatureError
+from ..keys.identity import Identity, Recipient, key_id_of
 from .format import canonical_json
 
 SIG_LEN = 64

@@ -19,8 +19,8 @@ from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from ..errors import SourceError
-from ..reading import reading
+from ..core.errors import SourceError
+from ..core.reading import reading
 
 # (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data, LE and BE
 _PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08",

@@ -11,8 +11,8 @@ from Crypto.Protocol.KDF import HKDF, scrypt
 from Crypto.PublicKey import ECC, RSA
 from Crypto.Random import get_random_bytes
 
-from ..errors import AuthenticationError, FormatError, NoMatchingRecipientError, WrongPassphraseError
-from ..keys import Identity, Recipient
+from ..core.errors import AuthenticationError, FormatError, NoMatchingRecipientError, WrongPassphraseError
+from ..keys.identity import Identity, Recipient
 from .format import KEY_LEN, TAG_LEN, shown
 
 WRAPPED_LEN = KEY_LEN + TAG_LEN

@@ -12,13 +12,11 @@ from typing import Any, Callable, Iterable
 from Crypto.Random import get_random_bytes
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_file
-from ..errors import MedsecError, NoMatchingRecipientError, OutputError
-from ..keys import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
+from ..core.atomic import atomic_file
+from ..core.errors import MedsecError, NoMatchingRecipientError, OutputError
+from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from . import signing
-from .format import (DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body,
-                     KeySchedule, canonical_json, ciphertext_length, encode_header, header_length,
-                     index_segment, meta_segment, pixel_segment, signed_message)
+from .format import DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body, KeySchedule, canonical_json, ciphertext_length, encode_header, header_length, index_segment, meta_segment, pixel_segment, signed_message
 from ._reader import Container
 from .segments import encrypt_segment
 from .sources import SourceInstance, iter_source_instances, list_source_files

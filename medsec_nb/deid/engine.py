@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
 from . import table
-from .keys import DeidKeys
+from .keyed import DeidKeys
 from .scan import identifying_values, maybe_sequence
 
 OPTIONS = frozenset(table.OPTION_COLUMNS)

@@ -1,6 +1,6 @@
 """De-identified export of a set of instances: de-identify, mask, scan, report, write atomically.
 
-The audited entry points (purpose, policy, audit record) are in ``medsec_nb.deid_export``; this
+The audited entry points (purpose, policy, audit record) are in ``medsec_nb.study.export``; this
 module works on (name, dataset) pairs and writes either a plain DICOM folder or a new container.
 Nothing is written unless every instance passed: a flagged instance, a leak or an error leaves
 no output behind (and an existing output untouched).
@@ -23,14 +23,14 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_dir
+from ..core.atomic import atomic_dir
 from ..container.sources import SourceInstance, split_instance
 from ..container.writer import write_container
-from ..errors import MedsecError, OutputError
-from ..reading import reading
+from ..core.errors import MedsecError, OutputError
+from ..core.reading import reading
 from . import table
 from .engine import Profile, deidentify
-from .keys import DeidKeys
+from .keyed import DeidKeys
 from .pixels import BurnedInError, MaskRule, burned_in_reason, mask_burned_in
 from .scan import Leak, identifying_sources, scan_leaks
 
@@ -47,7 +47,7 @@ _SHOWN_HITS = 5
 
 def implementation_version_name() -> str:
     """Implementation Version Name (0002,0013) of the files medsec-nb writes (SH: at most 16)."""
-    from .. import __version__
+    from ..core.version import __version__
     return f"MEDSEC_NB_{__version__}"[:16]
 
 

@@ -18,13 +18,13 @@ from typing import Any, Iterable
 
 from Crypto.Random import get_random_bytes
 
-from ..atomic import atomic_file
+from ..core.atomic import atomic_file
 from ..container.format import FILE_ID_LEN, KEY_LEN, KeySchedule, canonical_json, parse_json, plaintext_length
 from ..container.segments import decrypt_segment, encrypt_segment
 from ..container.stanzas import recipient_stanza, scrypt_stanza, unwrap_with_identity, unwrap_with_passphrase
-from ..errors import AuthenticationError, FormatError, MedsecError
-from ..keys import Identity, Passphrase, as_identity, as_recipient, resolve_passphrase
-from .keys import DeidKeys
+from ..core.errors import AuthenticationError, FormatError, MedsecError
+from ..keys.identity import Identity, Passphrase, as_identity, as_recipient, resolve_passphrase
+from .keyed import DeidKeys
 
 FORMAT = "medsec-nb deid-mapping"
 VERSION = 1
@@ -119,7 +119,7 @@ def read_sealed(path: str | os.PathLike) -> SealedMapping:
 
 def open_mapping(sealed: SealedMapping, identity: Identity | str | os.PathLike | None = None,
                  passphrase: Passphrase = None, identity_passphrase: Passphrase = None) -> dict[str, Any]:
-    """Decrypt and authenticate a mapping (the audited entry point is ``medsec_nb.deid_export``)."""
+    """Decrypt and authenticate a mapping (the audited entry point is ``medsec_nb.study.export``)."""
     raw, where = sealed.raw, str(sealed.path)
     try:
         file_id = bytes.fromhex(raw["file_id"])

@@ -19,7 +19,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 
 #: Modalities whose images commonly carry burned-in text (ultrasound, captures, photographs, documents).
 RISKY_MODALITIES = frozenset({"US", "IVUS", "OT", "SC", "XC", "ES", "GM", "SM", "DOC", "OP", "OPT", "IO"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..audit import AuditLog, set_event_logger
 from ..audit.events import emit_from_other_process
-from . import save_guard
+from ..saveguard import hook as save_guard
 from .handlers import setup_handlers
 
 POLL_MS = 1000

@@ -22,11 +22,11 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from .. import registry
+from ..notebook import registry
 from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
 from ..audit.record import utc_now
-from ..errors import AuditRecordError, MedsecError
+from ..core.errors import AuditRecordError, MedsecError
 from . import views
 
 CLOSE_TIMEOUT = 20.0
@@ -159,7 +159,7 @@ class CloseHandler(_Base):
 async def close_in_kernel(kernel_manager: Any, study_id: str, timeout: float = CLOSE_TIMEOUT) -> bool:
     """Ask the kernel to close the study (``magics.close_registered``), silently: nothing is
     stored in its history or shown in the notebook. True once the kernel reports it closed."""
-    expr = f"__import__('medsec_nb.magics', fromlist=['close_registered']).close_registered({study_id!r})"
+    expr = f"__import__('medsec_nb.notebook.magics', fromlist=['close_registered']).close_registered({study_id!r})"
     client = kernel_manager.client()
     client.start_channels()
     try:

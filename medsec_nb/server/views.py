@@ -16,7 +16,7 @@ from ..audit.page import Page
 from ..audit.paths import checkpoints_path, log_path
 from ..audit.verify import verify_log
 from ..container.header import inspect_study
-from ..errors import MedsecError
+from ..core.errors import MedsecError
 
 
 def audit_row(rec: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ VECTORS = [
 
 def transport_vector() -> dict:
     """One transport round for one worker, and one study key sealed in it."""
-    from medsec_nb.cohort.keys import Transport
+    from medsec_nb.cohort.transport import Transport
     worker = {"type": "x25519", "private_key": seed_hex("cohort worker")}
     study_key, url = stream("cohort study key")(32), "s3://bucket/studies/study0.msec"
     t = Transport.new([identity_from(worker).public], rand=stream("cohort transport"))

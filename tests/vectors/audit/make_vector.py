@@ -17,7 +17,7 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Signature import eddsa
 
 from medsec_nb.audit import checkpoint, record
-from medsec_nb.keys import Identity
+from medsec_nb.keys.identity import Identity
 
 HERE = Path(__file__).resolve().parent
 KEY = json.loads((HERE / "key.json").read_text())

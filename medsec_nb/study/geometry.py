@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pydicom
 
-from .errors import MedsecError
+from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
     from .study import Series

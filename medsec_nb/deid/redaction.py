@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import pydicom
 from pydicom.tag import Tag
 
-from .deid import OPTIONS, Profile, display_action
+from . import OPTIONS, Profile, display_action
 
 REDACTED = "\u2588 redacted"
 

@@ -27,13 +27,14 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_file
-from .audit import AuditLog, context, paths
-from .audit.record import utc_now
-from .errors import MedsecError
+from ..core.atomic import atomic_file
+from ..audit import AuditLog, context
+from ..core import runtime
+from ..audit.record import utc_now
+from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
-    from .study import Study
+    from ..study.study import Study
 
 #: Registry ids are 16 hex digits (checked before one is put into code run in a kernel).
 ID_PATTERN = re.compile(r"[0-9a-f]{16}")
@@ -47,7 +48,7 @@ _logs: dict[str, AuditLog] = {}      # audit logs of the studies opened here: ch
 
 def runtime_dir() -> Path:
     """``<data dir>/runtime/studies`` (created with mode 0700)."""
-    return paths.runtime_dir("studies")
+    return runtime.runtime_dir("studies")
 
 
 def _kernel_id() -> str | None:

@@ -20,16 +20,17 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm.auto import tqdm
 
-from . import guard, registry
-from .container.format import plaintext_length
-from .access import Access, open_audited
-from .audit import AuditLog
-from .container._reader import Container
-from .display import redacted
-from .reveal import check_justification, element_at
-from .errors import MedsecError, StudyClosedError
-from .keys import Identity, Passphrase, Recipient
-from .policy import Policy
+from ..saveguard import fingerprints as guard
+from ..notebook import registry
+from ..container.format import plaintext_length
+from ..access.gate import Access, open_audited
+from ..audit import AuditLog
+from ..container._reader import Container
+from ..deid.redacted import redacted
+from ..access.reveal import check_justification, element_at
+from ..core.errors import MedsecError, StudyClosedError
+from ..keys.identity import Identity, Passphrase, Recipient
+from ..access.policy import Policy
 
 #: Decrypting threads per study unless ``open_study(..., threads=)`` says otherwise.
 DEFAULT_THREADS = 2
@@ -180,8 +181,8 @@ class Series:
 
     def redactor(self, i: int = 0, **kwargs):
         """A tag table of instance ``i`` with actions, options, overrides and audited reveal;
-        see ``medsec_nb.tag_redactor``."""
-        from .tag_redactor import TagRedactor
+        see ``medsec_nb.notebook.tag_redactor``."""
+        from ..notebook.tag_redactor import TagRedactor
         return TagRedactor(self, i, **kwargs)
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
@@ -302,21 +303,21 @@ class Series:
 
     @property
     def geometry(self):
-        """Spacing, origin and direction of the series (see ``medsec_nb.geometry``)."""
+        """Spacing, origin and direction of the series (see ``medsec_nb.study.geometry``)."""
         from .geometry import series_geometry
         return series_geometry(self)
 
     def view(self, **kwargs):
-        """A slice viewer widget (slider, window/level presets); see ``medsec_nb.widgets``."""
-        from .widgets import SliceViewer
+        """A slice viewer widget (slider, window/level presets); see ``medsec_nb.notebook.widgets``."""
+        from ..notebook.widgets import SliceViewer
         return SliceViewer(self, **kwargs)
 
     def _repr_html_(self) -> str:
-        from .display import series_html
+        from ..notebook.display import series_html
         return series_html(self)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
-        from .display import series_text
+        from ..notebook.display import series_text
         p.text(series_text(self))
 
     def __repr__(self) -> str:
@@ -381,7 +382,7 @@ class Study:
         """De-identify this study (PS3.15 Basic Profile plus ``options``) to a DICOM folder or, with
         ``recipients``, a new container; audited, atomic, leak-scanned. Keyword arguments and the
         returned conformance report: ``medsec_nb.deid_export.export_deidentified``."""
-        from .deid_export import export_deidentified
+        from .export import export_deidentified
         return export_deidentified(self, output, **kwargs)
 
     def __enter__(self) -> "Study":
@@ -391,11 +392,11 @@ class Study:
         self.close()
 
     def _repr_html_(self) -> str:
-        from .display import study_html
+        from ..notebook.display import study_html
         return study_html(self)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
-        from .display import study_text
+        from ..notebook.display import study_text
         p.text(study_text(self))
 
     def __repr__(self) -> str:

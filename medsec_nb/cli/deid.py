@@ -8,10 +8,10 @@ import os
 import sys
 from typing import Any
 
-from .atomic import atomic_file
-from .deid import OPTIONS
-from .deid_export import export_deidentified, read_mapping
-from .errors import MedsecError
+from ..core.atomic import atomic_file
+from ..deid import OPTIONS
+from ..study.export import export_deidentified, read_mapping
+from ..core.errors import MedsecError
 from .prompt import read_secret_file, unlock_args
 
 DEID_EPILOG = """\

@@ -1,5 +1,5 @@
 """The headless demo: build a demo study from pydicom's bundled files, encrypt it, open it,
-print a redacted summary. ``python -m medsec_nb.demo [--dir demo]``."""
+print a redacted summary. ``python -m medsec_nb.cli.demo [--dir demo]``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import AuditLog, verify_log
-from .container.header import inspect_study
-from .container.writer import encrypt_study
-from .keys import generate_identity, load_identity, save_identity
-from .redaction import redacted_items
-from .study import open_study
-from .testdata import synthesize_series
+from ..audit import AuditLog, verify_log
+from ..container.header import inspect_study
+from ..container.writer import encrypt_study
+from ..keys.identity import generate_identity, load_identity, save_identity
+from ..deid.redaction import redacted_items
+from ..study.study import open_study
+from ..testdata import synthesize_series
 
 SHOWN = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Modality", "Manufacturer",
          "InstitutionName", "ReferringPhysicianName", "StudyDescription", "SliceThickness",
@@ -71,7 +71,7 @@ def summary(study_path: Path, identity_path: Path, signer_pub: Path, audit_log: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m medsec_nb.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m medsec_nb.cli.demo", description=__doc__)
     ap.add_argument("--dir", default="demo", help="where the demo keys and container go (default: ./demo)")
     args = ap.parse_args(argv)
     study, ident, signer = build_demo(Path(args.dir))

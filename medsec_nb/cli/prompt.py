@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import MedsecError
-from .keys import load_identity
+from ..core.errors import MedsecError
+from ..keys.identity import load_identity
 
 
 def read_secret_file(path: str, what: str) -> bytes:

@@ -25,10 +25,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, List, TraitError, Unicode, observe, validate
 
-from .errors import MedsecError
+from ..core.errors import MedsecError
 from .hardening import harden_process
-from .redaction import PROFILE_NAMES, make_profile, set_profile
-from .study import Study, open_study
+from ..deid.redaction import PROFILE_NAMES, make_profile, set_profile
+from ..study.study import Study, open_study
 
 
 class MagicError(MedsecError):
@@ -87,10 +87,10 @@ def study_name(path: str | os.PathLike) -> str:
 
 def unload(study: Study) -> None:
     """Close the viewers and tag redactors of ``study`` (if any were made) and the study itself."""
-    widgets = sys.modules.get("medsec_nb.widgets")
+    widgets = sys.modules.get("medsec_nb.notebook.widgets")
     if widgets is not None:
         widgets.close_viewers(study)
-    redactors = sys.modules.get("medsec_nb.tag_redactor")
+    redactors = sys.modules.get("medsec_nb.notebook.tag_redactor")
     if redactors is not None:
         redactors.close_redactors(study)
     study.close()

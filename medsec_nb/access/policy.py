@@ -19,13 +19,13 @@ from typing import Iterable
 
 import casbin
 
-from .audit.context import os_user
-from .errors import PolicyDeniedError, PolicyError
+from ..core.identity import os_user
+from ..core.errors import PolicyDeniedError, PolicyError
 
 ACTIONS = ("decrypt", "reveal-tag", "export", "add-recipient")
 #: The role held by the user this process runs for.
 LOCAL_ROLE = "@local"
-DATA_DIR = Path(__file__).resolve().parent / "data" / "policy"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "policy"
 DEFAULT_POLICY = DATA_DIR / "default.csv"
 DEFAULT_MODEL = DATA_DIR / "default.conf"
 

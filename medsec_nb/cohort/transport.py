@@ -16,14 +16,14 @@ from Crypto.Cipher import AES
 from Crypto.PublicKey import ECC
 from Crypto.Random import get_random_bytes
 
-from ..access import open_audited
+from ..access.gate import open_audited
 from ..audit import AuditLog
 from ..container.format import KEY_LEN, TAG_LEN
 from ..container.remote import FsspecFile, is_remote
 from ..container.stanzas import recipient_stanza, unwrap_with_identity
-from ..errors import AuthenticationError, FormatError, MedsecError
-from ..keys import Identity, Recipient, generate_identity
-from ..policy import Policy
+from ..core.errors import AuthenticationError, FormatError, MedsecError
+from ..keys.identity import Identity, Recipient, generate_identity
+from ..access.policy import Policy
 
 _AAD = b"medsec-nb/v1 cohort transport\x00"
 _NONCE_LEN = 12

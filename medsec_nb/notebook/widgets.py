@@ -20,10 +20,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydicom.pixels import apply_modality_lut
 
-from .errors import MedsecError
+from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
-    from .study import Series, Study
+    from ..study.study import Series, Study
 
 #: name -> (width, level) in Hounsfield units.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {

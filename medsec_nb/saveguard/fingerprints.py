@@ -5,7 +5,7 @@ A kernel that opens a study publishes keyed fingerprints (BLAKE2s MAC with a per
 values (names in several orders, IDs, dates in several formats, study and series UIDs) to
 ``<data dir>/runtime/guard/<pid>.json`` (0600, written atomically), and withdraws them when the
 study is closed or the process exits. The values themselves are never written. The Jupyter
-server's pre-save hook (``medsec_nb.server.save_guard``) tokenises notebook outputs the same
+server's pre-save hook (``medsec_nb.saveguard.hook``) tokenises notebook outputs the same
 way and compares fingerprints of token runs.
 
 Only kernels publish: a value opened in another process (a script, the CLI, a cohort worker)
@@ -36,11 +36,12 @@ from Crypto.Hash import BLAKE2s
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
-from .atomic import atomic_file
-from .audit import context, paths
-from .audit.paths import data_dir, write_once
-from .deid.scan import IDENTIFYING_KEYWORDS, MIN_LEN
-from .errors import MedsecError
+from ..core.atomic import atomic_file
+from ..core import runtime
+from ..core.jupyter import in_kernel
+from ..core.runtime import data_dir, write_once
+from ..deid.scan import IDENTIFYING_KEYWORDS, MIN_LEN
+from ..core.errors import MedsecError
 
 #: Elements whose values are guarded, besides the leak scanner's identifying keywords.
 GUARDED_KEYWORDS = frozenset(IDENTIFYING_KEYWORDS) | {
@@ -66,7 +67,7 @@ def key_path() -> Path:
 
 def runtime_dir() -> Path:
     """``<data dir>/runtime/guard`` (created 0700)."""
-    return paths.runtime_dir("guard")
+    return runtime.runtime_dir("guard")
 
 
 def guard_key() -> bytes:
@@ -257,7 +258,7 @@ def publishing() -> bool:
     switch = os.environ.get("MEDSEC_SAVE_GUARD_PUBLISH", "")
     if switch in ("0", "1"):
         return switch == "1"
-    return context.in_kernel()
+    return in_kernel()
 
 
 #: Seconds between opening a study and publishing its fingerprints: off the open-and-load path

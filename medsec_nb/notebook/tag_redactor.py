@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import ipywidgets as w
 import pydicom
 
-from .deid import OPTIONS, Profile, display_action
-from .deid.scan import IDENTIFYING_KEYWORDS
-from .errors import MedsecError
-from .redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
-from .reveal import element_path
+from ..deid import OPTIONS, Profile, display_action
+from ..deid.scan import IDENTIFYING_KEYWORDS
+from ..core.errors import MedsecError
+from ..deid.redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
+from ..access.reveal import element_path
 
 if TYPE_CHECKING:
-    from .study import Series, Study
+    from ..study.study import Series, Study
 
 OVERRIDES = ("keep", "redact")
 PROFILE = "profile"          # the override toggle's "no override" choice

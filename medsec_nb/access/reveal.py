@@ -8,7 +8,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.tag import Tag
 
-from .errors import JustificationError
+from ..core.errors import JustificationError
 
 #: Shortest justification accepted for a reveal (characters, surrounding blanks not counted).
 MIN_JUSTIFICATION = 12

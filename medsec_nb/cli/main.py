@@ -11,16 +11,16 @@ import warnings
 from dataclasses import asdict
 from typing import NoReturn, Sequence, TextIO
 
-from . import __version__
-from .access import add_recipients, decrypt_study, verify_study
-from .audit.cli import add_audit_commands
-from .container.header import inspect_study
-from .container.writer import encrypt_study
-from .deid_cli import add_deid_commands
-from .errors import MedsecError
-from .keys import KEY_TYPES, generate_identity, load_identity, save_identity
+from ..core.version import __version__
+from ..access.gate import add_recipients, decrypt_study, verify_study
+from .audit import add_audit_commands
+from ..container.header import inspect_study
+from ..container.writer import encrypt_study
+from .deid import add_deid_commands
+from ..core.errors import MedsecError
+from ..keys.identity import KEY_TYPES, generate_identity, load_identity, save_identity
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
-from .reading import current_source
+from ..core.reading import current_source
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _QUOTED = re.compile(r"(?<!\w)b?'[^']*'|(?<!\w)b?\"[^\"]*\"")
 _LIBRARY_PATH = re.compile(r"\S*[/\\](?:site|dist)-packages[/\\]\S*")
-_OWN_CODE = os.path.dirname(os.path.abspath(__file__))
+_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the medsec_nb package
 
 
 def warning_line(message: Warning | str, filename: str) -> str:
@@ -262,6 +262,3 @@ def _run(args: argparse.Namespace) -> int:
         print(f"medsec: internal error ({type(exc).__name__}); set MEDSEC_DEBUG=1 for details", file=sys.stderr)
     return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,15 +16,15 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from Crypto.Hash import SHA256
 
-from .audit import AuditLog
-from .audit.record import is_uid
-from .container._export import export_container
-from .container.format import BODY_LEN, PREFIX_LEN, Header
-from .container._reader import Container, open_container
-from .container.header import read_header
-from .container.writer import rewrap
-from .errors import MedsecError, PolicyDeniedError
-from .keys import Identity, Passphrase, Recipient
+from ..audit import AuditLog
+from ..audit.record import is_uid
+from ..container._export import export_container
+from ..container.format import BODY_LEN, PREFIX_LEN, Header
+from ..container._reader import Container, open_container
+from ..container.header import read_header
+from ..container.writer import rewrap
+from ..core.errors import MedsecError, PolicyDeniedError
+from ..keys.identity import Identity, Passphrase, Recipient
 from .policy import DEFAULT_POLICY, Policy, local_user
 
 EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY = "110103", "110106", "110113"

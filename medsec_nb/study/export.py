@@ -16,18 +16,18 @@ import pydicom
 from Crypto.Hash import SHA256
 from Crypto.Random import get_random_bytes
 
-from .access import EVENT_EXPORT, EVENT_SECURITY, Access, new_access
-from .audit import AuditLog
-from .audit.record import is_uid
-from .container.sources import list_source_files
-from .deid import DeidKeys, Profile
-from .deid.export import ExportReport, ExportSettings, export_instances, parse_accept
-from .deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
-from .deid.pixels import MaskRule, burned_in_reason, load_mask_rules
-from .errors import MedsecError, OutputError, SourceError
-from .keys import Identity, Passphrase
-from .policy import Policy
-from .reading import reading
+from ..access.gate import EVENT_EXPORT, EVENT_SECURITY, Access, new_access
+from ..audit import AuditLog
+from ..audit.record import is_uid
+from ..container.sources import list_source_files
+from ..deid import DeidKeys, Profile
+from ..deid.export import ExportReport, ExportSettings, export_instances, parse_accept
+from ..deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
+from ..deid.pixels import MaskRule, burned_in_reason, load_mask_rules
+from ..core.errors import MedsecError, OutputError, SourceError
+from ..keys.identity import Identity, Passphrase
+from ..access.policy import Policy
+from ..core.reading import reading
 
 if TYPE_CHECKING:
     from .study import Study

@@ -7,14 +7,14 @@ import json
 import sys
 from typing import Any
 
-from ..atomic import atomic_file
-from ..errors import AuditIntegrityError
-from ..keys import load_identity
-from ..prompt import key_passphrase
-from . import export
-from .log import AuditLog
-from .record import utc_now
-from .verify import verify_log
+from ..core.atomic import atomic_file
+from ..core.errors import AuditIntegrityError
+from ..keys.identity import load_identity
+from .prompt import key_passphrase
+from ..audit import export
+from ..audit.log import AuditLog
+from ..audit.record import utc_now
+from ..audit.verify import verify_log
 
 AUDIT_EPILOG = """\
 examples:

@@ -16,8 +16,8 @@ from typing import Callable, Union
 from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC, RSA
 
-from .atomic import atomic_file
-from .errors import KeyFileError, WrongPassphraseError
+from ..core.atomic import atomic_file
+from ..core.errors import KeyFileError, WrongPassphraseError
 
 #: Key types medsec-nb generates: x25519, p256 and rsa3072 receive studies; ed25519 and p256 sign.
 KEY_TYPES = ("x25519", "p256", "rsa3072", "ed25519")

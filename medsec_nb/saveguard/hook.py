@@ -4,7 +4,7 @@ Every string of every cell output (dictionary keys of JSON payloads included; ev
 SVG included; the text chunks of PNG images) and of the saved widget state is tokenised, as written
 and again with ANSI colour codes removed and HTML character references decoded; a multi-line string
 stored as a list of lines is read as one text. Runs of tokens whose keyed fingerprint matches one
-published by a kernel for an open study (``medsec_nb.guard``) are replaced with a marker
+published by a kernel for an open study (``medsec_nb.saveguard.fingerprints``) are replaced with a marker
 (``SaveGuard.mode = "redact"``, the default; a PNG text chunk holding one is dropped) or the save is
 refused (``"block"``). Each intervention is an audit record naming the notebook and the number of
 values, never a value. If the guard itself fails, the save is refused (it never lets an unchecked
@@ -26,10 +26,10 @@ from tornado.web import HTTPError
 from traitlets import Bool, Enum, Unicode
 from traitlets.config import Configurable
 
-from ..access import EVENT_SECURITY
+from ..access.gate import EVENT_SECURITY
 from ..audit import AuditLog
-from ..errors import MedsecError
-from ..guard import Fingerprints, fingerprint, guard_key, load_published, tokens
+from ..core.errors import MedsecError
+from .fingerprints import Fingerprints, fingerprint, guard_key, load_published, tokens
 
 MARKER = "\u2588 redacted by medsec save guard"
 #: A DICOM UID as it appears in text: 1.x or 2.x, 3+ numeric components, 20+ characters in all

@@ -1,0 +1,7 @@
+"""``python -m medsec_nb.cli``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

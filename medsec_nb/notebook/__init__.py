@@ -1,0 +1,1 @@
+"""The notebook face: magics, redacted displays, widgets, the kernel study registry, kernel hardening."""
