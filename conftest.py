@@ -4,7 +4,13 @@ pseudonym secret and policy live in a fresh temporary data folder, never the use
 import os
 import tempfile
 
-for _var in ("MEDSEC_AUDIT_LOG", "MEDSEC_AUDIT_CHECKPOINTS", "MEDSEC_AUDIT_CHECKPOINT_KEY", "MEDSEC_POLICY",
-             "MEDSEC_PURPOSE", "MEDSEC_AUDIT_CHECKPOINT_EVERY"):
+for _var in (
+    "MEDSEC_AUDIT_LOG",
+    "MEDSEC_AUDIT_CHECKPOINTS",
+    "MEDSEC_AUDIT_CHECKPOINT_KEY",
+    "MEDSEC_POLICY",
+    "MEDSEC_PURPOSE",
+    "MEDSEC_AUDIT_CHECKPOINT_EVERY",
+):
     os.environ.pop(_var, None)
 os.environ["MEDSEC_DATA_DIR"] = tempfile.mkdtemp(prefix="medsec-test-data-")

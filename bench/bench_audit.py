@@ -29,15 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from medsec_nb.audit import AuditLog, pseudonym, verify_log
-from medsec_nb.audit import context, record
+from medsec_nb.audit import AuditLog, context, pseudonym, record, verify_log
 
 STUDY = {"container_sha256": "ab" * 32, "study_uid": "1.2.826.0.1.3680043.8.498.4242", "instances": 300}
 
 
 def _append(log: AuditLog) -> None:
-    log.append(action="access", outcome="success", purpose="HRESCH", key_id="x25519:00112233445566778899aabbccddeeff",
-               study=STUDY)
+    log.append(
+        action="access",
+        outcome="success",
+        purpose="HRESCH",
+        key_id="x25519:00112233445566778899aabbccddeeff",
+        study=STUDY,
+    )
 
 
 def per_append_us(folder: Path, n: int) -> float:
@@ -53,9 +57,18 @@ def build_only_us(n: int) -> float:
     prev = record.GENESIS
     t0 = time.perf_counter()
     for seq in range(1, n + 1):
-        partial = record.fields(event="110103", action="access", outcome="success", purpose="HRESCH",
-                                purpose_text=None, key_id="x25519:00112233445566778899aabbccddeeff", study=STUDY,
-                                detail=None, who=context.who(), where=context.where())
+        partial = record.fields(
+            event="110103",
+            action="access",
+            outcome="success",
+            purpose="HRESCH",
+            purpose_text=None,
+            key_id="x25519:00112233445566778899aabbccddeeff",
+            study=STUDY,
+            detail=None,
+            who=context.who(),
+            where=context.where(),
+        )
         rec, _ = record.seal(partial, seq, prev, record.utc_now())
         prev = rec["hash"]
     return (time.perf_counter() - t0) / n * 1e6
@@ -122,12 +135,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
-        os.environ["MEDSEC_DATA_DIR"] = str(folder / "data")   # keep the user's real keys and log out of it
+        os.environ["MEDSEC_DATA_DIR"] = str(folder / "data")  # keep the user's real keys and log out of it
         for name in ("MEDSEC_AUDIT_LOG", "MEDSEC_AUDIT_CHECKPOINTS", "MEDSEC_AUDIT_CHECKPOINT_KEY"):
             os.environ.pop(name, None)
         pseudonym("warm-up")
-        rows: dict[str, list[float]] = {"append_us": [], "build_us": [], "bare_fsync_us": [],
-                                        "concurrent_appends_per_s": [], "verify_records_per_s": []}
+        rows: dict[str, list[float]] = {
+            "append_us": [],
+            "build_us": [],
+            "bare_fsync_us": [],
+            "concurrent_appends_per_s": [],
+            "verify_records_per_s": [],
+        }
         for r in range(args.rounds):
             rows["append_us"].append(per_append_us(folder, args.appends))
             rows["build_us"].append(build_only_us(args.appends))
@@ -136,17 +154,32 @@ def main() -> None:
             rows["verify_records_per_s"].append(verify_rate(folder))
         med = {k: statistics.median(v) for k, v in rows.items()}
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; folder {args.dir or tempfile.gettempdir()}; medians of {args.rounds}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; folder {args.dir or tempfile.gettempdir()}; medians of {args.rounds}"
+    )
     print(f"one append (whole AuditLog.append, fsync, checkpoint every 100): {med['append_us']:8.0f} us")
     print(f"  of which record + hash, no I/O:                               {med['build_us']:8.0f} us")
     print(f"  bare 700-byte write + fsync on this file system:               {med['bare_fsync_us']:8.0f} us")
-    print(f"{args.procs} concurrent writer processes, fsync per record:          "
-          f"{med['concurrent_appends_per_s']:8.0f} appends/s (chain verified, no record lost)")
+    print(
+        f"{args.procs} concurrent writer processes, fsync per record:          "
+        f"{med['concurrent_appends_per_s']:8.0f} appends/s (chain verified, no record lost)"
+    )
     print(f"verify_log:{' ' * 53}{med['verify_records_per_s']:8.0f} records/s")
     if args.json:
-        args.json.write_text(json.dumps({"medians": med, "rounds": rows, "procs": args.procs,
-                                         "per_proc": args.per_proc, "appends": args.appends}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "medians": med,
+                    "rounds": rows,
+                    "procs": args.procs,
+                    "per_proc": args.per_proc,
+                    "appends": args.appends,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

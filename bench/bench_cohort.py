@@ -124,15 +124,19 @@ def main() -> None:
         t0 = time.perf_counter()
         paths = build(folder, a.studies, a.slices, a.size, me)
         mb = sum(p.stat().st_size for p in paths) / 1e6
-        print(f"{a.studies} studies x {a.slices} slices {a.size}x{a.size} int16, {mb:.0f} MB encrypted "
-              f"(built in {time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"{a.studies} studies x {a.slices} slices {a.size}x{a.size} int16, {mb:.0f} MB encrypted "
+            f"(built in {time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
         log = AuditLog(folder / "audit.jsonl")
-        expected = run_plain(paths, me, log)[1]                        # warm the page cache and imports
+        expected = run_plain(paths, me, log)[1]  # warm the page cache and imports
 
         def cohort_round(n: int) -> float:
-            with Cohort.from_glob(str(folder / "study*.msec"), identity=me, purpose="HRESCH", n_workers=n,
-                                  audit_log=log) as co:
-                assert np.allclose(run_cohort(co)[1], expected)       # untimed: worker imports, page cache
+            with Cohort.from_glob(
+                str(folder / "study*.msec"), identity=me, purpose="HRESCH", n_workers=n, audit_log=log
+            ) as co:
+                assert np.allclose(run_cohort(co)[1], expected)  # untimed: worker imports, page cache
                 return run_cohort(co)[0]
 
         key = medsec_nb.save_identity(me, folder / "bench-identity")[0]
@@ -150,23 +154,35 @@ def main() -> None:
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         res = {
-            "studies": a.studies, "slices": a.slices, "size": a.size, "rounds": a.rounds, "mb": round(mb, 1),
+            "studies": a.studies,
+            "slices": a.slices,
+            "size": a.size,
+            "rounds": a.rounds,
+            "mb": round(mb, 1),
             "seconds": {k: round(v, 3) for k, v in med.items()},
             "ms_per_study": {k: round(v / a.studies * 1000, 2) for k, v in med.items()},
             "throughput_2_vs_1_workers": round(med["cohort-1"] / med["cohort-2"], 3),
             "overhead_cohort1_vs_plain": round(med["cohort-1"] / med["plain"], 3),
             "cohort1_vs_plain_2_threads": round(med["cohort-1"] / med["plain-2t"], 3),
             "plain_two_processes_vs_one": round(med["plain"] / med["plain-x2"], 3),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load": os.getloadavg(),
         }
-        print(f"plain open_study loop: {res['ms_per_study']['plain']} ms/study (with 2 decrypting threads: "
-              f"{res['ms_per_study']['plain-2t']}); cohort 1 worker: "
-              f"{res['ms_per_study']['cohort-1']} ms/study; cohort 2 workers: {res['ms_per_study']['cohort-2']} ms/study")
-        print(f"throughput 2 workers / 1 worker: {res['throughput_2_vs_1_workers']:.2f}x (goal >= 1.7); "
-              f"two plain processes / one: {res['plain_two_processes_vs_one']:.2f}x (this machine's ceiling)")
-        print(f"per-study overhead, cohort on 1 worker / plain loop: {res['overhead_cohort1_vs_plain']:.2f} "
-              f"(goal <= 1.10); "
-              f"against the plain loop with 2 decrypting threads: {res['cohort1_vs_plain_2_threads']:.2f}")
+        print(
+            f"plain open_study loop: {res['ms_per_study']['plain']} ms/study (with 2 decrypting threads: "
+            f"{res['ms_per_study']['plain-2t']}); cohort 1 worker: "
+            f"{res['ms_per_study']['cohort-1']} ms/study; cohort 2 workers: {res['ms_per_study']['cohort-2']} ms/study"
+        )
+        print(
+            f"throughput 2 workers / 1 worker: {res['throughput_2_vs_1_workers']:.2f}x (goal >= 1.7); "
+            f"two plain processes / one: {res['plain_two_processes_vs_one']:.2f}x (this machine's ceiling)"
+        )
+        print(
+            f"per-study overhead, cohort on 1 worker / plain loop: {res['overhead_cohort1_vs_plain']:.2f} "
+            f"(goal <= 1.10); "
+            f"against the plain loop with 2 decrypting threads: {res['cohort1_vs_plain_2_threads']:.2f}"
+        )
         print(f"load average during the run: {res['load']}")
         if a.json:
             a.json.write_text(json.dumps(res, indent=2))

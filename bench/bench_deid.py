@@ -21,8 +21,8 @@ import io
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -46,16 +46,19 @@ def _medsec_export(ds: Dataset) -> Dataset:
 
 def _dicognito() -> Callable[[Dataset], Dataset]:
     from dicognito.anonymizer import Anonymizer
+
     anon = Anonymizer(seed="bench")
 
     def run(ds: Dataset) -> Dataset:
         anon.anonymize(ds)
         return ds
+
     return run
 
 
 def _dicom_anonymizer(ds: Dataset) -> Dataset:
     from dicomanonymizer import anonymize_dataset
+
     anonymize_dataset(ds, delete_private_tags=True)
     return ds
 
@@ -157,16 +160,22 @@ def main() -> None:
                 out.mkdir()
                 times[name].append(_time_row(files, out, fn))
         base = statistics.median(times["pydicom read + write (baseline)"])
-        print(f"{args.files} CT files ({pydicom.dcmread(files[0]).Rows}x{pydicom.dcmread(files[0]).Columns}), "
-              f"{args.rounds} interleaved rounds, median per file")
+        print(
+            f"{args.files} CT files ({pydicom.dcmread(files[0]).Rows}x{pydicom.dcmread(files[0]).Columns}), "
+            f"{args.rounds} interleaved rounds, median per file"
+        )
         print(f"{'row':<46} {'ms/file':>8} {'ratio':>6}")
         for name in tools:
             med = statistics.median(times[name])
             print(f"{name:<46} {med * 1e3:8.2f} {med / base:6.2f}")
         planted = _planted(files[0], 20)
-        leak_tools = {k: v for k, v in tools.items() if v is not None and k != "medsec-nb export step (+leak scan, report)"}
-        print(f"\nleaks on {len(planted)} instances with PHI planted in nested sequences, private tags, "
-              "a text content item and free text (instances with a leak / element hits):")
+        leak_tools = {
+            k: v for k, v in tools.items() if v is not None and k != "medsec-nb export step (+leak scan, report)"
+        }
+        print(
+            f"\nleaks on {len(planted)} instances with PHI planted in nested sequences, private tags, "
+            "a text content item and free text (instances with a leak / element hits):"
+        )
         for name, (bad, hits) in _leaks(leak_tools, planted).items():
             print(f"{name:<46} {bad:>3} / {hits}")
 

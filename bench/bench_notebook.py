@@ -31,19 +31,21 @@ from pathlib import Path
 from IPython.core.interactiveshell import InteractiveShell
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 import medsec_nb
-from medsec_nb.testdata import synthesize_series
 from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
-from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
+from medsec_nb.testdata import synthesize_series
 
 BOUNDS = {"load": 1.05, "step": 1.5}
 
 
 def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> list[tuple[float, float]]:
     """(magic, direct) seconds per round."""
-    cell = (f"%load_secure_study {study} --identity {key} --purpose HRESCH --as ct\n"
-            "vol = ct.series[0].volume(progress=False)")
+    cell = (
+        f"%load_secure_study {study} --identity {key} --purpose HRESCH --as ct\n"
+        "vol = ct.series[0].volume(progress=False)"
+    )
 
     def magic() -> None:
         res = shell.run_cell(cell, store_history=False)
@@ -77,14 +79,15 @@ def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[fl
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_axis_off()
-        image = ax.imshow(arrays[0], cmap="gray", vmin=level - width / 2, vmax=level + width / 2,
-                          interpolation="nearest")
+        image = ax.imshow(
+            arrays[0], cmap="gray", vmin=level - width / 2, vmax=level + width / 2, interpolation="nearest"
+        )
         canvas.draw()
         start = 1
 
         def step() -> None:
             nonlocal start
-            for k in range(steps):       # every step lands on an instance that is not cached
+            for k in range(steps):  # every step lands on an instance that is not cached
                 viewer.slider.value = (start + k) % n
             start += steps
 
@@ -102,8 +105,10 @@ def _report(title: str, pairs: list[tuple[float, float]], bound: float, unit: fl
     ratio = statistics.median(a / b for a, b in pairs)
     a, b = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
     ok = ratio <= bound
-    print(f"{title}: {a * unit:.1f} {unit_name} vs {b * unit:.1f} {unit_name}; median ratio {ratio:.3f} "
-          f"(ratio of medians {a / b:.3f}), bound {bound} -> {'PASS' if ok else 'FAIL'}")
+    print(
+        f"{title}: {a * unit:.1f} {unit_name} vs {b * unit:.1f} {unit_name}; median ratio {ratio:.3f} "
+        f"(ratio of medians {a / b:.3f}), bound {bound} -> {'PASS' if ok else 'FAIL'}"
+    )
     return ok
 
 
@@ -116,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="medsec-bench-nb-") as tmp:
         tmp = Path(tmp)
-        os.environ["MEDSEC_DATA_DIR"] = str(tmp / "data")        # the audit log, not the user's
-        os.environ["MEDSEC_AUDIT_CHECKPOINT_EVERY"] = "0"        # no periodic checkpoint landing in one route
+        os.environ["MEDSEC_DATA_DIR"] = str(tmp / "data")  # the audit log, not the user's
+        os.environ["MEDSEC_AUDIT_CHECKPOINT_EVERY"] = "0"  # no periodic checkpoint landing in one route
         os.environ.pop("MEDSEC_AUDIT_LOG", None)
         t = time.perf_counter()
         synthesize_series(tmp / "src", args.slices, rows=512, columns=512)
@@ -125,14 +130,26 @@ def main(argv: list[str] | None = None) -> int:
         key, _ = medsec_nb.save_identity(ident, tmp / "analyst")
         study = tmp / "ct.msec"
         medsec_nb.encrypt_study(tmp / "src", study, recipients=[ident.public], progress=False)
-        print(f"{args.slices} slices of 512x512 built and encrypted in {time.perf_counter() - t:.1f} s; "
-              f"{args.rounds} rounds, Python {sys.version.split()[0]}")
+        print(
+            f"{args.slices} slices of 512x512 built and encrypted in {time.perf_counter() - t:.1f} s; "
+            f"{args.rounds} rounds, Python {sys.version.split()[0]}"
+        )
         shell = InteractiveShell.instance()
         shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
-        ok = _report("magic load + volume() vs open_study + volume()",
-                     bench_load(shell, study, key, args.rounds), BOUNDS["load"], 1e3, "ms")
-        ok &= _report("view() slider step vs bare set_data + draw",
-                      bench_step(study, key, args.rounds, args.steps), BOUNDS["step"], 1e3, "ms")
+        ok = _report(
+            "magic load + volume() vs open_study + volume()",
+            bench_load(shell, study, key, args.rounds),
+            BOUNDS["load"],
+            1e3,
+            "ms",
+        )
+        ok &= _report(
+            "view() slider step vs bare set_data + draw",
+            bench_step(study, key, args.rounds, args.steps),
+            BOUNDS["step"],
+            1e3,
+            "ms",
+        )
     return 1 if args.strict and not ok else 0
 
 

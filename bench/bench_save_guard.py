@@ -29,20 +29,23 @@ from pathlib import Path
 
 import nbformat
 import pydicom
+from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 from pydicom.uid import generate_uid
 
 import medsec_nb
 from medsec_nb.saveguard import fingerprints as guard
 from medsec_nb.saveguard.hook import SaveGuard
 from medsec_nb.testdata import synthesize_series
-from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 BOUND = 1.05
 
 
 def _median_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
-    return (statistics.median(a / b for a, b in pairs), statistics.median(p[0] for p in pairs),
-            statistics.median(p[1] for p in pairs))
+    return (
+        statistics.median(a / b for a, b in pairs),
+        statistics.median(p[0] for p in pairs),
+        statistics.median(p[1] for p in pairs),
+    )
 
 
 def bench_open(study: Path, key: Path, rounds: int) -> tuple[list[tuple[float, float]], list[float]]:
@@ -65,9 +68,9 @@ def bench_open(study: Path, key: Path, rounds: int) -> tuple[list[tuple[float, f
         finally:
             guard.publish = publish
 
-    def settle(name: str) -> None:          # untimed: wait for the publication, then close
+    def settle(name: str) -> None:  # untimed: wait for the publication, then close
         st = opened.pop()
-        if name == "a":                      # guarded
+        if name == "a":  # guarded
             t = time.perf_counter()
             assert guard.wait(st)
             published.append(time.perf_counter() - t)
@@ -92,7 +95,7 @@ def bench_hook(cells: int, rounds: int, name: str, pid: str) -> list[tuple[float
     base = dict(_notebook(cells, name, pid))
     models: dict[str, dict] = {}
 
-    def fresh(route: str) -> None:          # untimed: each run works on its own copy
+    def fresh(route: str) -> None:  # untimed: each run works on its own copy
         models[route] = {"type": "notebook", "content": copy.deepcopy(base)}
 
     def guard_it() -> None:
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--cells", type=int, default=200)
     args = ap.parse_args(argv)
-    os.environ["MEDSEC_SAVE_GUARD_PUBLISH"] = "1"     # publish as a kernel does (this is not one)
+    os.environ["MEDSEC_SAVE_GUARD_PUBLISH"] = "1"  # publish as a kernel does (this is not one)
     with tempfile.TemporaryDirectory(prefix="medsec-bench-guard-") as tmp:
         tmp = Path(tmp)
         os.environ["MEDSEC_DATA_DIR"] = str(tmp / "data")
@@ -133,20 +136,26 @@ def main(argv: list[str] | None = None) -> int:
         key, _ = medsec_nb.save_identity(ident, tmp / "analyst")
         study = tmp / "ct.msec"
         medsec_nb.encrypt_study(tmp / "src", study, recipients=[ident.public], progress=False)
-        print(f"{args.series} series x {per} slices of 512x512; {args.rounds} rounds; Python {sys.version.split()[0]}; "
-              f"{os.cpu_count()} CPUs (shared with other jobs)")
+        print(
+            f"{args.series} series x {per} slices of 512x512; {args.rounds} rounds; Python {sys.version.split()[0]}; "
+            f"{os.cpu_count()} CPUs (shared with other jobs)"
+        )
         pairs, published = bench_open(study, key, args.rounds)
         ratio, a, b = _median_ratio(pairs)
-        print(f"open_study + volume() with save guard publication vs without: {a * 1e3:.1f} ms vs {b * 1e3:.1f} ms; "
-              f"median ratio {ratio:.3f}, bound {BOUND} -> {'PASS' if ratio <= BOUND else 'FAIL'}; "
-              f"fingerprints published {statistics.median(published) * 1e3:.1f} ms after volume() returned (median)")
+        print(
+            f"open_study + volume() with save guard publication vs without: {a * 1e3:.1f} ms vs {b * 1e3:.1f} ms; "
+            f"median ratio {ratio:.3f}, bound {BOUND} -> {'PASS' if ratio <= BOUND else 'FAIL'}; "
+            f"fingerprints published {statistics.median(published) * 1e3:.1f} ms after volume() returned (median)"
+        )
         st = medsec_nb.open_study(study, identity=key, purpose="HRESCH")
         guard.wait(st)
         pairs = bench_hook(args.cells, args.rounds, str(src.PatientName), src.PatientID)
         ratio, a, b = _median_ratio(pairs)
         size = len(nbformat.writes(nbformat.from_dict(_notebook(args.cells, "x", "y")))) / 1e6
-        print(f"pre-save hook on a {size:.1f} MB notebook ({args.cells} cells) vs nbformat from_dict + writes: "
-              f"{a * 1e3:.1f} ms vs {b * 1e3:.1f} ms; median ratio {ratio:.2f} (no bound)")
+        print(
+            f"pre-save hook on a {size:.1f} MB notebook ({args.cells} cells) vs nbformat from_dict + writes: "
+            f"{a * 1e3:.1f} ms vs {b * 1e3:.1f} ms; median ratio {ratio:.2f} (no bound)"
+        )
         st.close()
     return 0
 

@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 BOUNDS = {"page": 1.5, "load": 1.02}
 
@@ -40,13 +41,22 @@ BOUNDS = {"page": 1.5, "load": 1.02}
 def write_log(path: Path, n: int) -> None:
     """``n`` chained version-1 records, as AuditLog.append writes them (without an fsync each)."""
     from medsec_nb.audit import context, record
+
     prev = record.GENESIS
     with open(path, "wb") as fh:
         for seq in range(1, n + 1):
-            partial = record.fields(event="110103", action="open", outcome="success", purpose="HRESCH",
-                                    purpose_text=None, key_id="x25519:0123456789abcdef",
-                                    study={"container_sha256": "ab" * 32, "instances": 24}, detail={"n": seq},
-                                    who=context.who(), where=context.where())
+            partial = record.fields(
+                event="110103",
+                action="open",
+                outcome="success",
+                purpose="HRESCH",
+                purpose_text=None,
+                key_id="x25519:0123456789abcdef",
+                study={"container_sha256": "ab" * 32, "instances": 24},
+                detail={"n": seq},
+                who=context.who(),
+                where=context.where(),
+            )
             rec, line = record.seal(partial, seq, prev, record.utc_now())
             prev = rec["hash"]
             fh.write(line)
@@ -60,8 +70,10 @@ def bench_page(records: int, rounds: int) -> float:
         big, small = Path(tmp) / "big.jsonl", Path(tmp) / "small.jsonl"
         write_log(big, records)
         write_log(small, 100)
-        print(f"logs: {records} records ({big.stat().st_size / 1e6:.1f} MB) and 100 records "
-              f"({small.stat().st_size / 1e3:.0f} kB)")
+        print(
+            f"logs: {records} records ({big.stat().st_size / 1e6:.1f} MB) and 100 records "
+            f"({small.stat().st_size / 1e3:.0f} kB)"
+        )
 
         def one(path: Path) -> float:
             t = time.perf_counter()
@@ -79,8 +91,10 @@ def bench_page(records: int, rounds: int) -> float:
             ts.append(pair[1])
             ratios.append(pair[0] / pair[1])
     ratio = statistics.median(ratios)
-    print(f"[1] newest page of 100: {statistics.median(tb) * 1e3:.2f} ms from {records} records, "
-          f"{statistics.median(ts) * 1e3:.2f} ms from 100 records: ratio {ratio:.3f} (bound {BOUNDS['page']})")
+    print(
+        f"[1] newest page of 100: {statistics.median(tb) * 1e3:.2f} ms from {records} records, "
+        f"{statistics.median(ts) * 1e3:.2f} ms from 100 records: ratio {ratio:.3f} (bound {BOUNDS['page']})"
+    )
     return ratio
 
 
@@ -93,7 +107,7 @@ def _free_port() -> int:
 class Panel(threading.Thread):
     """Requests the panel's endpoints at the panel's rates while ``active`` is set."""
 
-    RATES = {"medsec/studies": 3.0, "medsec/audit?limit=100": 2.0}
+    RATES: ClassVar[dict[str, float]] = {"medsec/studies": 3.0, "medsec/audit?limit=100": 2.0}
 
     def __init__(self, base: str, token: str):
         super().__init__(daemon=True)
@@ -120,18 +134,36 @@ class Panel(threading.Thread):
 
 def bench_load(loads: int) -> float:
     from jupyter_client.manager import start_new_kernel
+
     from medsec_nb.cli.demo import build_demo
 
     tmp = Path(tempfile.mkdtemp(prefix="medsec-bench-lab-"))
-    env = dict(os.environ, MEDSEC_DATA_DIR=str(tmp / "data"), MEDSEC_AUDIT_LOG=str(tmp / "audit.jsonl"),
-               MEDSEC_AUDIT_CHECKPOINT_EVERY="0")
+    env = dict(
+        os.environ,
+        MEDSEC_DATA_DIR=str(tmp / "data"),
+        MEDSEC_AUDIT_LOG=str(tmp / "audit.jsonl"),
+        MEDSEC_AUDIT_CHECKPOINT_EVERY="0",
+    )
     os.environ.update(env)
     study, key, _ = build_demo(tmp / "demo")
     port, token = _free_port(), "bench-" + os.urandom(8).hex()
-    server = subprocess.Popen([sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root",
-                               f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/"
     panel = Panel(base, token)
     km, kc = start_new_kernel(kernel_name="python3", env=env)
@@ -143,15 +175,18 @@ def bench_load(loads: int) -> float:
             except OSError:
                 time.sleep(0.1)
         panel.start()
-        cell = ("import time as _t\n_t0 = _t.perf_counter()\n"
-                "for _ in range(3):\n"
-                f"    get_ipython().run_line_magic('load_secure_study', '{study} --identity {key} --purpose EDU --as ct')\n"
-                "    get_ipython().run_line_magic('unload_secure_study', 'ct')\n"
-                "_dt = (_t.perf_counter() - _t0) / 3")
+        cell = (
+            "import time as _t\n_t0 = _t.perf_counter()\n"
+            "for _ in range(3):\n"
+            f"    get_ipython().run_line_magic('load_secure_study', '{study} --identity {key} --purpose EDU --as ct')\n"
+            "    get_ipython().run_line_magic('unload_secure_study', 'ct')\n"
+            "_dt = (_t.perf_counter() - _t0) / 3"
+        )
 
         def one() -> float:
-            reply = kc.execute_interactive(cell, user_expressions={"dt": "_dt"}, store_history=False, timeout=120,
-                                           output_hook=lambda msg: None)
+            reply = kc.execute_interactive(
+                cell, user_expressions={"dt": "_dt"}, store_history=False, timeout=120, output_hook=lambda msg: None
+            )
             assert reply["content"]["status"] == "ok", reply["content"]
             return float(reply["content"]["user_expressions"]["dt"]["data"]["text/plain"])
 
@@ -181,9 +216,11 @@ def bench_load(loads: int) -> float:
         server.terminate()
         server.wait(30)
     ratio = statistics.median(ratios)
-    print(f"[2] %load_secure_study in a kernel: {statistics.median(with_p) * 1e3:.1f} ms with the panel open "
-          f"({panel.calls} panel requests), {statistics.median(without) * 1e3:.1f} ms without: "
-          f"ratio {ratio:.3f} (bound {BOUNDS['load']})")
+    print(
+        f"[2] %load_secure_study in a kernel: {statistics.median(with_p) * 1e3:.1f} ms with the panel open "
+        f"({panel.calls} panel requests), {statistics.median(without) * 1e3:.1f} ms without: "
+        f"ratio {ratio:.3f} (bound {BOUNDS['load']})"
+    )
     return ratio
 
 

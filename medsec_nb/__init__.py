@@ -9,9 +9,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (AuditIntegrityError, AuditUnavailableError, AuthenticationError, FormatError, KeyFileError,
-                          MedsecError, NoMatchingRecipientError, OutputError, PolicyDeniedError, PolicyError,
-                          SignatureError, SourceError, StudyClosedError, WrongPassphraseError)
+from .core.errors import (
+    AuditIntegrityError,
+    AuditUnavailableError,
+    AuthenticationError,
+    FormatError,
+    KeyFileError,
+    MedsecError,
+    NoMatchingRecipientError,
+    OutputError,
+    PolicyDeniedError,
+    PolicyError,
+    SignatureError,
+    SourceError,
+    StudyClosedError,
+    WrongPassphraseError,
+)
 from .core.version import __version__
 
 if TYPE_CHECKING:
@@ -22,11 +35,22 @@ if TYPE_CHECKING:
     from .study import Series, Study, open_study
 
 _LAZY = {
-    "VerifyReport": "access", "add_recipients": "access", "decrypt_study": "access", "verify_study": "access",
-    "ContainerInfo": "container.header", "inspect_study": "container.header", "encrypt_study": "container.writer",
-    "Identity": "keys", "Recipient": "keys", "generate_identity": "keys", "load_identity": "keys",
-    "load_recipient": "keys", "save_identity": "keys",
-    "Series": "study", "Study": "study", "open_study": "study",
+    "VerifyReport": "access",
+    "add_recipients": "access",
+    "decrypt_study": "access",
+    "verify_study": "access",
+    "ContainerInfo": "container.header",
+    "inspect_study": "container.header",
+    "encrypt_study": "container.writer",
+    "Identity": "keys",
+    "Recipient": "keys",
+    "generate_identity": "keys",
+    "load_identity": "keys",
+    "load_recipient": "keys",
+    "save_identity": "keys",
+    "Series": "study",
+    "Study": "study",
+    "open_study": "study",
 }
 
 
@@ -36,7 +60,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     try:
-        return importlib.import_module(f"{__name__}.{name}")      # a subpackage: medsec_nb.access, ...
+        return importlib.import_module(f"{__name__}.{name}")  # a subpackage: medsec_nb.access, ...
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
             raise
@@ -50,11 +74,13 @@ def __dir__() -> list[str]:
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext medsec_nb``: the magics (imported lazily, so the CLI never loads IPython)."""
     from .notebook.magics import load_ipython_extension as load
+
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     from .notebook.magics import unload_ipython_extension as unload
+
     unload(ip)
 
 
@@ -64,11 +90,35 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 __all__ = [
+    "AuditIntegrityError",
+    "AuditUnavailableError",
+    "AuthenticationError",
+    "ContainerInfo",
+    "FormatError",
+    "Identity",
+    "KeyFileError",
+    "MedsecError",
+    "NoMatchingRecipientError",
+    "OutputError",
+    "PolicyDeniedError",
+    "PolicyError",
+    "Recipient",
+    "Series",
+    "SignatureError",
+    "SourceError",
+    "Study",
+    "StudyClosedError",
+    "VerifyReport",
+    "WrongPassphraseError",
     "__version__",
-    "encrypt_study", "open_study", "verify_study", "inspect_study", "add_recipients", "decrypt_study",
-    "generate_identity", "save_identity", "load_identity", "load_recipient", "Identity", "Recipient",
-    "Study", "Series", "ContainerInfo", "VerifyReport",
-    "MedsecError", "FormatError", "AuthenticationError", "NoMatchingRecipientError", "WrongPassphraseError",
-    "SignatureError", "KeyFileError", "SourceError", "OutputError", "StudyClosedError",
-    "PolicyDeniedError", "PolicyError", "AuditUnavailableError", "AuditIntegrityError",
+    "add_recipients",
+    "decrypt_study",
+    "encrypt_study",
+    "generate_identity",
+    "inspect_study",
+    "load_identity",
+    "load_recipient",
+    "open_study",
+    "save_identity",
+    "verify_study",
 ]

@@ -14,9 +14,16 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 
-def synthesize_series(out_dir: str | os.PathLike, n_slices: int = 20, template: str | os.PathLike | None = None,
-                      rows: int | None = None, columns: int | None = None, *, thickness: float = 1.25,
-                      reverse_instance_numbers: bool = False) -> list[Path]:
+def synthesize_series(
+    out_dir: str | os.PathLike,
+    n_slices: int = 20,
+    template: str | os.PathLike | None = None,
+    rows: int | None = None,
+    columns: int | None = None,
+    *,
+    thickness: float = 1.25,
+    reverse_instance_numbers: bool = False,
+) -> list[Path]:
     """Write ``n_slices`` CT instances of one new study/series to ``out_dir``; return their paths.
 
     Pixel data is the template's, resized to ``rows`` x ``columns`` and shifted per slice;
@@ -34,7 +41,7 @@ def synthesize_series(out_dir: str | os.PathLike, n_slices: int = 20, template: 
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     z0 = float(src.ImagePositionPatient[2]) if "ImagePositionPatient" in src else 0.0
     sy, sx = (float(v) for v in src.get("PixelSpacing", [1.0, 1.0]))
-    spacing = [round(sy * src.Rows / rows, 6), round(sx * src.Columns / columns, 6)]   # same field of view
+    spacing = [round(sy * src.Rows / rows, 6), round(sx * src.Columns / columns, 6)]  # same field of view
     paths = []
     order = np.random.default_rng(n_slices).permutation(n_slices)
     for k in range(n_slices):

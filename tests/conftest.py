@@ -42,15 +42,23 @@ class Identities:
     x25519: medsec_nb.Identity
     p256: medsec_nb.Identity
     rsa3072: medsec_nb.Identity
-    signer: medsec_nb.Identity            # ed25519 producer key
-    other_x25519: medsec_nb.Identity      # never a recipient of anything below
-    other_p256: medsec_nb.Identity        # never a recipient of anything below
-    other_signer: medsec_nb.Identity      # an ed25519 key that signed nothing below
-    p256_signer: medsec_nb.Identity       # ECDSA P-256 producer key
+    signer: medsec_nb.Identity  # ed25519 producer key
+    other_x25519: medsec_nb.Identity  # never a recipient of anything below
+    other_p256: medsec_nb.Identity  # never a recipient of anything below
+    other_signer: medsec_nb.Identity  # an ed25519 key that signed nothing below
+    p256_signer: medsec_nb.Identity  # ECDSA P-256 producer key
 
     def all(self) -> list[medsec_nb.Identity]:
-        return [self.x25519, self.p256, self.rsa3072, self.signer, self.other_x25519, self.other_p256,
-                self.other_signer, self.p256_signer]
+        return [
+            self.x25519,
+            self.p256,
+            self.rsa3072,
+            self.signer,
+            self.other_x25519,
+            self.other_p256,
+            self.other_signer,
+            self.p256_signer,
+        ]
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,16 @@ class Source:
 @pytest.fixture(scope="session")
 def identities() -> Identities:
     g = medsec_nb.generate_identity
-    return Identities(x25519=g("x25519"), p256=g("p256"), rsa3072=g("rsa3072"), signer=g("ed25519"),
-                      other_x25519=g("x25519"), other_p256=g("p256"), other_signer=g("ed25519"),
-                      p256_signer=g("p256"))
+    return Identities(
+        x25519=g("x25519"),
+        p256=g("p256"),
+        rsa3072=g("rsa3072"),
+        signer=g("ed25519"),
+        other_x25519=g("x25519"),
+        other_p256=g("p256"),
+        other_signer=g("ed25519"),
+        p256_signer=g("p256"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +97,14 @@ def signed_container(tmp_path_factory, series_source, identities) -> Path:
     """The 6-slice series encrypted to x25519, p256 and rsa3072 recipients, signed by the ed25519
     producer key, with 4096-byte chunks (every pixel segment has three chunks)."""
     dest = tmp_path_factory.mktemp("signed") / "study.msec"
-    medsec_nb.encrypt_study(series_source.folder, dest,
-                            recipients=[identities.x25519, identities.p256, identities.rsa3072],
-                            signer=identities.signer, chunk_size=SMALL_CHUNK, progress=False)
+    medsec_nb.encrypt_study(
+        series_source.folder,
+        dest,
+        recipients=[identities.x25519, identities.p256, identities.rsa3072],
+        signer=identities.signer,
+        chunk_size=SMALL_CHUNK,
+        progress=False,
+    )
     return dest
 
 
@@ -92,9 +112,14 @@ def signed_container(tmp_path_factory, series_source, identities) -> Path:
 def other_key_container(tmp_path_factory, series_source, identities) -> Path:
     """The same series, same recipients and chunk size, but (necessarily) another study key."""
     dest = tmp_path_factory.mktemp("other") / "study.msec"
-    medsec_nb.encrypt_study(series_source.folder, dest,
-                            recipients=[identities.x25519, identities.p256, identities.rsa3072],
-                            signer=identities.signer, chunk_size=SMALL_CHUNK, progress=False)
+    medsec_nb.encrypt_study(
+        series_source.folder,
+        dest,
+        recipients=[identities.x25519, identities.p256, identities.rsa3072],
+        signer=identities.signer,
+        chunk_size=SMALL_CHUNK,
+        progress=False,
+    )
     return dest
 
 
@@ -102,8 +127,7 @@ def other_key_container(tmp_path_factory, series_source, identities) -> Path:
 def passphrase_container(tmp_path_factory, series_source) -> Path:
     """The 6-slice series protected by :data:`PASSPHRASE` (scrypt N=2^10), unsigned."""
     dest = tmp_path_factory.mktemp("pass") / "study.msec"
-    medsec_nb.encrypt_study(series_source.folder, dest, passphrase=PASSPHRASE, scrypt_log_n=FAST_LOG_N,
-                            progress=False)
+    medsec_nb.encrypt_study(series_source.folder, dest, passphrase=PASSPHRASE, scrypt_log_n=FAST_LOG_N, progress=False)
     return dest
 
 
@@ -118,8 +142,7 @@ def tiny_source(tmp_path_factory) -> Source:
     rtplan = folder / "rtplan.dcm"
     shutil.copyfile(get_testdata_file("rtplan.dcm"), rtplan)
     study_uid = pydicom.dcmread(rtplan).StudyInstanceUID
-    made = synthesize_series(base / "made", n_slices=1, template=get_testdata_file("MR_small.dcm"),
-                             rows=8, columns=8)
+    made = synthesize_series(base / "made", n_slices=1, template=get_testdata_file("MR_small.dcm"), rows=8, columns=8)
     ds = pydicom.dcmread(made[0])
     ds.StudyInstanceUID = study_uid
     image = folder / "image.dcm"
@@ -132,8 +155,13 @@ def tiny_container(tmp_path_factory, tiny_source, identities) -> Path:
     """About 7 KB: x25519 + p256 stanzas, an ed25519 signature, two instances (one with pixels).
     Small enough to flip a bit in every byte."""
     dest = tmp_path_factory.mktemp("tinybox") / "tiny.msec"
-    medsec_nb.encrypt_study(tiny_source.folder, dest, recipients=[identities.x25519, identities.p256],
-                            signer=identities.signer, progress=False)
+    medsec_nb.encrypt_study(
+        tiny_source.folder,
+        dest,
+        recipients=[identities.x25519, identities.p256],
+        signer=identities.signer,
+        progress=False,
+    )
     return dest
 
 
@@ -167,14 +195,15 @@ def secrets(identities) -> list[str]:
 
 def study_key_strings(path, identity) -> list[str]:
     """Hex forms of the study key of ``path`` and of the keys derived from it (test helper)."""
-    from medsec_nb.container.format import KeySchedule
     from medsec_nb.container._reader import open_container
+    from medsec_nb.container.format import KeySchedule
 
     with open_container(path, identity=identity, _keep_study_key=True) as box:
         key = box.study_key
         ks = KeySchedule.derive(key, box.header.body.file_id)
-    return [k.hex() for k in (key, ks.mac_key, ks.payload_key)] + \
-        [k.hex().upper() for k in (key, ks.mac_key, ks.payload_key)]
+    return [k.hex() for k in (key, ks.mac_key, ks.payload_key)] + [
+        k.hex().upper() for k in (key, ks.mac_key, ks.payload_key)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +219,7 @@ def assert_clean_error(secrets):
         for secret in list(secrets) + list(extra):
             for blob in blobs:
                 assert secret not in blob, "a secret appears in the error text"
+
     return check
 
 
@@ -203,8 +233,8 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
 
     from Crypto.Hash import SHA256
 
-    from medsec_nb.container.format import TAG_LEN, KeySchedule, canonical_json, encode_header, index_segment
     from medsec_nb.container._reader import open_container
+    from medsec_nb.container.format import TAG_LEN, KeySchedule, canonical_json, encode_header, index_segment
     from medsec_nb.container.segments import encrypt_segment
 
     with open_container(path, identity=identity, _keep_study_key=True) as box:
@@ -217,15 +247,16 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
     start = h.length + loc["offset"]
     chunk_starts = list(range(start, start + loc["length"], cs + TAG_LEN))
     data[chunk_starts[chunk] + 7] ^= 0x40
-    seg = bytes(data[start:start + loc["length"]])
+    seg = bytes(data[start : start + loc["length"]])
     entries[instance]["pixels"] = dict(loc, sha256=SHA256.new(seg).hexdigest())
-    index_ct, index_hash = encrypt_segment(ks.payload_key, fid, index_segment(),
-                                           canonical_json({"instances": entries}), cs)
+    index_ct, index_hash = encrypt_segment(
+        ks.payload_key, fid, index_segment(), canonical_json({"instances": entries}), cs
+    )
     assert len(index_ct) == h.body.index_length
     istart = h.length + h.body.index_offset
-    data[istart:istart + len(index_ct)] = index_ct
+    data[istart : istart + len(index_ct)] = index_ct
     raw = encode_header(dataclasses.replace(h.body, index_sha256=index_hash), h.stanzas, b"")
-    return raw + ks.header_mac(raw) + bytes(data[h.length:])
+    return raw + ks.header_mac(raw) + bytes(data[h.length :])
 
 
 # ---------------------------------------------------------------- no identifiers in any audit record
@@ -236,9 +267,17 @@ def insider_corrupt_chunk(path, identity, instance: int, chunk: int = -1) -> byt
 # appear anywhere in a record. Error paths reach records through ``detail.reason``.
 
 _UID_IN_TEXT = re.compile(r"(?<![\w.])[12](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
-_PATIENT_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientBirthName",
-                     "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers")
-_STANDARD_UIDS = "1.2.840.10008."          # DICOM's own UIDs (SOP classes, transfer syntaxes): not identifying
+_PATIENT_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+)
+_STANDARD_UIDS = "1.2.840.10008."  # DICOM's own UIDs (SOP classes, transfer syntaxes): not identifying
 _NOT_IDENTIFYING = {"anonymized", "anonymous"}
 _scanned: dict[Path, int] = {}
 _patient_values: list[re.Pattern] = []
@@ -251,23 +290,22 @@ def _test_patient_values() -> list[re.Pattern]:
         import warnings
 
         import pydicom.data
+
         found = set()
         for f in (Path(pydicom.data.__file__).parent / "test_files").rglob("*"):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
-                                         specific_tags=list(_PATIENT_KEYWORDS))
-            except Exception:                       # not a DICOM file (pydicom also ships other test data)
+                    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=list(_PATIENT_KEYWORDS))
+            except Exception:  # not a DICOM file (pydicom also ships other test data)
                 continue
             for kw in _PATIENT_KEYWORDS:
                 value = ds.get(kw)
-                for v in (value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]):
+                for v in value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]:
                     text = str(v or "").strip()
                     if len(text) >= 5 and text.lower() not in _NOT_IDENTIFYING:
                         found.add(text)
-        _patient_values.extend(re.compile(rf"(?<![0-9a-z]){re.escape(v)}(?![0-9a-z])", re.I)
-                               for v in sorted(found))
+        _patient_values.extend(re.compile(rf"(?<![0-9a-z]){re.escape(v)}(?![0-9a-z])", re.I) for v in sorted(found))
     return _patient_values
 
 
@@ -279,7 +317,7 @@ def _new_records(path: Path) -> list[tuple[dict, str]]:
     except OSError:
         return []
     start = _scanned.get(path, 0)
-    if size < start:                                  # rewritten (tamper tests): read it again
+    if size < start:  # rewritten (tamper tests): read it again
         start = 0
     with open(path, "rb") as fh:
         fh.seek(start)
@@ -290,7 +328,7 @@ def _new_records(path: Path) -> list[tuple[dict, str]]:
     for line in data[:end].splitlines():
         try:
             rec = json.loads(line)
-        except (ValueError, RecursionError):        # not a record (hostile-input tests write such lines)
+        except (ValueError, RecursionError):  # not a record (hostile-input tests write such lines)
             continue
         if isinstance(rec, dict) and "who" in rec and "seq" in rec:
             out.append((rec, line.decode("utf-8", "replace")))
@@ -315,6 +353,8 @@ def no_identifiers_in_audit_records(tmp_path_factory):
             for rec, line in _new_records(path):
                 hits = identifiers_in_record(rec, line)
                 if hits:
-                    problems.append(f"{path}: record {rec.get('seq')} ({rec.get('action')}, "
-                                    f"{rec.get('outcome')}): {', '.join(hits)}")
+                    problems.append(
+                        f"{path}: record {rec.get('seq')} ({rec.get('action')}, "
+                        f"{rec.get('outcome')}): {', '.join(hits)}"
+                    )
     assert not problems, "identifiers in audit records:\n" + "\n".join(problems[:10])

@@ -35,8 +35,9 @@ def test_purpose_is_required(signed_container, identities, monkeypatch, log):
 
 
 def test_open_and_bulk_reads_are_recorded(signed_container, identities, log):
-    with medsec_nb.open_study(signed_container, identities.x25519, purpose="EDU", purpose_text="course 12",
-                              audit_log=log) as study:
+    with medsec_nb.open_study(
+        signed_container, identities.x25519, purpose="EDU", purpose_text="course 12", audit_log=log
+    ) as study:
         assert study.purpose == "EDU"
         recs = _records(log)
         assert len(recs) == 1
@@ -48,7 +49,7 @@ def test_open_and_bulk_reads_are_recorded(signed_container, identities, log):
         assert rec["study"]["study_uid"] == study._box.entries[0]["study"]
         study.series[0].volume(progress=False)
         list(study.series[0])
-        study.series[0][0]                  # single instances are covered by the open record
+        study.series[0][0]  # single instances are covered by the open record
     recs = _records(log)
     assert [r["action"] for r in recs] == ["open", "decrypt-series", "decrypt-series"]
     assert recs[1]["study"]["instances"] == len(study.series[0])
@@ -71,9 +72,9 @@ def test_denied_access_records_denial_and_unwraps_nothing(signed_container, iden
 
     def must_not_ask():
         raise AssertionError("the key was unlocked although the policy denies access")
+
     with pytest.raises(medsec_nb.PolicyDeniedError, match="no rule allows"):
-        medsec_nb.open_study(signed_container, key_path, identity_passphrase=must_not_ask, audit_log=log,
-                             policy=policy)
+        medsec_nb.open_study(signed_container, key_path, identity_passphrase=must_not_ask, audit_log=log, policy=policy)
     (rec,) = _records(log)
     assert (rec["outcome"], rec["event"]) == ("denied", "110113")
     assert "no rule allows" in rec["detail"]["reason"]
@@ -102,7 +103,7 @@ def test_bulk_read_not_returned_when_unrecordable(signed_container, identities, 
         os.chmod(log, 0o400)
         os.chmod(log.parent, 0o500)
         try:
-            if os.access(log, os.W_OK):         # root ignores modes: make the path unusable instead
+            if os.access(log, os.W_OK):  # root ignores modes: make the path unusable instead
                 os.chmod(log.parent, 0o700)
                 log.unlink()
                 log.mkdir()
@@ -135,19 +136,19 @@ def test_cli_paths_are_audited(signed_container, identities, tmp_path):
     env = {**os.environ, "MEDSEC_AUDIT_LOG": str(tmp_path / "cli.jsonl")}
     env.pop("MEDSEC_PURPOSE")
     medsec = [str(Path(sys.executable).with_name("medsec"))]
-    run = lambda *a: subprocess.run(medsec + [str(x) for x in a], capture_output=True, text=True, env=env,
-                                    timeout=120)
+    run = lambda *a: subprocess.run(medsec + [str(x) for x in a], capture_output=True, text=True, env=env, timeout=120)
     r = run("verify", signed_container, "-i", key, "-q")
     assert r.returncode == 1 and "purpose of use is required" in r.stderr
     assert run("verify", signed_container, "-i", key, "-q", "--purpose", "HRESCH").returncode == 0
-    assert run("decrypt", signed_container, "-i", key, "-o", tmp_path / "out", "-q", "--purpose", "TREAT").returncode == 0
+    assert (
+        run("decrypt", signed_container, "-i", key, "-o", tmp_path / "out", "-q", "--purpose", "TREAT").returncode == 0
+    )
     r = run("audit", "show")
     assert r.returncode == 0 and "export" in r.stdout and "verify" in r.stdout
     r = run("audit", "verify")
     assert r.returncode == 0, r.stderr
     actions = [(x["action"], x["event"]) for x in AuditLog(tmp_path / "cli.jsonl").records()]
-    assert actions == [("verify-open", "110103"), ("verify", "110103"), ("export-open", "110106"),
-                       ("export", "110106")]
+    assert actions == [("verify-open", "110103"), ("verify", "110103"), ("export-open", "110106"), ("export", "110106")]
 
 
 def test_reveal_is_authorised_and_recorded_without_the_value(signed_container, identities, tmp_path, log):

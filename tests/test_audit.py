@@ -24,19 +24,33 @@ from pathlib import Path
 import pytest
 from Crypto.Signature import eddsa
 
-from medsec_nb.audit import AuditIntegrityError, AuditLog, AuditRecordError, AuditUnavailableError, pseudonym, set_event_logger, verify_log
+from medsec_nb.audit import (
+    AuditIntegrityError,
+    AuditLog,
+    AuditRecordError,
+    AuditUnavailableError,
+    export,
+    pseudonym,
+    set_event_logger,
+    verify_log,
+)
 from medsec_nb.audit import checkpoint as ckpt
-from medsec_nb.audit import export
-from medsec_nb.cli.audit import add_audit_commands
 from medsec_nb.audit.record import GENESIS, canonical, record_hash
+from medsec_nb.cli.audit import add_audit_commands
 from medsec_nb.keys.identity import Recipient, generate_identity, save_identity
 
 VECTOR = Path(__file__).parent / "vectors" / "audit"
 UID = "1.2.826.0.1.3680043.8.498.777"
 SHA = "ab" * 32
 KEY_ID = "x25519:00112233445566778899aabbccddeeff"
-ENV = ("MEDSEC_AUDIT_LOG", "MEDSEC_AUDIT_CHECKPOINTS", "MEDSEC_AUDIT_CHECKPOINT_KEY",
-       "MEDSEC_AUDIT_CHECKPOINT_EVERY", "JUPYTERHUB_USER", "JPY_SESSION_NAME")
+ENV = (
+    "MEDSEC_AUDIT_LOG",
+    "MEDSEC_AUDIT_CHECKPOINTS",
+    "MEDSEC_AUDIT_CHECKPOINT_KEY",
+    "MEDSEC_AUDIT_CHECKPOINT_EVERY",
+    "JUPYTERHUB_USER",
+    "JPY_SESSION_NAME",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +63,7 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 
 def study(**kw) -> dict:
-    return {"container_sha256": SHA, "study_uid": UID, "instances": 6,
-            "patient_pseudonym": pseudonym("PAT-0042"), **kw}
+    return {"container_sha256": SHA, "study_uid": UID, "instances": 6, "patient_pseudonym": pseudonym("PAT-0042"), **kw}
 
 
 def fill(log: AuditLog, n: int, **kw) -> list[dict]:
@@ -64,6 +77,7 @@ def lines(path: Path) -> list[bytes]:
 
 
 # ---------------------------------------------------------------- records and chain
+
 
 def test_record_holds_who_why_what_where_and_chains(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_USER", "alice@hub")
@@ -79,7 +93,7 @@ def test_record_holds_who_why_what_where_and_chains(tmp_path, monkeypatch):
     assert first["where"]["pid"] == os.getpid() and first["where"]["host"]
     assert first["where"]["version"] == __import__("medsec_nb").__version__
     raw = lines(log.path)
-    assert raw[0] == canonical(first) + b"\n"          # one canonical JSON object per line
+    assert raw[0] == canonical(first) + b"\n"  # one canonical JSON object per line
     assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
     assert "PAT-0042" not in log.path.read_text()
     assert verify_log(log.path).ok
@@ -94,16 +108,19 @@ def test_default_locations_follow_environment(data_dir, tmp_path, monkeypatch):
     assert log.path == tmp_path / "elsewhere.jsonl" and log.checkpoints_path == tmp_path / "cp" / "heads.jsonl"
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(study={"patient_name": "Doe^John"}), "unknown field"),
-    (dict(study={"patient_pseudonym": "PAT-0042"}), "pseudonym"),
-    (dict(study={"study_uid": "not a uid"}), "DICOM UID"),
-    (dict(purpose=""), "purpose of use is required"),
-    (dict(event="999999"), "unknown audit event"),
-    (dict(outcome="ok"), "outcome"),
-    (dict(detail={"ratio": 0.5}), "detail.ratio"),
-    (dict(detail={"blob": b"\x00"}), "detail.blob"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(study={"patient_name": "Doe^John"}), "unknown field"),
+        (dict(study={"patient_pseudonym": "PAT-0042"}), "pseudonym"),
+        (dict(study={"study_uid": "not a uid"}), "DICOM UID"),
+        (dict(purpose=""), "purpose of use is required"),
+        (dict(event="999999"), "unknown audit event"),
+        (dict(outcome="ok"), "outcome"),
+        (dict(detail={"ratio": 0.5}), "detail.ratio"),
+        (dict(detail={"blob": b"\x00"}), "detail.blob"),
+    ],
+)
 def test_malformed_records_are_refused(tmp_path, bad, match):
     log = AuditLog(tmp_path / "audit.jsonl")
     with pytest.raises(AuditRecordError, match=match):
@@ -141,7 +158,7 @@ def test_torn_last_line_is_cut_before_the_next_append(tmp_path):
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
     fill(log, 3)
     with open(log.path, "ab") as fh:
-        fh.write(lines(log.path)[-1][:100])              # a writer died mid-record
+        fh.write(lines(log.path)[-1][:100])  # a writer died mid-record
     rep = verify_log(log.path)
     assert not rep.ok and rep.first_bad_line == 4 and "incomplete" in rep.message
     (rec,) = fill(log, 1)
@@ -157,6 +174,7 @@ def test_tail_read_finds_long_last_record(tmp_path):
 
 
 # ---------------------------------------------------------------- concurrency (real processes)
+
 
 def _writer(path: str, n: int) -> None:
     log = AuditLog(path, checkpoint_every=50)
@@ -184,6 +202,7 @@ def test_concurrent_writers_never_fork_or_lose_records(tmp_path):
 
 
 # ---------------------------------------------------------------- tamper detection
+
 
 @pytest.fixture
 def signed_log(tmp_path) -> AuditLog:
@@ -216,7 +235,7 @@ def _reorder(raw: list[bytes]) -> list[bytes]:
 
 
 def _cut_line(raw: list[bytes]) -> list[bytes]:
-    raw[4] = raw[4][:len(raw[4]) // 2] + b"\n"
+    raw[4] = raw[4][: len(raw[4]) // 2] + b"\n"
     return raw
 
 
@@ -225,15 +244,18 @@ def _reformat(raw: list[bytes]) -> list[bytes]:
     return raw
 
 
-@pytest.mark.parametrize("tamper, line, words", [
-    (_edit_field, 5, "hash mismatch"),
-    (_edit_and_rehash, 5, "does not link to line 5"),
-    (lambda raw: raw[:4] + raw[5:], 5, "sequence number 6 where 5 belongs"),
-    (_reorder, 5, "sequence number 6 where 5 belongs"),
-    (_cut_line, 5, "not a JSON record"),
-    (_reformat, 5, "canonical"),
-    (lambda raw: raw + raw[-1:], 11, "sequence number 10 where 11 belongs"),
-])
+@pytest.mark.parametrize(
+    "tamper, line, words",
+    [
+        (_edit_field, 5, "hash mismatch"),
+        (_edit_and_rehash, 5, "does not link to line 5"),
+        (lambda raw: raw[:4] + raw[5:], 5, "sequence number 6 where 5 belongs"),
+        (_reorder, 5, "sequence number 6 where 5 belongs"),
+        (_cut_line, 5, "not a JSON record"),
+        (_reformat, 5, "canonical"),
+        (lambda raw: raw + raw[-1:], 11, "sequence number 10 where 11 belongs"),
+    ],
+)
 def test_chain_damage_names_the_line(signed_log, tamper, line, words):
     signed_log.path.write_bytes(b"".join(tamper(lines(signed_log.path))))
     rep = verify_log(signed_log.path)
@@ -242,7 +264,7 @@ def test_chain_damage_names_the_line(signed_log, tamper, line, words):
 
 
 def test_tail_truncation_is_caught_by_a_checkpoint(signed_log):
-    signed_log.path.write_bytes(b"".join(lines(signed_log.path)[:7]))   # chain of 7 is valid on its own
+    signed_log.path.write_bytes(b"".join(lines(signed_log.path)[:7]))  # chain of 7 is valid on its own
     rep = verify_log(signed_log.path)
     assert not rep.ok and rep.first_bad_line == 8 and rep.records == 7
     assert "truncated" in rep.message and "lines 8-8" in rep.message
@@ -262,7 +284,8 @@ def _rechain(raw: list[bytes], change) -> bytes:
 def test_rewritten_and_rechained_log_is_caught_by_checkpoints(signed_log):
     def change(i, rec):
         if i == 5:
-            rec["outcome"] = "denied"                  # line 6: after checkpoint 4, before checkpoint 8
+            rec["outcome"] = "denied"  # line 6: after checkpoint 4, before checkpoint 8
+
     signed_log.path.write_bytes(_rechain(lines(signed_log.path), change))
     assert verify_log(signed_log.path, checkpoints=signed_log.path.with_name("none")).ok  # valid-looking
     rep = verify_log(signed_log.path)
@@ -273,6 +296,7 @@ def test_rewritten_and_rechained_log_is_caught_by_checkpoints(signed_log):
 def test_log_replaced_from_the_first_record_is_caught(signed_log):
     def change(i, rec):
         rec["who"]["os_user"] = "mallory"
+
     signed_log.path.write_bytes(_rechain(lines(signed_log.path), change))
     rep = verify_log(signed_log.path)
     assert not rep.ok and rep.first_bad_line == 1 and "record 1 differs" in rep.message
@@ -314,13 +338,14 @@ def test_checkpoint_with_a_steward_key(tmp_path):
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
     fill(log, 2)
     log.checkpoint(steward)
-    assert not verify_log(log.path).ok                                # not the installation's key
+    assert not verify_log(log.path).ok  # not the installation's key
     assert verify_log(log.path, public_key=[steward.public]).ok
     with pytest.raises(AuditRecordError, match="ed25519"):
         log.checkpoint(generate_identity("x25519"))
 
 
 # ---------------------------------------------------------------- reading, following, events
+
 
 def test_records_filters(tmp_path, monkeypatch):
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
@@ -330,7 +355,7 @@ def test_records_filters(tmp_path, monkeypatch):
     assert len(list(log.records())) == 3
     assert [r["seq"] for r in log.records(study="1.2.3")] == [3]
     assert len(list(log.records(study=SHA))) == 3
-    assert list(log.records(user="bob")) == []          # $JUPYTERHUB_USER is a claim, not the user
+    assert list(log.records(user="bob")) == []  # $JUPYTERHUB_USER is a claim, not the user
     assert len(list(log.records(user=pwd.getpwuid(os.geteuid()).pw_name))) == 3
     assert len(list(log.records(since="1h"))) == 3
     assert list(log.records(since=datetime.now(timezone.utc) + timedelta(minutes=1))) == []
@@ -352,6 +377,7 @@ def test_follow_returns_new_complete_records(tmp_path):
 
 def test_records_are_emitted_as_jupyter_events(tmp_path):
     from jupyter_events import EventLogger
+
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     logger = EventLogger()
@@ -368,17 +394,19 @@ def test_records_are_emitted_as_jupyter_events(tmp_path):
 
 def test_context_inside_ipython(tmp_path, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
+
     monkeypatch.setenv("JPY_SESSION_NAME", "/home/alice/lung.ipynb")
     shell = InteractiveShell.instance()
     shell.config.IPKernelApp.connection_file = "/run/user/1000/jupyter/runtime/kernel-6f1c2b7e-0c1d-4e43.json"
     try:
         shell.user_ns.update(log=AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0), study=study())
         shell.run_cell("1 + 1", store_history=True)
-        result = shell.run_cell("rec = log.append(action='open', outcome='success', purpose='TREAT', study=study)",
-                                store_history=True)
+        result = shell.run_cell(
+            "rec = log.append(action='open', outcome='success', purpose='TREAT', study=study)", store_history=True
+        )
         assert result.success, result.error_in_exec
         where = shell.user_ns["rec"]["where"]
-        assert where["cell"] == result.execution_count == 2          # In [2]
+        assert where["cell"] == result.execution_count == 2  # In [2]
         assert where["notebook"] == "/home/alice/lung.ipynb" and where["kernel_id"] == "6f1c2b7e-0c1d-4e43"
     finally:
         InteractiveShell.clear_instance()
@@ -386,14 +414,29 @@ def test_context_inside_ipython(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- exports
 
+
 @pytest.fixture
 def varied_log(tmp_path) -> AuditLog:
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
     fill(log, 1, purpose_text="nodule study 17")
-    fill(log, 1, event="110113", action="reveal-tag", outcome="denied", purpose="EDU", key_id=None,
-         detail={"tag": "PatientName", "reason": "denied: no rule allows it"})
-    fill(log, 1, event="110106", action="export", detail={"destination": "file:///tmp/out"},
-         study={"container_sha256": SHA})
+    fill(
+        log,
+        1,
+        event="110113",
+        action="reveal-tag",
+        outcome="denied",
+        purpose="EDU",
+        key_id=None,
+        detail={"tag": "PatientName", "reason": "denied: no rule allows it"},
+    )
+    fill(
+        log,
+        1,
+        event="110106",
+        action="export",
+        detail={"destination": "file:///tmp/out"},
+        study={"container_sha256": SHA},
+    )
     return log
 
 
@@ -438,8 +481,9 @@ def test_dicom_audit_messages_parse_with_required_elements(varied_log):
         assert users[0].get("UserIsRequestor") == "true" and users[0].get("UserID") == rec["who"]["os_user"]
         assert msg.find("AuditSourceIdentification").get("AuditSourceID")
         objs = msg.findall("ParticipantObjectIdentification")
-        assert objs and all(o.get("ParticipantObjectID") and o.find("ParticipantObjectIDTypeCode") is not None
-                            for o in objs)
+        assert objs and all(
+            o.get("ParticipantObjectID") and o.find("ParticipantObjectIDTypeCode") is not None for o in objs
+        )
     first, denied, exported = msgs
     assert first.find("EventIdentification").get("EventOutcomeIndicator") == "0"
     study_obj = first.findall("ParticipantObjectIdentification")[0]
@@ -457,6 +501,7 @@ def test_dicom_audit_messages_parse_with_required_elements(varied_log):
 
 
 # ---------------------------------------------------------------- CLI (argparse harness)
+
 
 def run_cli(*argv) -> int:
     parser = argparse.ArgumentParser(prog="medsec")
@@ -477,8 +522,9 @@ def test_cli_show_verify_checkpoint_export(varied_log, tmp_path, capsys):
     key = tmp_path / "steward"
     (tmp_path / "pw").write_text("kp-Zebra-5531\n")
     save_identity(generate_identity("ed25519"), key, "kp-Zebra-5531")
-    assert run_cli("audit", "checkpoint", *log, "--identity", f"{key}.key",
-                   "--key-passphrase-file", tmp_path / "pw") == 0
+    assert (
+        run_cli("audit", "checkpoint", *log, "--identity", f"{key}.key", "--key-passphrase-file", tmp_path / "pw") == 0
+    )
     assert "\n3\n" in capsys.readouterr().out
     with pytest.raises(AuditIntegrityError, match="not signed by a trusted key"):
         run_cli("audit", "verify", *log)
@@ -507,6 +553,7 @@ def test_cli_rejects_bad_input(varied_log):
 
 
 # ---------------------------------------------------------------- the committed test vector
+
 
 def test_vector_verifies_and_regenerates_byte_for_byte():
     spec = importlib.util.spec_from_file_location("make_audit_vector", VECTOR / "make_vector.py")

@@ -29,8 +29,14 @@ from medsec_nb.audit.record import GENESIS, canonical, record_hash
 from medsec_nb.cli.main import main
 from medsec_nb.keys.identity import generate_identity, private_pem, save_identity
 
-ENV = ("MEDSEC_AUDIT_LOG", "MEDSEC_AUDIT_CHECKPOINTS", "MEDSEC_AUDIT_CHECKPOINT_KEY",
-       "MEDSEC_AUDIT_CHECKPOINT_EVERY", "JUPYTERHUB_USER", "JPY_SESSION_NAME")
+ENV = (
+    "MEDSEC_AUDIT_LOG",
+    "MEDSEC_AUDIT_CHECKPOINTS",
+    "MEDSEC_AUDIT_CHECKPOINT_KEY",
+    "MEDSEC_AUDIT_CHECKPOINT_EVERY",
+    "JUPYTERHUB_USER",
+    "JPY_SESSION_NAME",
+)
 STUDY = {"container_sha256": "cd" * 32, "study_uid": "1.2.826.0.1.3680043.8.498.4242", "instances": 3}
 
 
@@ -60,6 +66,7 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 # ---------------------------------------------------------------- 1. the uncovered tail
 
+
 def test_records_after_the_latest_checkpoint_are_counted_and_strict_fails(tmp_path, capsys):
     """35 records, a checkpoint at 32: records 33-35 could be deleted unnoticed, so verify says so."""
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
@@ -71,14 +78,14 @@ def test_records_after_the_latest_checkpoint_are_counted_and_strict_fails(tmp_pa
     assert "3 records after the latest checkpoint are not covered" in rep.message
 
     code, out, err = cli(capsys, "audit", "verify", "--log", log.path)
-    assert code == 0 and out.startswith("OK ")                        # the default: a warning, exit 0
+    assert code == 0 and out.startswith("OK ")  # the default: a warning, exit 0
     assert "3 records after the latest checkpoint are not covered: deleting them would go unnoticed" in err
     code, out, err = cli(capsys, "audit", "verify", "--log", log.path, "--strict")
     assert code == 1 and out == ""
     assert err.startswith("medsec: error: ") and err.count("\n") == 1 and "3 records" in err
 
-    log.path.write_bytes(b"".join(lines(log.path)[:32]))            # the attack: the tail deleted
-    assert verify_log(log.path).ok                                    # undetectable, as announced
+    log.path.write_bytes(b"".join(lines(log.path)[:32]))  # the attack: the tail deleted
+    assert verify_log(log.path).ok  # undetectable, as announced
 
     log.checkpoint()
     code, out, err = cli(capsys, "audit", "verify", "--log", log.path, "--strict")
@@ -98,6 +105,7 @@ def test_strict_fails_without_any_checkpoint(tmp_path, capsys):
 
 # ---------------------------------------------------------------- 2. the key beside the log
 
+
 def _rechain(path: Path) -> None:
     """Rewrite every record (the outcome of record 2 becomes 'denied') with a valid new chain."""
     out, prev = [], GENESIS
@@ -112,24 +120,24 @@ def _rechain(path: Path) -> None:
 
 
 def test_same_folder_key_swap_is_flagged_and_caught_by_a_pinned_key(data_dir, tmp_path, capsys):
-    log = AuditLog(checkpoint_every=4)                 # the default place: beside audit-checkpoint.pub
+    log = AuditLog(checkpoint_every=4)  # the default place: beside audit-checkpoint.pub
     fill(log, 10)
     log.checkpoint()
     installed = data_dir / "audit-checkpoint.pub"
-    pinned = tmp_path / "steward" / "pinned.pub"       # the steward's copy, kept elsewhere
+    pinned = tmp_path / "steward" / "pinned.pub"  # the steward's copy, kept elsewhere
     pinned.parent.mkdir()
     shutil.copyfile(installed, pinned)
     old_id = ckpt.signing_identity().key_id
 
-    _rechain(log.path)                                 # the same-user attacker rewrites the log,
-    new = generate_identity("ed25519")                 # replaces the installation key beside it
+    _rechain(log.path)  # the same-user attacker rewrites the log,
+    new = generate_identity("ed25519")  # replaces the installation key beside it
     (data_dir / "audit-checkpoint.key").write_text(private_pem(new))
     installed.write_text(new.public.pem() + "\n")
-    log.checkpoints_path.unlink()                      # and signs the rewritten log again
+    log.checkpoints_path.unlink()  # and signs the rewritten log again
     AuditLog().checkpoint()
 
     rep = verify_log()
-    assert rep.ok, rep.message                         # consistent with the key it was given...
+    assert rep.ok, rep.message  # consistent with the key it was given...
     code, out, err = cli(capsys, "audit", "verify")
     assert code == 0
     assert new.key_id in out and str(installed) in out  # ...which verify names
@@ -140,7 +148,7 @@ def test_same_folder_key_swap_is_flagged_and_caught_by_a_pinned_key(data_dir, tm
     assert code == 1 and out == "" and err.count("\n") == 1
     assert "not signed by a trusted key" in err and old_id in err
 
-    log.checkpoints_path.unlink()                      # deleting the checkpoints instead
+    log.checkpoints_path.unlink()  # deleting the checkpoints instead
     code, _, err = cli(capsys, "audit", "verify", "--public-key", pinned)
     assert code == 1 and "no checkpoint" in err and old_id in err
 
@@ -159,6 +167,7 @@ def test_a_pinned_key_is_named_and_not_flagged(data_dir, tmp_path, capsys):
 
 # ---------------------------------------------------------------- 3. co-signatures
 
+
 @pytest.fixture
 def steward(tmp_path) -> tuple[medsec_nb.Identity, Path]:
     ident = generate_identity("ed25519")
@@ -172,8 +181,18 @@ def test_co_signed_note_verifies_with_the_steward_key_alone(tmp_path, capsys, st
     ident, key = steward
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=4)
     fill(log, 10)
-    code, out, err = cli(capsys, "audit", "checkpoint", "--log", log.path, "--identity", key,
-                         "--key-passphrase-file", tmp_path / "pw", "--co-sign")
+    code, out, err = cli(
+        capsys,
+        "audit",
+        "checkpoint",
+        "--log",
+        log.path,
+        "--identity",
+        key,
+        "--key-passphrase-file",
+        tmp_path / "pw",
+        "--co-sign",
+    )
     assert code == 0, err
     _, _, signatures = ckpt.parse(out)
     installation = ckpt.signing_identity().key_id
@@ -183,7 +202,7 @@ def test_co_signed_note_verifies_with_the_steward_key_alone(tmp_path, capsys, st
     assert code == 0, err
     rep = verify_log(log.path, public_key=ident.public)
     assert rep.ok and rep.checkpoints == 1 and rep.untrusted == 2 and rep.uncovered == 0, rep.message
-    rep = verify_log(log.path)                         # the installation key accepts all three
+    rep = verify_log(log.path)  # the installation key accepts all three
     assert rep.ok and rep.checkpoints == 3 and rep.untrusted == 0, rep.message
 
 
@@ -192,8 +211,20 @@ def test_steward_only_checkpoint_beside_installation_ones_verifies(tmp_path, cap
     _, key = steward
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=4)
     fill(log, 6)
-    assert cli(capsys, "audit", "checkpoint", "--log", log.path, "--identity", key,
-               "--key-passphrase-file", tmp_path / "pw")[0] == 0
+    assert (
+        cli(
+            capsys,
+            "audit",
+            "checkpoint",
+            "--log",
+            log.path,
+            "--identity",
+            key,
+            "--key-passphrase-file",
+            tmp_path / "pw",
+        )[0]
+        == 0
+    )
     code, out, err = cli(capsys, "audit", "verify", "--log", log.path, "--public-key", tmp_path / "steward.pub")
     assert code == 0, err
     assert "1 checkpoint not signed by a trusted key ignored" in out
@@ -202,7 +233,7 @@ def test_steward_only_checkpoint_beside_installation_ones_verifies(tmp_path, cap
 def test_notes_with_only_untrusted_signatures_still_fail(tmp_path, capsys, steward):
     ident, _ = steward
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=4)
-    fill(log, 9)                                       # two installation-only notes
+    fill(log, 9)  # two installation-only notes
     code, _, err = cli(capsys, "audit", "verify", "--log", log.path, "--public-key", tmp_path / "steward.pub")
     assert code == 1 and "not signed by a trusted key" in err
     rep = verify_log(log.path, public_key=ident.public)
@@ -219,33 +250,40 @@ def test_a_forged_trusted_co_signature_fails(tmp_path, steward):
     first, second = sigs.splitlines()
     name, blob = first.rsplit(" ", 1)
     raw = bytearray(base64.b64decode(blob))
-    raw[10] ^= 1                                                     # one bit of the steward's signature
+    raw[10] ^= 1  # one bit of the steward's signature
     forged = f"{name} {base64.b64encode(bytes(raw)).decode()}"
     log.checkpoints_path.write_text(json.dumps({"note": f"{body}\n\n{forged}\n{second}\n"}) + "\n")
-    assert verify_log(log.path).ok                                   # the installation's line is intact
+    assert verify_log(log.path).ok  # the installation's line is intact
     rep = verify_log(log.path, public_key=ident.public)
     assert not rep.ok and "invalid" in rep.message
 
 
 # ---------------------------------------------------------------- 4. kernel shutdown
 
+
 def test_a_kernel_that_decrypted_writes_a_checkpoint_when_it_shuts_down(tmp_path, signed_container, identities):
     key, _ = save_identity(identities.x25519, tmp_path / "analyst")
     expected = tmp_path / "kernel"
     data = expected / "medsec"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEC_")}
-    env.update(MEDSEC_DATA_DIR=str(data), MEDSEC_PURPOSE="HRESCH", IPYTHONDIR=str(expected / "ipython"),
-               MPLCONFIGDIR=str(expected / "mpl"), JUPYTER_RUNTIME_DIR=str(expected / "runtime"))
+    env.update(
+        MEDSEC_DATA_DIR=str(data),
+        MEDSEC_PURPOSE="HRESCH",
+        IPYTHONDIR=str(expected / "ipython"),
+        MPLCONFIGDIR=str(expected / "mpl"),
+        JUPYTER_RUNTIME_DIR=str(expected / "runtime"),
+    )
     (expected / "runtime").mkdir(parents=True)
-    km = KernelManager(kernel_name="python3",
-                       connection_file=str(expected / "runtime" / f"kernel-{uuid.uuid4()}.json"))
+    km = KernelManager(kernel_name="python3", connection_file=str(expected / "runtime" / f"kernel-{uuid.uuid4()}.json"))
     km.start_kernel(env=env, extra_arguments=["--HistoryManager.hist_file=:memory:"])
     try:
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=60)
-        code = (f"import medsec_nb\nct = medsec_nb.open_study({str(signed_container)!r}, identity={str(key)!r})\n"
-                "ct.series[0].volume().shape")
+        code = (
+            f"import medsec_nb\nct = medsec_nb.open_study({str(signed_container)!r}, identity={str(key)!r})\n"
+            "ct.series[0].volume().shape"
+        )
         reply = kc.execute_interactive(code, timeout=60, output_hook=lambda msg: None)
         assert reply["content"]["status"] == "ok", reply["content"]
         kc.stop_channels()
@@ -253,21 +291,23 @@ def test_a_kernel_that_decrypted_writes_a_checkpoint_when_it_shuts_down(tmp_path
         km.shutdown_kernel(now=False)
     log = data / "audit.jsonl"
     records = len(lines(log))
-    assert records >= 2                                              # the open and the bulk read
+    assert records >= 2  # the open and the bulk read
     notes = [note for _, note in ckpt.stored(data / "audit.checkpoints")]
     assert notes and ckpt.parse(notes[-1])[0].size == records
-    rep = verify_log(log, public_key=data / "audit-checkpoint.pub")    # the kernel's installation key
+    rep = verify_log(log, public_key=data / "audit-checkpoint.pub")  # the kernel's installation key
     assert rep.ok and rep.uncovered == 0, rep.message
 
 
 def test_a_kernel_that_decrypted_nothing_writes_no_checkpoint(tmp_path):
     expected = tmp_path / "kernel"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEC_")}
-    env.update(MEDSEC_DATA_DIR=str(expected / "medsec"), IPYTHONDIR=str(expected / "ipython"),
-               JUPYTER_RUNTIME_DIR=str(expected / "runtime"))
+    env.update(
+        MEDSEC_DATA_DIR=str(expected / "medsec"),
+        IPYTHONDIR=str(expected / "ipython"),
+        JUPYTER_RUNTIME_DIR=str(expected / "runtime"),
+    )
     (expected / "runtime").mkdir(parents=True)
-    km = KernelManager(kernel_name="python3",
-                       connection_file=str(expected / "runtime" / f"kernel-{uuid.uuid4()}.json"))
+    km = KernelManager(kernel_name="python3", connection_file=str(expected / "runtime" / f"kernel-{uuid.uuid4()}.json"))
     km.start_kernel(env=env, extra_arguments=["--HistoryManager.hist_file=:memory:"])
     try:
         kc = km.client()
@@ -279,4 +319,3 @@ def test_a_kernel_that_decrypted_nothing_writes_no_checkpoint(tmp_path):
     finally:
         km.shutdown_kernel(now=False)
     assert not (expected / "medsec" / "audit.checkpoints").exists()
-

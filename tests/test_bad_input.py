@@ -24,14 +24,14 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 import medsec_nb
+from conftest import FAST_LOG_N, PASSPHRASE, insider_corrupt_chunk
 from medsec_nb import AuthenticationError, MedsecError, OutputError, SourceError
-
-from conftest import FAST_LOG_N, PASSPHRASE, insider_corrupt_chunk  # noqa: E402  (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def tree_state(folder: Path) -> dict[str, tuple[str, str]]:
     """Every entry under ``folder`` (hidden ones too): relative path -> (kind, sha256)."""
@@ -45,7 +45,7 @@ def tree_state(folder: Path) -> dict[str, tuple[str, str]]:
         else:
             try:
                 out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
-            except OSError as exc:           # the deliberately unreadable file
+            except OSError as exc:  # the deliberately unreadable file
                 out[rel] = ("unreadable", f"{exc.errno} {oct(p.lstat().st_mode)}")
     return out
 
@@ -136,16 +136,17 @@ def _empty_file(src):
 
 def _pixel_tag_offset(data: bytes) -> int:
     import io
+
     buf = io.BytesIO(data)
     pydicom.dcmread(buf, stop_before_pixels=True)
-    assert data[buf.tell():buf.tell() + 4] == b"\xe0\x7f\x10\x00"
+    assert data[buf.tell() : buf.tell() + 4] == b"\xe0\x7f\x10\x00"
     return buf.tell()
 
 
 def _truncated_in_pixel_data(src):
-    p = _copy_slice(src, "zz_truncated.dcm")         # a new SOP UID: only the truncation is wrong
+    p = _copy_slice(src, "zz_truncated.dcm")  # a new SOP UID: only the truncation is wrong
     data = p.read_bytes()
-    p.write_bytes(data[:_pixel_tag_offset(data) + 12 + 5000])
+    p.write_bytes(data[: _pixel_tag_offset(data) + 12 + 5000])
     return p
 
 
@@ -153,7 +154,7 @@ def _truncated_before_pixel_data(src):
     """Cut 100 bytes before the Pixel Data element: every UID is there, the image is not."""
     p = _copy_slice(src, "zz_truncated.dcm")
     data = p.read_bytes()
-    p.write_bytes(data[:_pixel_tag_offset(data) - 100])
+    p.write_bytes(data[: _pixel_tag_offset(data) - 100])
     return p
 
 
@@ -210,10 +211,12 @@ SOURCE_CASES = {
 
 # --------------------------------------------------------------------------- encrypt: source errors
 
+
 @pytest.mark.parametrize("existing", [False, True], ids=["new_dest", "existing_dest"])
 @pytest.mark.parametrize("case", list(SOURCE_CASES))
-def test_bad_source_file_gives_clear_error_and_leaves_nothing(case, existing, src, out_dir, identities,
-                                                              signed_container, assert_clean_error):
+def test_bad_source_file_gives_clear_error_and_leaves_nothing(
+    case, existing, src, out_dir, identities, signed_container, assert_clean_error
+):
     bad = SOURCE_CASES[case](src)
     dest = out_dir / "study.msec"
     if existing:
@@ -234,8 +237,7 @@ def test_bad_source_file_gives_clear_error_and_leaves_nothing(case, existing, sr
     assert tree_state(src) == src_before, "source folder changed"
 
 
-@pytest.mark.parametrize("cut", [2000, 2600, 2660], ids=["inside_sequence", "inside_last_value",
-                                                          "inside_last_tag"])
+@pytest.mark.parametrize("cut", [2000, 2600, 2660], ids=["inside_sequence", "inside_last_value", "inside_last_tag"])
 def test_truncated_file_without_pixel_data_is_refused(cut, tiny_source, tmp_path, identities):
     """pydicom's rtplan.dcm (2672 bytes, no pixel data) cut short: pydicom itself reads the
     short value (or drops the partial element) without complaint, but the file is damaged and
@@ -278,8 +280,9 @@ def test_bad_source_folder(case, tmp_path, out_dir, identities, assert_clean_err
     parent_before = tree_state(tmp_path)
     dest = out_dir / "study.msec"
     with pytest.raises(SourceError) as ei:
-        medsec_nb.encrypt_study(src, dest, [identities.x25519, identities.p256], signer=identities.signer,
-                                progress=False)
+        medsec_nb.encrypt_study(
+            src, dest, [identities.x25519, identities.p256], signer=identities.signer, progress=False
+        )
     assert_clean_error(ei.value, src)
     assert not dest.exists() and leftovers(out_dir) == []
     assert tree_state(tmp_path) == parent_before
@@ -287,7 +290,7 @@ def test_bad_source_folder(case, tmp_path, out_dir, identities, assert_clean_err
 
 def test_failure_after_some_instances_were_written_leaves_nothing(src, out_dir, identities):
     """The bad file sorts last: five slices are encrypted and written before it is met."""
-    for k in range(20):                              # enough valid files to fill the writer's queue
+    for k in range(20):  # enough valid files to fill the writer's queue
         _copy_slice(src, f"more_{k:02d}.dcm", InstanceNumber=100 + k)
     bad = _text_last(src)
     before = tree_state(src)
@@ -298,12 +301,14 @@ def test_failure_after_some_instances_were_written_leaves_nothing(src, out_dir, 
     assert tree_state(src) == before
 
 
-@pytest.mark.parametrize("case", ["recipients_and_passphrase", "no_recipient", "signing_key_as_recipient",
-                                  "x25519_as_signer"])
+@pytest.mark.parametrize(
+    "case", ["recipients_and_passphrase", "no_recipient", "signing_key_as_recipient", "x25519_as_signer"]
+)
 def test_bad_arguments_leave_nothing(case, src, out_dir, identities):
     kwargs = {
-        "recipients_and_passphrase": dict(recipients=[identities.x25519], passphrase=PASSPHRASE,
-                                          scrypt_log_n=FAST_LOG_N),
+        "recipients_and_passphrase": dict(
+            recipients=[identities.x25519], passphrase=PASSPHRASE, scrypt_log_n=FAST_LOG_N
+        ),
         "no_recipient": dict(),
         "signing_key_as_recipient": dict(recipients=[identities.signer]),
         "x25519_as_signer": dict(recipients=[identities.p256], signer=identities.x25519),
@@ -359,10 +364,19 @@ def _run_limited(tmp_path: Path, mode: str, src: Path, dest: Path, key: Path, li
     script = tmp_path / "limited.py"
     script.write_text(_RUNNER)
     # a fresh audit log: the file-size limit applies to it too, and a shared one grows past it
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT),
-               MEDSEC_AUDIT_LOG=str(tmp_path / f"audit-{mode}.jsonl"))
-    proc = subprocess.run([sys.executable, str(script), mode, str(src), str(dest), str(key), str(limit)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=str(ROOT),
+        MEDSEC_AUDIT_LOG=str(tmp_path / f"audit-{mode}.jsonl"),
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), mode, str(src), str(dest), str(key), str(limit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -418,8 +432,10 @@ def test_limit_large_enough_succeeds(src, out_dir, tmp_path, key_files):
 
 # --------------------------------------------------------------------------- decrypt: output errors
 
-def test_decrypt_into_non_empty_folder_fails_and_leaves_it_unchanged(signed_container, tmp_path, identities,
-                                                                     assert_clean_error):
+
+def test_decrypt_into_non_empty_folder_fails_and_leaves_it_unchanged(
+    signed_container, tmp_path, identities, assert_clean_error
+):
     out = tmp_path / "export"
     out.mkdir()
     (out / "previous.dcm").write_bytes(b"previous export, keep me")
@@ -444,9 +460,11 @@ def test_decrypt_onto_an_existing_file_fails(signed_container, tmp_path, identit
 
 
 @pytest.mark.parametrize("where", ["last_instance_pixels", "first_instance_meta", "index"])
-def test_decrypt_of_tampered_container_leaves_no_output(where, signed_container, tmp_path, identities,
-                                                        assert_clean_error):
+def test_decrypt_of_tampered_container_leaves_no_output(
+    where, signed_container, tmp_path, identities, assert_clean_error
+):
     from medsec_nb.container._reader import open_container
+
     with open_container(signed_container, identity=identities.x25519) as box:
         h, entries = box.header, box.entries
         pos = {
@@ -467,8 +485,9 @@ def test_decrypt_of_tampered_container_leaves_no_output(where, signed_container,
     assert tree_state(tmp_path) == before, "something was left behind"
 
 
-def test_decrypt_failing_after_some_files_were_written_leaves_nothing(signed_container, tmp_path, identities,
-                                                                     assert_clean_error):
+def test_decrypt_failing_after_some_files_were_written_leaves_nothing(
+    signed_container, tmp_path, identities, assert_clean_error
+):
     """Every segment hash matches (an insider re-sealed the index), so the export starts; the
     last instance's last chunk fails its GCM tag after five files were written: the partial
     export must disappear."""

@@ -22,8 +22,9 @@ STUDY_PW = "sp-Otter-9920"
 
 def medsec(*args, cwd, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "medsec_nb.cli"]
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, stdin=stdin,
-                          timeout=120)
+    return subprocess.run(
+        cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, stdin=stdin, timeout=120
+    )
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:
@@ -58,27 +59,56 @@ def test_steward_workflow(work):
     r = medsec("keygen", "--out", "site-b", "--type", "p256", "--unencrypted", cwd=work)
     assert r.returncode == 0 and "UNENCRYPTED" in r.stderr
     assert medsec("keygen", "--out", "site-c", "--type", "rsa3072", "--unencrypted", cwd=work).returncode == 0
-    assert medsec("keygen", "--out", "producer", "--type", "ed25519", "--key-passphrase-file", "kp.txt",
-                  cwd=work).returncode == 0
-    r = medsec("encrypt", "CT", "-o", "study.msec", "-r", "site-a.pub", "-r", "site-b.pub", "--sign", "producer.key",
-               "--key-passphrase-file", "kp.txt", "-q", cwd=work)
+    assert (
+        medsec(
+            "keygen", "--out", "producer", "--type", "ed25519", "--key-passphrase-file", "kp.txt", cwd=work
+        ).returncode
+        == 0
+    )
+    r = medsec(
+        "encrypt",
+        "CT",
+        "-o",
+        "study.msec",
+        "-r",
+        "site-a.pub",
+        "-r",
+        "site-b.pub",
+        "--sign",
+        "producer.key",
+        "--key-passphrase-file",
+        "kp.txt",
+        "-q",
+        cwd=work,
+    )
     assert r.returncode == 0, r.stderr
     r = medsec("inspect", "study.msec", cwd=work)
     assert r.returncode == 0 and "instances:       5" in r.stdout and "ed25519:" in r.stdout
     ds = pydicom.dcmread(next((work / "CT").iterdir()))
     for secret in (str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID), KEY_PW):
         assert secret not in r.stdout
-    r = medsec("verify", "study.msec", "-i", "site-a.key", "--key-passphrase-file", "kp.txt",
-               "--require-signer", "producer.pub", "-q", cwd=work)
+    r = medsec(
+        "verify",
+        "study.msec",
+        "-i",
+        "site-a.key",
+        "--key-passphrase-file",
+        "kp.txt",
+        "--require-signer",
+        "producer.pub",
+        "-q",
+        cwd=work,
+    )
     assert r.returncode == 0 and r.stdout.startswith("OK ")
     hlen = read_header(work / "study.msec")[0].length
     payload_before = (work / "study.msec").read_bytes()[hlen:]
     r = medsec("add-recipient", "study.msec", "-i", "site-b.key", "-r", "site-c.pub", cwd=work)
     assert r.returncode == 0 and "added rsa3072:" in r.stdout
     after = (work / "study.msec").read_bytes()
-    assert after[read_header(work / "study.msec")[0].length:] == payload_before     # payload untouched
-    r = medsec("decrypt", "study.msec", "-i", "site-c.key", "-o", "OUT", "--require-signer", "producer.pub", "-q",
-               cwd=work)
+    assert after[read_header(work / "study.msec")[0].length :] == payload_before  # payload untouched
+    r = medsec(
+        "decrypt", "study.msec", "-i", "site-c.key", "-o", "OUT", "--require-signer", "producer.pub", "-q", cwd=work
+    )
     assert r.returncode == 0, r.stderr
     for f in (work / "CT").iterdir():
         assert filecmp.cmp(f, work / "OUT" / f.name, shallow=False)
@@ -93,7 +123,7 @@ def test_passphrase_study_and_errors(work):
     assert medsec("verify", "pw.msec", "--passphrase-file", "pw.txt", "-q", cwd=work).returncode == 0
     line = one_error_line(medsec("verify", "pw.msec", "--passphrase-file", "kp.txt", cwd=work))
     assert "pw.msec" in line and "wrong passphrase" in line and KEY_PW not in line
-    line = one_error_line(medsec("verify", "pw.msec", cwd=work))       # no terminal: no silent hang
+    line = one_error_line(medsec("verify", "pw.msec", cwd=work))  # no terminal: no silent hang
     assert "no terminal" in line
     (work / "junk.msec").write_bytes(os.urandom(500))
     assert "not a medsec container" in one_error_line(medsec("inspect", "junk.msec", cwd=work))
@@ -125,11 +155,13 @@ def test_usage_errors_are_one_line(work):
 def test_library_warnings_are_one_line_each(work, tmp_path):
     """pydicom warns about bad_sequence.dcm's malformed UIDs: one line each, no library path or code."""
     from pydicom.data import get_testdata_file
+
     src = tmp_path / "STUDY" / "bad_sequence.dcm"
     src.parent.mkdir()
     shutil.copyfile(get_testdata_file("bad_sequence.dcm"), src)
-    r = medsec("encrypt", src.parent, "-o", tmp_path / "b.msec", "--passphrase-file", work / "pw.txt", "-q",
-               cwd=tmp_path)
+    r = medsec(
+        "encrypt", src.parent, "-o", tmp_path / "b.msec", "--passphrase-file", work / "pw.txt", "-q", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines and all(ln.startswith(f"medsec: warning: {src}: ") for ln in lines), r.stderr

@@ -19,15 +19,21 @@ import s3fs
 from moto.server import ThreadedMotoServer
 
 import medsec_nb
+from conftest import study_key_strings
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.cohort import Cohort, PrivacyBudgetError
 from medsec_nb.cohort.core import MAX_BATCH, batch_size_for
-from medsec_nb.cohort.transport import Transport, WorkerKeyMissingError, transport_key, unseal, worker_public_pem, worker_recipients
 from medsec_nb.cohort.privacy import D_IN, dp_mean, mean_measurement
+from medsec_nb.cohort.transport import (
+    Transport,
+    WorkerKeyMissingError,
+    transport_key,
+    unseal,
+    worker_public_pem,
+    worker_recipients,
+)
 from medsec_nb.container._reader import open_container
 from medsec_nb.testdata import synthesize_series
-
-from conftest import study_key_strings  # noqa: E402
 
 N_STUDIES = 4
 
@@ -38,8 +44,10 @@ def volume_mean(study) -> float:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cl, distributed.Client(cl) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl,
+        distributed.Client(cl) as client,
+    ):
         yield client
 
 
@@ -54,12 +62,13 @@ def studies(tmp_path_factory, me) -> tuple[Path, list[float]]:
     d = tmp_path_factory.mktemp("cohort")
     means = []
     for i in range(N_STUDIES):
-        synthesize_series(d / f"src{i}", n_slices=3 + i, rows=32 + 4 * i, columns=32 + 4 * i)   # distinct means
+        synthesize_series(d / f"src{i}", n_slices=3 + i, rows=32 + 4 * i, columns=32 + 4 * i)  # distinct means
         medsec_nb.encrypt_study(d / f"src{i}", d / f"study{i}.msec", recipients=[me.public])
-        with medsec_nb.open_study(d / f"study{i}.msec", identity=me, purpose="HRESCH",
-                                  audit_log=d / "setup.jsonl") as s:
+        with medsec_nb.open_study(
+            d / f"study{i}.msec", identity=me, purpose="HRESCH", audit_log=d / "setup.jsonl"
+        ) as s:
             means.append(volume_mean(s))
-    assert len(set(means)) == N_STUDIES                    # so a value in the wrong place shows
+    assert len(set(means)) == N_STUDIES  # so a value in the wrong place shows
     return d, means
 
 
@@ -77,11 +86,14 @@ def test_map_values_in_order_audited_with_worker_identity(cluster, studies, me, 
     assert result.values == pytest.approx(means)
     assert verify_log(log).ok
     recs = _records(log)
-    assert Counter(r["action"] for r in recs) == {"cohort-grant": N_STUDIES, "cohort-open": N_STUDIES,
-                                                  "decrypt-series": N_STUDIES}
+    assert Counter(r["action"] for r in recs) == {
+        "cohort-grant": N_STUDIES,
+        "cohort-open": N_STUDIES,
+        "decrypt-series": N_STUDIES,
+    }
     workers = set(cluster.scheduler_info()["workers"])
     for r in recs:
-        assert r["who"]["key_id"] == me.key_id                  # the user's key, not the worker's ephemeral one
+        assert r["who"]["key_id"] == me.key_id  # the user's key, not the worker's ephemeral one
         if r["action"] != "cohort-grant":
             assert r["where"]["worker"] in workers and r["where"]["pid"] != os.getpid()
             assert r["where"]["worker_key"] != me.key_id
@@ -92,12 +104,13 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
     """What is sent to workers holds study keys only sealed under transport keys, and those only
     wrapped to the workers' ephemeral keys."""
     d, _ = studies
-    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
-                          audit_log=tmp_path / "a.jsonl") as co:
+    with Cohort.from_glob(
+        str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=tmp_path / "a.jsonl"
+    ) as co:
         transport = Transport.new(worker_recipients(list(cluster.run(worker_public_pem).values())))
         grants = [co._grant(i, transport) for i in range(N_STUDIES)]
     blob = pickle.dumps((grants, transport.public())).hex() + repr((grants, transport.public(), transport))
-    assert len(transport.keys) == 2 and all(len(g) == 2 for g in grants)     # one per worker
+    assert len(transport.keys) == 2 and all(len(g) == 2 for g in grants)  # one per worker
     for key in transport.keys.values():
         assert key.hex() not in blob
     for i in range(N_STUDIES):
@@ -109,19 +122,20 @@ def test_only_wrapped_keys_travel(cluster, studies, me, tmp_path):
 
 def test_transport_seals_are_bound_to_their_study_and_round(studies, me):
     from medsec_nb.core.errors import AuthenticationError
+
     d, _ = studies
     worker = medsec_nb.generate_identity("x25519")
     t1, t2 = Transport.new([worker.public]), Transport.new([worker.public])
     key = bytes(range(32))
     a, b = str(d / "study0.msec"), str(d / "study1.msec")
     sealed = t1.seal(key, a)[worker.key_id]
-    assert sealed != t1.seal(key, a)[worker.key_id]                   # random nonces: no repeats
+    assert sealed != t1.seal(key, a)[worker.key_id]  # random nonces: no repeats
     k1 = transport_key(t1.public(), worker)
     assert unseal(k1, t1.public(), a, sealed) == key
     with pytest.raises(AuthenticationError, match="study1.msec: sealed study key failed authentication"):
-        unseal(k1, t1.public(), b, sealed)                            # another study's
+        unseal(k1, t1.public(), b, sealed)  # another study's
     with pytest.raises(AuthenticationError):
-        unseal(transport_key(t2.public(), worker), t2.public(), a, sealed)   # another round's
+        unseal(transport_key(t2.public(), worker), t2.public(), a, sealed)  # another round's
     flipped = bytearray.fromhex(sealed)
     flipped[20] ^= 1
     with pytest.raises(AuthenticationError):
@@ -132,6 +146,7 @@ def test_transport_seals_are_bound_to_their_study_and_round(studies, me):
     with pytest.raises(AuthenticationError):
         open_container(a, identity=worker, study_key=key)
     from medsec_nb.core.errors import MedsecError
+
     with pytest.raises(MedsecError, match="needs the identity that obtained it"):
         open_container(a, passphrase="x", study_key=key)
 
@@ -149,7 +164,7 @@ def test_audit_sink_refuses_callers_without_the_token(cluster, studies, me, tmp_
         with pytest.raises(ValueError, match="wrong token"):
             cluster.sync(call, "0" * 32)
         assert _records(log) == []
-        assert cluster.sync(call, sink.token) == cluster.sync(call, sink.token) == 1   # re-sent: written once
+        assert cluster.sync(call, sink.token) == cluster.sync(call, sink.token) == 1  # re-sent: written once
     assert len(_records(log)) == 1
 
 
@@ -159,8 +174,14 @@ def test_audit_sink_sets_who_itself_a_worker_claim_is_only_a_claim(cluster, stud
     apart as ``where.worker_os_user``."""
     d, _ = studies
     log = tmp_path / "audit.jsonl"
-    forged = dict(action="cohort-open", outcome="success", purpose="TREAT", key_id="steward-key",
-                  who={"os_user": "steward", "hub_user": "steward"}, where={"host": "h", "pid": 1})
+    forged = dict(
+        action="cohort-open",
+        outcome="success",
+        purpose="TREAT",
+        key_id="steward-key",
+        who={"os_user": "steward", "hub_user": "steward"},
+        where={"host": "h", "pid": 1},
+    )
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
         sink = co._sink
 
@@ -227,23 +248,28 @@ def test_one_batch_reports_each_study_alone_in_order(cluster, studies, me, tmp_p
     assert result.values[0] == pytest.approx(means[0]) and result.values[3] == pytest.approx(means[3])
     assert result.values[1] is None and result.values[2] is None
     recs = [r for r in _records(log) if r["action"] != "cohort-grant"]
-    assert len({r["where"]["worker"] for r in recs}) == 1          # one task, one worker
+    assert len({r["where"]["worker"] for r in recs}) == 1  # one task, one worker
     # study 2's fn raised before reading; study 1's read failed and is recorded as a failure; the
     # next study is opened only after the current one's read was recorded (or fn returned)
     from medsec_nb.access.gate import container_id
+
     name = {container_id(work / f"study{i}.msec"): i for i in range(N_STUDIES)}
     assert [(r["action"], r["outcome"], name[r["study"]["container_sha256"]]) for r in recs] == [
-        ("cohort-open", "success", 0), ("decrypt-series", "success", 0),
-        ("cohort-open", "success", 1), ("decrypt-series", "failure", 1),
+        ("cohort-open", "success", 0),
+        ("decrypt-series", "success", 0),
+        ("cohort-open", "success", 1),
+        ("decrypt-series", "failure", 1),
         ("cohort-open", "success", 2),
-        ("cohort-open", "success", 3), ("decrypt-series", "success", 3)]
+        ("cohort-open", "success", 3),
+        ("decrypt-series", "success", 3),
+    ]
     assert verify_log(log).ok
 
 
 def late_reader(study, flag_dir: str) -> float:
     """Study 0 leaves a thread that reads it again, closed, while study 2 runs (a failure record
     after the batch has moved on); study 2 waits until that read is done."""
-    d, k = Path(flag_dir), study.instance_count - 3            # study i has 3 + i slices
+    d, k = Path(flag_dir), study.instance_count - 3  # study i has 3 + i slices
     if k == 0:
         series = study.series[0]
 
@@ -254,21 +280,25 @@ def late_reader(study, flag_dir: str) -> float:
                 series.volume()
             finally:
                 (d / "late-done").write_text("1")
+
         import contextvars
         import threading
-        threading.Thread(target=contextvars.copy_context().run, args=(late,), daemon=True).start()   # as asyncio.to_thread
+
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(late,), daemon=True
+        ).start()  # as asyncio.to_thread
     if k == 2:
         (d / "running-2").write_text("1")
         deadline = time.time() + 20
         while not (d / "late-done").exists() and time.time() < deadline:
             time.sleep(0.01)
-    return study.series[0].volume().shape[0]                   # tells the studies apart
+    return study.series[0].volume().shape[0]  # tells the studies apart
 
 
 def test_a_late_record_of_an_earlier_study_does_not_shift_the_batch(cluster, studies, me, tmp_path):
     """Only the study after the running one is ever opened ahead: a record written late for study 0
     (from a thread its fn left behind) must not make study 3 receive study 1's container."""
-    d, means = studies
+    d, _means = studies
     log = tmp_path / "audit.jsonl"
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
         result = co.map(lambda study: late_reader(study, str(tmp_path)), batch_size=N_STUDIES)
@@ -296,23 +326,25 @@ def test_task_reaching_a_restarted_worker_is_granted_again(studies, me, tmp_path
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", n_workers=1, audit_log=log) as co:
         first_key = list(co.client.run(worker_public_pem).values())
         result = co.map(lambda study: die_once(study, str(tmp_path / "died")), batch_size=N_STUDIES)
-        assert list(co.client.run(worker_public_pem).values()) != first_key     # a new process, a new key
+        assert list(co.client.run(worker_public_pem).values()) != first_key  # a new process, a new key
     assert (tmp_path / "died").exists()
     assert result.errors == {} and result.values == pytest.approx(means)
     grants = Counter(r["study"]["container_sha256"] for r in _records(log) if r["action"] == "cohort-grant")
-    assert sorted(grants.values()) == [2] * N_STUDIES                 # every study granted twice
+    assert sorted(grants.values()) == [2] * N_STUDIES  # every study granted twice
     assert verify_log(log).ok
 
 
 def _profile_enabled() -> bool:
     import dask
+
     return dask.config.get("distributed.worker.profile.enabled")
 
 
 def test_own_local_cluster_has_no_profiler_and_closes_with_the_cohort(studies, me, tmp_path):
     d, means = studies
-    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", n_workers=1,
-                          audit_log=tmp_path / "a.jsonl") as co:
+    with Cohort.from_glob(
+        str(d / "*.msec"), identity=me, purpose="HRESCH", n_workers=1, audit_log=tmp_path / "a.jsonl"
+    ) as co:
         client = co.client
         assert list(client.run(_profile_enabled).values()) == [False]
         assert co.map(volume_mean).values == pytest.approx(means)
@@ -321,13 +353,15 @@ def test_own_local_cluster_has_no_profiler_and_closes_with_the_cohort(studies, m
 
 def test_batch_size_argument_is_checked(cluster, studies, me, tmp_path):
     from medsec_nb.core.errors import MedsecError
+
     d, _ = studies
-    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster,
-                          audit_log=tmp_path / "a.jsonl") as co:
+    with Cohort.from_glob(
+        str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=tmp_path / "a.jsonl"
+    ) as co:
         for bad in (0, -1, 1.5, True, "2"):
             with pytest.raises(MedsecError, match="batch_size must be a whole number"):
                 co.map(volume_mean, batch_size=bad)
-    assert _records(tmp_path / "a.jsonl") == []                     # refused before any key was granted
+    assert _records(tmp_path / "a.jsonl") == []  # refused before any key was granted
 
 
 def test_batch_sizes_ramp_up_then_shrink_to_single_studies():
@@ -337,11 +371,11 @@ def test_batch_sizes_ramp_up_then_shrink_to_single_studies():
             sizes.append(batch_size_for(left, slots, len(sizes)))
             left -= sizes[-1]
         assert sum(sizes) == n and all(1 <= b <= MAX_BATCH for b in sizes)
-        assert sizes[0] == 1 and sizes[-1] == 1                      # first task after one grant; an even finish
+        assert sizes[0] == 1 and sizes[-1] == 1  # first task after one grant; an even finish
         for k, b in enumerate(sizes):
-            assert b <= 2 ** k
+            assert b <= 2**k
         if n == 1000:
-            assert sizes.count(MAX_BATCH) >= 1000 // MAX_BATCH - 8     # large cohorts: mostly full batches
+            assert sizes.count(MAX_BATCH) >= 1000 // MAX_BATCH - 8  # large cohorts: mostly full batches
     assert [batch_size_for(50, 1, k) for k in range(6)] == [1, 2, 4, 8, 16, 16]
     assert batch_size_for(20, 2, 10) == 5 and batch_size_for(3, 2, 10) == 1
 
@@ -362,6 +396,7 @@ def _map_killing_the_worker_of_study2(cluster, d: Path, me, tmp_path: Path, **ma
     """Map with :func:`slow_first_attempt`; a thread SIGKILLs the worker process running study 2's
     first attempt. Returns (result, the killed pid or None, the audit log path)."""
     import threading
+
     with medsec_nb.open_study(d / "study2.msec", identity=me, purpose="HRESCH", audit_log=tmp_path / "x.jsonl") as s:
         victim = s.series[0].uid
     (tmp_path / "victim").write_text(victim)
@@ -376,14 +411,13 @@ def _map_killing_the_worker_of_study2(cluster, d: Path, me, tmp_path: Path, **ma
         if marker.exists():
             pid = int(marker.read_text())
             killed.append(pid)
-            os.kill(pid, signal.SIGKILL)                 # a real kill of the worker process
+            os.kill(pid, signal.SIGKILL)  # a real kill of the worker process
 
     with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log) as co:
-        cluster.submit(lambda: None).result()            # warm: both workers are up
+        cluster.submit(lambda: None).result()  # warm: both workers are up
         t = threading.Thread(target=killer)
         t.start()
-        result = co.map(lambda study: slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim")),
-                        **map_kwargs)
+        result = co.map(lambda study: slow_first_attempt(study, str(tmp_path), str(tmp_path / "victim")), **map_kwargs)
         t.join()
     return result, (killed[0] if killed else None), log
 
@@ -422,12 +456,13 @@ def test_worker_killed_mid_batch_reruns_the_batch_no_record_lost_or_duplicated(c
     attempts = {r["where"]["attempt"] for r in recs}
     assert all(per_attempt[(a, "cohort-open")] == 1 and per_attempt[(a, "decrypt-series")] <= 1 for a in attempts)
     from medsec_nb.access.gate import container_id
+
     by_study = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "decrypt-series")
     opens = Counter(r["study"]["container_sha256"] for r in recs if r["action"] == "cohort-open")
     hit = container_id(d / "study2.msec")
-    assert by_study[hit] == 2 and opens[hit] == 2                      # killed attempt and retry, both recorded
-    assert sorted(by_study.values()) == [1, 1, 1, 2]                   # everything else read once
-    assert N_STUDIES + 1 <= len(attempts) <= N_STUDIES + 2             # + study 3 opened ahead when killed
+    assert by_study[hit] == 2 and opens[hit] == 2  # killed attempt and retry, both recorded
+    assert sorted(by_study.values()) == [1, 1, 1, 2]  # everything else read once
+    assert N_STUDIES + 1 <= len(attempts) <= N_STUDIES + 2  # + study 3 opened ahead when killed
     unread = [a for a in attempts if per_attempt[(a, "decrypt-series")] == 0]
     assert all(next(r["where"]["pid"] for r in recs if r["where"]["attempt"] == a) == killed for a in unread)
     assert len({r["where"]["rid"] for r in recs}) == len(recs)
@@ -439,16 +474,26 @@ def test_s3_object_storage(cluster, studies, me, tmp_path):
     server.start()
     try:
         host, port = server.get_host_and_port()
-        opts = {"key": "testing", "secret": "testing",
-                "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
-        boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
-                     **opts["client_kwargs"]).create_bucket(Bucket="cohort-bucket")
+        opts = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"},
+        }
+        boto3.client(
+            "s3", aws_access_key_id="testing", aws_secret_access_key="testing", **opts["client_kwargs"]
+        ).create_bucket(Bucket="cohort-bucket")
         fs = s3fs.S3FileSystem(**opts)
         for i in range(N_STUDIES):
             fs.put_file(str(d / f"study{i}.msec"), f"cohort-bucket/studies/study{i}.msec")
         log = tmp_path / "audit.jsonl"
-        with Cohort.from_glob("s3://cohort-bucket/studies/*.msec", identity=me, purpose="HRESCH", client=cluster,
-                              storage_options=opts, audit_log=log) as co:
+        with Cohort.from_glob(
+            "s3://cohort-bucket/studies/*.msec",
+            identity=me,
+            purpose="HRESCH",
+            client=cluster,
+            storage_options=opts,
+            audit_log=log,
+        ) as co:
             assert co.studies == [f"s3://cohort-bucket/studies/study{i}.msec" for i in range(N_STUDIES)]
             result = co.map(volume_mean)
         assert result.errors == {}
@@ -460,10 +505,11 @@ def test_s3_object_storage(cluster, studies, me, tmp_path):
 
 # ---------------------------------------------------------------- differential privacy
 
+
 def test_noise_scale_is_what_epsilon_promises():
     n, lo, hi, eps = 50, 0.0, 8000.0, 0.5
     meas, scale = mean_measurement(n, lo, hi, eps)
-    sensitivity = (hi - lo) / n                       # one study replaced by another moves the mean this much
+    sensitivity = (hi - lo) / n  # one study replaced by another moves the mean this much
     assert sensitivity / eps <= scale <= sensitivity / eps * (1 + 1e-9)
     assert meas.map(D_IN) <= eps
     # the pitfall: calibrated for distance 1 on a known-size domain, OpenDP adds next to no noise
@@ -477,25 +523,28 @@ def test_noise_scale_is_what_epsilon_promises():
 
 def _naive_scale(n, lo, hi, eps):
     import opendp.prelude as dp
+
     dp.enable_features("contrib")
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=n), dp.symmetric_distance()
     return dp.binary_search_param(
-        lambda s: space >> dp.t.then_clamp((lo, hi)) >> dp.t.then_mean() >> dp.m.then_laplace(s), d_in=1, d_out=eps)
+        lambda s: space >> dp.t.then_clamp((lo, hi)) >> dp.t.then_mean() >> dp.m.then_laplace(s), d_in=1, d_out=eps
+    )
 
 
 def test_dp_mean_clamps_to_the_bounds():
-    value, scale = dp_mean([1e9] * 1000, 0.0, 10.0, 1000.0)     # tiny noise: the clamp shows
+    value, scale = dp_mean([1e9] * 1000, 0.0, 10.0, 1000.0)  # tiny noise: the clamp shows
     assert abs(value - 10.0) < 50 * scale
 
 
 def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
-    d, means = studies
+    d, _means = studies
     log = tmp_path / "audit.jsonl"
-    with Cohort.from_glob(str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log,
-                          epsilon_budget=1.0) as co:
+    with Cohort.from_glob(
+        str(d / "*.msec"), identity=me, purpose="HRESCH", client=cluster, audit_log=log, epsilon_budget=1.0
+    ) as co:
         result = co.map(volume_mean)
         with pytest.raises(TypeError):
-            co.release_mean(result, epsilon=0.5)                     # bounds are required
+            co.release_mean(result, epsilon=0.5)  # bounds are required
         for bad in ((5, 5), (0, float("inf")), (10, 0)):
             with pytest.raises(PrivacyBudgetError):
                 co.release_mean(result, bounds=bad, epsilon=0.5)
@@ -503,6 +552,7 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
             co.release_mean(result, bounds=(-2000, 3000), epsilon=0)
         from medsec_nb.cohort import CohortResult
         from medsec_nb.core.errors import MedsecError
+
         for junk in (float("nan"), "twelve", None):
             with pytest.raises(MedsecError, match="study1.msec: value is not a finite number"):
                 co.release_mean(CohortResult(result.studies, [1.0, junk, 2.0, 3.0]), bounds=(0, 5), epsilon=0.1)
@@ -523,21 +573,22 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
 
 # ---------------------------------------------------------------- byte-range source
 
+
 def test_fsspec_source_reads_by_range_and_names_the_url(studies, me, tmp_path):
     import fsspec
 
     from medsec_nb.container.remote import FsspecFile, glob, is_remote
     from medsec_nb.core.errors import MedsecError
 
-    d, means = studies
+    d, _means = studies
     fs = fsspec.filesystem("memory")
     fs.pipe("/cohort-test/a.msec", (d / "study0.msec").read_bytes())
     url = "memory://cohort-test/a.msec"
     assert is_remote(url) and not is_remote(str(d / "study0.msec")) and not is_remote("file:///x.msec")
-    assert glob("memory://cohort-test/*.msec") == ["memory:///cohort-test/a.msec"]   # fsspec's own form
+    assert glob("memory://cohort-test/*.msec") == ["memory:///cohort-test/a.msec"]  # fsspec's own form
     src = FsspecFile(url)
     assert src.size == (d / "study0.msec").stat().st_size
-    assert src.read(src.size - 4, 100) == (d / "study0.msec").read_bytes()[-4:]     # short at the end
+    assert src.read(src.size - 4, 100) == (d / "study0.msec").read_bytes()[-4:]  # short at the end
     with open_container(url, identity=me, source=FsspecFile(url)) as box:
         assert len(box.entries) == 3 and box.path == url
     with pytest.raises(MedsecError, match="memory://cohort-test/missing.msec: no such object"):

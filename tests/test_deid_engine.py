@@ -13,14 +13,13 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from medsec_nb.deid import DeidKeys, Profile, deidentify, display_action, find_leaks, identifying_values, resolve
-from medsec_nb.deid import table
+from medsec_nb.deid import DeidKeys, Profile, deidentify, display_action, find_leaks, identifying_values, resolve, table
 from medsec_nb.deid.engine import SCRUB_MARKER
 
 KEYS = DeidKeys(b"test secret for medsec-nb deid!!")
 BASIC = Profile()
-CONTAINER = "DerivationCodeSequence"          # not in Table E.1-1: kept, its items de-identified
-SKIPPED = {                                    # rows not generated as single attributes, and why
+CONTAINER = "DerivationCodeSequence"  # not in Table E.1-1: kept, its items de-identified
+SKIPPED = {  # rows not generated as single attributes, and why
     "50XX,XXXX": "group rule, tested in test_overlays_and_curves",
     "60XX,3000": "group rule, tested in test_overlays_and_curves",
     "60XX,4000": "group rule, tested in test_overlays_and_curves",
@@ -44,10 +43,24 @@ def _tag(row: table.Row) -> int:
 def _marker(vr: str, tag: int) -> object:
     text = f"MRK{tag:08X}"
     return {
-        "PN": f"Mrk^{tag:08X}", "DA": "19870605", "TM": "112233", "DT": "19870605112233", "AS": "093Y",
-        "DS": "987.5", "IS": "98765", "UI": f"1.2.999.{tag}", "UR": f"http://mrk.example/{tag:08X}",
-        "US": 4242, "SS": 4242, "UL": 4242, "SL": 4242, "FL": 42.5, "FD": 42.5,
-        "OB": text.encode(), "OW": text.encode(), "UN": text.encode(),
+        "PN": f"Mrk^{tag:08X}",
+        "DA": "19870605",
+        "TM": "112233",
+        "DT": "19870605112233",
+        "AS": "093Y",
+        "DS": "987.5",
+        "IS": "98765",
+        "UI": f"1.2.999.{tag}",
+        "UR": f"http://mrk.example/{tag:08X}",
+        "US": 4242,
+        "SS": 4242,
+        "UL": 4242,
+        "SL": 4242,
+        "FL": 42.5,
+        "FD": 42.5,
+        "OB": text.encode(),
+        "OW": text.encode(),
+        "UN": text.encode(),
     }.get(vr, text)
 
 
@@ -115,11 +128,18 @@ def test_basic_profile_every_attribute_top_and_nested(ct, row):
     _check(out, tag, vr, value, code, top=True)
     _check(getattr(out, CONTAINER)[0], tag, vr, value, code, top=False)
     assert find_leaks(out, markers) == []
-    assert tag in ds and ds[tag].value == value           # the input is unchanged
+    assert tag in ds and ds[tag].value == value  # the input is unchanged
 
 
-@pytest.mark.parametrize("options", [frozenset(), frozenset({"clean-structured-content", "clean-descriptors",
-                                                             "retain-long-modified-dates", "retain-safe-private"})])
+@pytest.mark.parametrize(
+    "options",
+    [
+        frozenset(),
+        frozenset(
+            {"clean-structured-content", "clean-descriptors", "retain-long-modified-dates", "retain-safe-private"}
+        ),
+    ],
+)
 def test_input_unchanged(ct, options):
     item = Dataset()
     item.ValueType, item.TextValue = "TEXT", f"about {ct.PatientName}"
@@ -151,7 +171,7 @@ def test_modified_dates_shift_per_patient_and_keep_intervals(ct):
     assert (_day(a.AcquisitionDate) - _day(a.StudyDate)).days == 10
     shift_a = (dt.date(2020, 1, 1) - _day(a.StudyDate)).days
     assert shift_a == (dt.date(2021, 3, 1) - _day(b.StudyDate)).days and shift_a >= 1
-    assert c.StudyDate != a.StudyDate                  # another patient, another shift
+    assert c.StudyDate != a.StudyDate  # another patient, another shift
     assert a.StudyTime == "101500" and a.LongitudinalTemporalInformationModified == "MODIFIED"
     assert a.PatientID == b.PatientID != c.PatientID
 
@@ -173,8 +193,7 @@ def test_retain_uids(ct):
     assert basic.SOPClassUID == ct.SOPClassUID
 
 
-@pytest.mark.parametrize("option, kept", [
-    ("retain-patient-characteristics", True), (None, False)])
+@pytest.mark.parametrize("option, kept", [("retain-patient-characteristics", True), (None, False)])
 def test_patient_characteristics(ct, option, kept):
     ds = copy.deepcopy(ct)
     ds.PatientSex, ds.PatientAge = "F", "047Y"
@@ -218,14 +237,14 @@ def test_private_tag_with_patient_name_removed_everywhere(ct):
 
 def test_private_safe_kept_only_with_option_and_listing(ct):
     ds = copy.deepcopy(ct)
-    _private(ds, 0x00E1, "ELSCINT1", 0x21, "DS", "12.5")       # Table E.3.10-1: DLP
-    _private(ds, 0x00E1, "ELSCINT1", 0x22, "LO", "Doe^Jane")    # same block, not listed
+    _private(ds, 0x00E1, "ELSCINT1", 0x21, "DS", "12.5")  # Table E.3.10-1: DLP
+    _private(ds, 0x00E1, "ELSCINT1", 0x22, "LO", "Doe^Jane")  # same block, not listed
     basic = deidentify(ds, BASIC, KEYS)
     assert not [e for e in basic if e.tag.is_private]
     safe = deidentify(ds, Profile(frozenset({"retain-safe-private"})), KEYS)
     kept = {int(e.tag): e.value for e in safe if e.tag.is_private}
     assert kept[0x00E10010] == "ELSCINT1" and kept[0x00E11021] == "12.5" and 0x00E11022 not in kept
-    assert kept[0x00190010] == "GEMS_ACQU_01"                  # CT_small's own safe GE attributes
+    assert kept[0x00190010] == "GEMS_ACQU_01"  # CT_small's own safe GE attributes
     for tag in kept:
         if tag & 0xFFFF >= 0x1000:
             creator = safe[(tag >> 16, (tag & 0xFFFF) >> 8)].value
@@ -247,7 +266,7 @@ def test_overlays_curves_and_dropped_sequences(ct, profile):
     assert 0x60020010 in out
     for tag in (0x60023000, 0x50000005, 0x04000561, 0xFFFAFFFA):
         assert tag not in out
-    if profile.options:                                         # C: comments cleaned, bitmaps removed
+    if profile.options:  # C: comments cleaned, bitmaps removed
         assert out[0x60024000].value == "DEIDENTIFIED"
     else:
         assert 0x60024000 not in out
@@ -269,14 +288,21 @@ def test_profile_validation():
         Profile(frozenset({"retain-long-full-dates", "retain-long-modified-dates"}))
 
 
-@pytest.mark.parametrize("attr, profile, expected", [
-    ("PatientName", BASIC, "replace"), ("PatientAge", BASIC, "remove"),
-    ("PatientAge", Profile(frozenset({"retain-patient-characteristics"})), "keep"),
-    ("Rows", BASIC, "keep"), ("SOPInstanceUID", BASIC, "replace"),
-    ("SOPInstanceUID", Profile(frozenset({"retain-uids"})), "keep"),
-    ("ReferencedImageSequence", BASIC, "keep"), ("ContentSequence", BASIC, "replace"),
-    (0x60023000, BASIC, "remove"), (0x00090010, BASIC, "remove"),
-])
+@pytest.mark.parametrize(
+    "attr, profile, expected",
+    [
+        ("PatientName", BASIC, "replace"),
+        ("PatientAge", BASIC, "remove"),
+        ("PatientAge", Profile(frozenset({"retain-patient-characteristics"})), "keep"),
+        ("Rows", BASIC, "keep"),
+        ("SOPInstanceUID", BASIC, "replace"),
+        ("SOPInstanceUID", Profile(frozenset({"retain-uids"})), "keep"),
+        ("ReferencedImageSequence", BASIC, "keep"),
+        ("ContentSequence", BASIC, "replace"),
+        (0x60023000, BASIC, "remove"),
+        (0x00090010, BASIC, "remove"),
+    ],
+)
 def test_display_action(attr, profile, expected):
     assert display_action(attr, profile) == expected
 
@@ -300,6 +326,7 @@ def test_leak_scanner_finds_planted_values(ct):
 def test_leak_scanner_searches_pixel_data_for_long_values_only(ct):
     """Short values match native pixel bytes by chance; values of BULK_MIN_LEN or more are searched."""
     from medsec_nb.deid.scan import BULK_MIN_LEN
+
     out = deidentify(ct, BASIC, KEYS)
     short, long_ = "RG1", "Lestrade^G"
     assert len(short) < BULK_MIN_LEN <= len(long_)
@@ -309,7 +336,7 @@ def test_leak_scanner_searches_pixel_data_for_long_values_only(ct):
     assert find_leaks(out, [short]) == []
     out.ImageComments = f"seen {short}"
     assert find_leaks(out, [short]) == ["(0020,4000) LT"]
-    pixels[200:200 + len(long_)] = long_.lower().encode()
+    pixels[200 : 200 + len(long_)] = long_.lower().encode()
     out.PixelData = bytes(pixels)
     assert find_leaks(out, [long_]) == ["(7FE0,0010) OW"]
 
@@ -346,7 +373,7 @@ def test_each_option_on_every_row_it_names(ct, row, option, code):
     vr = dictionary_VR(tag).split(" ")[0]
     value = Sequence([Dataset()]) if vr == "SQ" else _marker(vr, tag)
     scrubbed = option == "clean-descriptors" and code == "C" and vr in ("LO", "LT", "SH", "ST", "UC", "UT")
-    if scrubbed:                                             # free text naming the patient
+    if scrubbed:  # free text naming the patient
         value = f"{value} {ct.PatientID}"
     ct.add_new(tag, vr, value)
     profile = Profile(frozenset({option}))
@@ -355,15 +382,15 @@ def test_each_option_on_every_row_it_names(ct, row, option, code):
     if code == "K":
         kept = out[tag].value
         assert (len(kept) == 1) if vr == "SQ" else kept == value
-    elif scrubbed:                                           # cleaned: the name replaced, the rest kept
-        assert out[tag].value == value.replace(str(ct.PatientID), SCRUB_MARKER)[:16 if vr == "SH" else None]
+    elif scrubbed:  # cleaned: the name replaced, the rest kept
+        assert out[tag].value == value.replace(str(ct.PatientID), SCRUB_MARKER)[: 16 if vr == "SH" else None]
         assert not find_leaks(out, identifying_values(ct))
     elif vr in ("OB", "OW", "UN"):
-        assert tag not in out                               # C on binary data: cannot clean, removed
+        assert tag not in out  # C on binary data: cannot clean, removed
     elif vr == "SQ":
-        assert len(out[tag].value) == 1                     # C on a sequence: kept, items cleaned
+        assert len(out[tag].value) == 1  # C on a sequence: kept, items cleaned
     elif vr == "TM" and option == "retain-long-modified-dates":
-        assert out[tag].value == value                      # whole-day shift leaves times alone
+        assert out[tag].value == value  # whole-day shift leaves times alone
     elif vr in ("DA", "DT") and option == "retain-long-modified-dates":
         shifted = str(out[tag].value)
         assert shifted != value and _day(shifted[:8]) < _day(value[:8]) and shifted[8:] == value[8:]

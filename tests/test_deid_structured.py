@@ -77,8 +77,11 @@ def _rows() -> list:
         for row in rows:
             params.append(pytest.param(row, frozenset(), id=f"{row.scheme}-{row.value}-{row.value_type}-basic"))
             for option, code in sorted(row.options.items()):
-                params.append(pytest.param(row, frozenset({option}),
-                                           id=f"{row.scheme}-{row.value}-{row.value_type}-{option}-{code}"))
+                params.append(
+                    pytest.param(
+                        row, frozenset({option}), id=f"{row.scheme}-{row.value}-{row.value_type}-{option}-{code}"
+                    )
+                )
     return params
 
 
@@ -111,23 +114,23 @@ def test_content_item_by_concept_name(row, options):
     items = out.ContentSequence[0].ContentSequence
     code = _expected(row, options)
     if code == "X":
-        assert len(items) == 0                              # the whole content item is removed
+        assert len(items) == 0  # the whole content item is removed
         return
     assert len(items) == 1
     after = _value(items[0])
     name = items[0].ConceptNameCodeSequence[0]
     assert (name.CodeValue, name.CodingSchemeDesignator) == (row.value, row.scheme)
-    if before is None:                                     # container, code, references: kept, walked
+    if before is None:  # container, code, references: kept, walked
         return
     if row.value_type == "TEXT":
         # K keeps the text, C with Clean Descriptors scrubs it (no identifying value in it), D replaces it
         assert (after == before) if code in ("K", "C") else after == "DEIDENTIFIED"
     elif row.value_type == "UIDREF":
-        assert str(after).startswith("2.25.")              # Table E.1-1 replaces UIDs at any depth anyway
+        assert str(after).startswith("2.25.")  # Table E.1-1 replaces UIDs at any depth anyway
     elif code == "C" and row.value_type in ("DATE", "DATETIME"):
-        assert str(after)[:8] < str(before)[:8]            # shifted back
+        assert str(after)[:8] < str(before)[:8]  # shifted back
     elif code == "C" and row.value_type == "TIME":
-        assert after == before                             # whole-day shifts leave times alone
+        assert after == before  # whole-day shifts leave times alone
     elif code == "K" and row.value_type in ("DATE", "DATETIME", "TIME"):
         # Table E.1-1 still governs Date/DateTime/Time attributes of the item
         assert after in (before, "19000101", "19000101000000", "000000")
@@ -138,9 +141,9 @@ def test_content_item_by_concept_name(row, options):
 
 
 def test_without_the_option_content_sequence_gets_the_basic_action():
-    row = table.content_row("DCM", "121022", "TEXT")                 # Accession Number, basic X
+    row = table.content_row("DCM", "121022", "TEXT")  # Accession Number, basic X
     out = deidentify(_report(_item(row)), Profile(), KEYS)
-    assert len(out.ContentSequence) == 1 and len(out.ContentSequence[0]) == 0    # D: one empty item
+    assert len(out.ContentSequence) == 1 and len(out.ContentSequence[0]) == 0  # D: one empty item
 
 
 def test_unlisted_text_is_kept_but_scrubbed_at_every_depth():
@@ -161,17 +164,28 @@ def test_unlisted_text_is_kept_but_scrubbed_at_every_depth():
 
 
 def test_every_concept_and_value_type_is_known():
-    kinds = {"TEXT", "DATETIME", "DATE", "TIME", "PNAME", "UIDREF", "NUM", "CODE", "COMPOSITE", "IMAGE",
-             "WAVEFORM", "CONTAINER"}
+    kinds = {
+        "TEXT",
+        "DATETIME",
+        "DATE",
+        "TIME",
+        "PNAME",
+        "UIDREF",
+        "NUM",
+        "CODE",
+        "COMPOSITE",
+        "IMAGE",
+        "WAVEFORM",
+        "CONTAINER",
+    }
     for rows in table.structured_content().values():
         for r in rows:
             assert r.value_type in kinds and r.basic in {"X", "D", "X/D"}
             assert set(r.options.values()) <= {"K", "C"}
 
 
-
 def test_listed_text_with_clean_descriptors_is_scrubbed_not_dropped():
-    row = table.content_row("DCM", "121071", "TEXT")                 # Finding: X/D, C under Clean Descriptors
+    row = table.content_row("DCM", "121071", "TEXT")  # Finding: X/D, C under Clean Descriptors
     item = _item(row)
     item.TextValue = f"Lesion; referred by {_CT.PatientID}"
     ds = _report(item)

@@ -36,10 +36,13 @@ def test_shipped_table_equals_reference():
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared reference folder absent")
-@pytest.mark.parametrize("shipped, reference", [
-    ("table_e3_4_1_clean_structured_content.csv", "ps315_2023b_table_e3_4_1_clean_structured_content_codes.csv"),
-    ("table_e3_10_1_safe_private.csv", "ps315_2023b_table_e3_10_1_safe_private.csv"),
-])
+@pytest.mark.parametrize(
+    "shipped, reference",
+    [
+        ("table_e3_4_1_clean_structured_content.csv", "ps315_2023b_table_e3_4_1_clean_structured_content_codes.csv"),
+        ("table_e3_10_1_safe_private.csv", "ps315_2023b_table_e3_10_1_safe_private.csv"),
+    ],
+)
 def test_shipped_2023b_tables_equal_reference(shipped, reference):
     with open(REFERENCE / reference, newline="", encoding="utf-8") as f:
         expected = list(csv.reader(f))
@@ -59,10 +62,17 @@ def test_keywords_agree_with_pydicom_dictionary():
     assert checked > 550
 
 
-@pytest.mark.parametrize("tag, expected", [
-    (0x00100010, "0010,0010"), (0x60023000, "60XX,3000"), (0x601E4000, "60XX,4000"),
-    (0x50100030, "50XX,XXXX"), (0x60020010, None), (0x00280010, None),
-])
+@pytest.mark.parametrize(
+    "tag, expected",
+    [
+        (0x00100010, "0010,0010"),
+        (0x60023000, "60XX,3000"),
+        (0x601E4000, "60XX,4000"),
+        (0x50100030, "50XX,XXXX"),
+        (0x60020010, None),
+        (0x00280010, None),
+    ],
+)
 def test_lookup_group_rules(tag, expected):
     row = table.lookup(tag)
     assert (row.tag if row else None) == expected

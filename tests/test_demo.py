@@ -11,9 +11,15 @@ from pydicom.data import get_testdata_file
 
 
 def test_demo_prints_redacted_summary(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MEDSEC_PURPOSE"}     # the demo states its own
-    r = subprocess.run([sys.executable, "-m", "medsec_nb.cli.demo", "--dir", str(tmp_path / "demo")],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    env = {k: v for k, v in os.environ.items() if k != "MEDSEC_PURPOSE"}  # the demo states its own
+    r = subprocess.run(
+        [sys.executable, "-m", "medsec_nb.cli.demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "series 0: CT, 24 instances, volume (24, 256, 256)" in out
@@ -24,9 +30,21 @@ def test_demo_prints_redacted_summary(tmp_path):
     for value in filter(None, values):
         assert value not in out
     files = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert files == ["audit.checkpoints", "audit.jsonl", "ct_demo.msec", "demo-analyst.key", "demo-analyst.pub",
-                     "demo-producer.key", "demo-producer.pub"] or files == [
-        "audit.jsonl", "ct_demo.msec", "demo-analyst.key", "demo-analyst.pub", "demo-producer.key",
-        "demo-producer.pub"]
+    assert files == [
+        "audit.checkpoints",
+        "audit.jsonl",
+        "ct_demo.msec",
+        "demo-analyst.key",
+        "demo-analyst.pub",
+        "demo-producer.key",
+        "demo-producer.pub",
+    ] or files == [
+        "audit.jsonl",
+        "ct_demo.msec",
+        "demo-analyst.key",
+        "demo-analyst.pub",
+        "demo-producer.key",
+        "demo-producer.pub",
+    ]
     assert "open success" in out and "decrypt-series success" in out and "chain: intact" in out
     assert not any(p.suffix == ".dcm" for p in tmp_path.rglob("*"))

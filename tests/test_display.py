@@ -16,12 +16,17 @@ from IPython.lib.pretty import pretty
 
 import medsec_nb
 from medsec_nb.deid.redacted import RedactedDataset, RedactedItem, redacted
-from medsec_nb.notebook.display import series_html, series_text, study_html, study_text
 from medsec_nb.deid.redaction import REDACTED
+from medsec_nb.notebook.display import series_html, series_text, study_html, study_text
 from medsec_nb.testdata import synthesize_series
 
-PATIENT = {"PatientName": "Quixote^Alonso^Q", "PatientID": "MSX-4471-ZQ", "PatientBirthDate": "19470203",
-           "InstitutionName": "Hospital of La Mancha", "ReferringPhysicianName": "Carrasco^Sanson"}
+PATIENT = {
+    "PatientName": "Quixote^Alonso^Q",
+    "PatientID": "MSX-4471-ZQ",
+    "PatientBirthDate": "19470203",
+    "InstitutionName": "Hospital of La Mancha",
+    "ReferringPhysicianName": "Carrasco^Sanson",
+}
 HOSTILE = "<script>alert('x')</script>"
 
 
@@ -33,8 +38,8 @@ def source(tmp_path_factory) -> list[Path]:
         ds = pydicom.dcmread(f)
         for kw, value in PATIENT.items():
             setattr(ds, kw, value)
-        ds.StudyDescription = HOSTILE          # redacted by the Basic Profile (X)
-        ds.Manufacturer = HOSTILE              # kept by the Basic Profile: shown, so it must be escaped
+        ds.StudyDescription = HOSTILE  # redacted by the Basic Profile (X)
+        ds.Manufacturer = HOSTILE  # kept by the Basic Profile: shown, so it must be escaped
         ds.save_as(f, enforce_file_format=True)
     return files
 
@@ -42,8 +47,9 @@ def source(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def container(tmp_path_factory, source, identities) -> Path:
     dest = tmp_path_factory.mktemp("display_box") / "study.msec"
-    medsec_nb.encrypt_study(source[0].parent, dest, recipients=[identities.x25519], signer=identities.signer,
-                            progress=False)
+    medsec_nb.encrypt_study(
+        source[0].parent, dest, recipients=[identities.x25519], signer=identities.signer, progress=False
+    )
     return dest
 
 
@@ -58,8 +64,15 @@ def _forbidden(source: list[Path]) -> list[str]:
     out = set()
     for f in source:
         ds = pydicom.dcmread(f)
-        out |= {str(ds.PatientName), str(ds.PatientID), str(ds.PatientBirthDate), str(ds.InstitutionName),
-                str(ds.ReferringPhysicianName), ds.PatientName.family_name, ds.PatientName.given_name}
+        out |= {
+            str(ds.PatientName),
+            str(ds.PatientID),
+            str(ds.PatientBirthDate),
+            str(ds.InstitutionName),
+            str(ds.ReferringPhysicianName),
+            ds.PatientName.family_name,
+            ds.PatientName.given_name,
+        }
     return sorted(out)
 
 
@@ -126,7 +139,7 @@ def test_redacted_converts_in_place_and_keeps_values(study, source):
     assert ds.file_meta.TransferSyntaxUID == ref.file_meta.TransferSyntaxUID and ds.preamble == ref.preamble
     assert redacted(ds) is ds
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)      # still a complete FileDataset
+    ds.save_as(out, enforce_file_format=True)  # still a complete FileDataset
     assert pydicom.dcmread(io.BytesIO(out.getvalue())).PatientID == PATIENT["PatientID"]
     assert type(copy.deepcopy(ds)) is RedactedDataset and type(ds.copy()) is RedactedDataset
 
@@ -140,7 +153,7 @@ def test_redacted_dataset_displays_are_redacted(study, source):
 
 
 def test_sequence_items_and_slices_are_redacted_too(series_source):
-    hidden = pydicom.dcmread(series_source.files[0]).OtherPatientIDsSequence[0].PatientID   # CT_small
+    hidden = pydicom.dcmread(series_source.files[0]).OtherPatientIDsSequence[0].PatientID  # CT_small
     ds = redacted(pydicom.dcmread(series_source.files[0]))
     item = ds.OtherPatientIDsSequence[0]
     assert type(item) is RedactedItem and item.PatientID == hidden
@@ -167,12 +180,21 @@ def test_instances_and_headers_come_back_redacted(study, source):
 
 def test_identity_attributes_are_redacted_by_the_basic_profile():
     from pydicom import DataElement
+
     from medsec_nb.deid.redaction import is_identifying
-    for kw, vr, value in (("PatientName", "PN", "Doe^J"), ("PatientID", "LO", "123"),
-                          ("PatientBirthDate", "DA", "19700101"), ("PatientAddress", "LO", "Main St"),
-                          ("InstitutionName", "LO", "General"), ("ReferringPhysicianName", "PN", "Who^Dr"),
-                          ("AccessionNumber", "SH", "A1"), ("StationName", "SH", "CT01"),
-                          ("OtherPatientIDsSequence", "SQ", []), ("StudyInstanceUID", "UI", "1.2.3")):
+
+    for kw, vr, value in (
+        ("PatientName", "PN", "Doe^J"),
+        ("PatientID", "LO", "123"),
+        ("PatientBirthDate", "DA", "19700101"),
+        ("PatientAddress", "LO", "Main St"),
+        ("InstitutionName", "LO", "General"),
+        ("ReferringPhysicianName", "PN", "Who^Dr"),
+        ("AccessionNumber", "SH", "A1"),
+        ("StationName", "SH", "CT01"),
+        ("OtherPatientIDsSequence", "SQ", []),
+        ("StudyInstanceUID", "UI", "1.2.3"),
+    ):
         assert is_identifying(DataElement(kw, vr, value)), kw
     assert is_identifying(DataElement(0x00091001, "LO", "private value"))
     for kw, vr, value in (("Modality", "CS", "CT"), ("Rows", "US", 512), ("Manufacturer", "LO", "ACME")):

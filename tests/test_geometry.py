@@ -34,7 +34,7 @@ def test_axial_series(signed_container, series_source, identities):
     assert g.origin == pytest.approx(tuple(map(float, src[0].ImagePositionPatient)))
     assert np.allclose(g.direction, [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
     assert not g.uneven and g.z_source == "positions"
-    for k, ds in enumerate(src):           # the affine puts every slice's first voxel at its position
+    for k, ds in enumerate(src):  # the affine puts every slice's first voxel at its position
         assert g.affine @ np.array([k, 0, 0, 1]) == pytest.approx([*map(float, ds.ImagePositionPatient), 1])
     dy, dx = map(float, src[0].PixelSpacing)
     corner = np.asarray(g.affine @ [0, 63, 79, 1])[:3] - np.asarray(g.origin)
@@ -66,12 +66,17 @@ def test_uneven_gaps_are_flagged(tmp_path, identities):
     assert g.uneven and g.shape[0] == 5 and g.spacing[0] == pytest.approx(1.25)
 
 
-@pytest.mark.parametrize("drop, expected", [((), (5.0, "SpacingBetweenSlices")),
-                                             (("SpacingBetweenSlices",), (2.5, "SliceThickness")),
-                                             (("SpacingBetweenSlices", "SliceThickness"), (1.0, "default"))])
+@pytest.mark.parametrize(
+    "drop, expected",
+    [
+        ((), (5.0, "SpacingBetweenSlices")),
+        (("SpacingBetweenSlices",), (2.5, "SliceThickness")),
+        (("SpacingBetweenSlices", "SliceThickness"), (1.0, "default")),
+    ],
+)
 def test_single_slice_falls_back_to_header_spacing(tmp_path, identities, drop, expected):
     [f] = synthesize_series(tmp_path / "src", n_slices=1, rows=8, columns=8, thickness=2.5)
-    ds = pydicom.dcmread(f)          # CT_small's SpacingBetweenSlices is 5
+    ds = pydicom.dcmread(f)  # CT_small's SpacingBetweenSlices is 5
     for kw in drop:
         delattr(ds, kw)
     ds.save_as(f, enforce_file_format=True)
@@ -81,7 +86,7 @@ def test_single_slice_falls_back_to_header_spacing(tmp_path, identities, drop, e
 
 def test_multi_frame_uses_spacing_between_slices(tmp_path, identities):
     path = get_testdata_file("emri_small.dcm")
-    if path is None:   # pragma: no cover - only without pydicom-data
+    if path is None:  # pragma: no cover - only without pydicom-data
         pytest.skip("emri_small.dcm needs the pydicom-data package")
     (tmp_path / "src").mkdir()
     pydicom.dcmread(path).save_as(tmp_path / "src" / "mf.dcm")
@@ -94,7 +99,10 @@ def test_multi_frame_uses_spacing_between_slices(tmp_path, identities):
 def test_series_without_images_is_a_clear_error(tmp_path, identities):
     (tmp_path / "src").mkdir()
     pydicom.dcmread(get_testdata_file("rtplan.dcm")).save_as(tmp_path / "src" / "plan.dcm")
-    with medsec_nb.open_study(_encrypt(tmp_path / "src", tmp_path / "p.msec", identities.x25519),
-                              identity=identities.x25519) as st:
-        with pytest.raises(medsec_nb.MedsecError, match="holds no images"):
-            st.series[0].geometry
+    with (
+        medsec_nb.open_study(
+            _encrypt(tmp_path / "src", tmp_path / "p.msec", identities.x25519), identity=identities.x25519
+        ) as st,
+        pytest.raises(medsec_nb.MedsecError, match="holds no images"),
+    ):
+        st.series[0].geometry

@@ -21,23 +21,23 @@ from IPython.testing import globalipapp
 from tornado.httpclient import HTTPClientError
 
 import medsec_nb
+from conftest import PASSPHRASE
 from medsec_nb import FormatError, open_study, verify_study
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli.main import main
-from medsec_nb.container.format import BODY_LEN, PREFIX_LEN, KeySchedule, canonical_json, encode_header, index_segment
 from medsec_nb.container._reader import export_relpaths, open_container
+from medsec_nb.container.format import BODY_LEN, PREFIX_LEN, KeySchedule, canonical_json, encode_header, index_segment
 from medsec_nb.container.header import read_header
 from medsec_nb.container.segments import encrypt_segment
 from medsec_nb.notebook.magics import MagicError
 
-from conftest import PASSPHRASE  # noqa: E402  (tests/ is on sys.path)
-
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-DEEP = 200_000          # nested "[" in the 1 MiB recipient block: RecursionError in an unguarded parser
+DEEP = 200_000  # nested "[" in the 1 MiB recipient block: RecursionError in an unguarded parser
 
 
 # --------------------------------------------------------------------------- crafting
+
 
 def _with_header(path: Path, stanzas_raw: bytes | None = None, signature_raw: bytes | None = None) -> bytes:
     """``path`` with its recipient or signature block replaced by raw bytes, as anyone can write
@@ -46,9 +46,8 @@ def _with_header(path: Path, stanzas_raw: bytes | None = None, signature_raw: by
     data = path.read_bytes()
     st = stanzas_raw if stanzas_raw is not None else canonical_json(h.stanzas)
     sig = signature_raw if signature_raw is not None else h.signature_raw
-    prefix = h.raw[:PREFIX_LEN + BODY_LEN]
-    return b"".join([prefix, len(st).to_bytes(4, "big"), st, len(sig).to_bytes(4, "big"), sig, h.mac,
-                     data[h.length:]])
+    prefix = h.raw[: PREFIX_LEN + BODY_LEN]
+    return b"".join([prefix, len(st).to_bytes(4, "big"), st, len(sig).to_bytes(4, "big"), sig, h.mac, data[h.length :]])
 
 
 def _insider_index(path: Path, identity: Any, index_plaintext: bytes) -> bytes:
@@ -61,7 +60,7 @@ def _insider_index(path: Path, identity: Any, index_plaintext: bytes) -> bytes:
     ct, digest = encrypt_segment(ks.payload_key, b.file_id, index_segment(), index_plaintext, b.chunk_size)
     body = dataclasses.replace(b, index_length=len(ct), payload_length=b.index_offset + len(ct), index_sha256=digest)
     raw = encode_header(body, h.stanzas, b"")
-    return raw + ks.header_mac(raw) + path.read_bytes()[h.length:h.length + b.index_offset] + bytes(ct)
+    return raw + ks.header_mac(raw) + path.read_bytes()[h.length : h.length + b.index_offset] + bytes(ct)
 
 
 def _renamed(path: Path, identity: Any, names: list[Any]) -> bytes:
@@ -108,9 +107,11 @@ def _one_cli_error(code: int, err: str, path: Path) -> str:
 
 # --------------------------------------------------------------------------- scrypt cost
 
+
 @pytest.mark.parametrize("log_n,r,p", [(20, 8, 16), (20, 8, 1), (19, 8, 1), (18, 8, 2), (17, 32, 1), (16, 8, 16)])
-def test_scrypt_cost_above_the_bound_is_refused_before_derivation(log_n, r, p, passphrase_container, tmp_path,
-                                                                  audit, capsys, assert_clean_error):
+def test_scrypt_cost_above_the_bound_is_refused_before_derivation(
+    log_n, r, p, passphrase_container, tmp_path, audit, capsys, assert_clean_error
+):
     """log_n=20, r=8, p=16 used to cost ~45 s and 1.1 GB before "wrong passphrase"."""
     path = tmp_path / "costly.msec"
     path.write_bytes(_scrypt_cost(passphrase_container, log_n, r, p))
@@ -134,16 +135,19 @@ def test_scrypt_cost_above_the_bound_is_refused_before_derivation(log_n, r, p, p
 
 def test_scrypt_cost_at_the_bound_still_opens(series_source, tmp_path):
     """One step above the writer's default (2^17, r=8, p=1) is accepted, and so is the tests' 2^10."""
-    path = medsec_nb.encrypt_study(series_source.folder, tmp_path / "slow.msec", passphrase=PASSPHRASE,
-                                   scrypt_log_n=18, progress=False)
+    path = medsec_nb.encrypt_study(
+        series_source.folder, tmp_path / "slow.msec", passphrase=PASSPHRASE, scrypt_log_n=18, progress=False
+    )
     with open_study(path, passphrase=PASSPHRASE) as study:
         assert len(study.series[0]) == len(series_source.files)
     with pytest.raises(medsec_nb.MedsecError, match="2\\^21"):
-        medsec_nb.encrypt_study(series_source.folder, tmp_path / "slower.msec", passphrase=PASSPHRASE,
-                                scrypt_log_n=19, progress=False)
+        medsec_nb.encrypt_study(
+            series_source.folder, tmp_path / "slower.msec", passphrase=PASSPHRASE, scrypt_log_n=19, progress=False
+        )
 
 
 # --------------------------------------------------------------------------- nesting
+
 
 @pytest.fixture(params=["stanzas", "signature"])
 def deep(request, tiny_container, tmp_path) -> Path:
@@ -158,8 +162,11 @@ def deep(request, tiny_container, tmp_path) -> Path:
 
 
 def test_deep_nesting_is_a_format_error_in_the_api(deep, identities, assert_clean_error):
-    for call in (lambda: medsec_nb.inspect_study(deep), lambda: verify_study(deep, identities.x25519),
-                 lambda: open_study(deep, passphrase=PASSPHRASE)):
+    for call in (
+        lambda: medsec_nb.inspect_study(deep),
+        lambda: verify_study(deep, identities.x25519),
+        lambda: open_study(deep, passphrase=PASSPHRASE),
+    ):
         with pytest.raises(FormatError) as ei:
             call()
         assert_clean_error(ei.value, deep)
@@ -179,8 +186,7 @@ def test_deep_nesting_is_one_line_in_the_cli(command, deep, key_file, tmp_path, 
 def test_deep_nesting_in_a_mapping_file_is_one_line_from_reidentify(key_file, tmp_path, audit, capsys):
     mapping = tmp_path / "deid-map.json"
     mapping.write_text("[" * 200_000)
-    code, _, err = _cli(capsys, "reidentify", mapping, "-i", key_file, "--purpose", "HRESCH",
-                        "-o", tmp_path / "m.json")
+    code, _, err = _cli(capsys, "reidentify", mapping, "-i", key_file, "--purpose", "HRESCH", "-o", tmp_path / "m.json")
     assert "nested deeper than" in _one_cli_error(code, err, mapping)
     assert not (tmp_path / "m.json").exists()
 
@@ -224,11 +230,13 @@ def test_deep_nesting_is_one_line_from_the_magic(ip, deep, key_file, capsys):
     assert "ct" not in ip.user_ns
 
 
-def test_deep_nesting_in_the_encrypted_index_is_a_format_error(tiny_container, identities, tmp_path, audit,
-                                                               key_file, capsys, assert_clean_error):
+def test_deep_nesting_in_the_encrypted_index_is_a_format_error(
+    tiny_container, identities, tmp_path, audit, key_file, capsys, assert_clean_error
+):
     path = tmp_path / "deep_index.msec"
-    path.write_bytes(_insider_index(tiny_container, identities.x25519,
-                                    b'{"instances":' + b"[" * DEEP + b"]" * DEEP + b"}"))
+    path.write_bytes(
+        _insider_index(tiny_container, identities.x25519, b'{"instances":' + b"[" * DEEP + b"]" * DEEP + b"}")
+    )
     with pytest.raises(FormatError) as ei:
         open_study(path, identities.x25519)
     assert_clean_error(ei.value, path)
@@ -246,6 +254,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting(tiny_container, identit
 
 # --------------------------------------------------------------------------- export names
 
+
 def _exported(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file())
 
@@ -254,20 +263,34 @@ def _export_records(log: Path) -> list[dict]:
     return [r for r in AuditLog(log).records() if r.get("action") in ("export-open", "export")]
 
 
-@pytest.mark.parametrize("names", [
-    ["instance_00001.dcm", ".."],
-    ["a.dcm", "a.dcm"],
-    ["CT.dcm", "ct.dcm"],                       # one file on a case-insensitive file system
-    ["a", "a/b.dcm"],                           # a file where the other needs a folder
-    ["a/b.dcm", "a"],
-    ["instance_00001.dcm", "."],
-    ["x\x00y.dcm", "instance_00000.dcm"],       # NUL: open() raised ValueError
-    ["\ud800.dcm", "ok\x1b[2J.dcm"],            # a lone surrogate (not encodable), an escape sequence
-    ["n" * 300 + ".dcm", "/etc/passwd"],        # a name too long for the file system, an absolute path
-], ids=["dotdot-collides", "duplicate", "case", "file-then-folder", "folder-then-file", "dot-collides", "nul",
-        "unencodable-and-control", "too-long-and-absolute"])
-def test_every_instance_is_exported_to_its_own_file(names, tiny_container, identities, tmp_path, audit, key_file,
-                                                    capsys):
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["instance_00001.dcm", ".."],
+        ["a.dcm", "a.dcm"],
+        ["CT.dcm", "ct.dcm"],  # one file on a case-insensitive file system
+        ["a", "a/b.dcm"],  # a file where the other needs a folder
+        ["a/b.dcm", "a"],
+        ["instance_00001.dcm", "."],
+        ["x\x00y.dcm", "instance_00000.dcm"],  # NUL: open() raised ValueError
+        ["\ud800.dcm", "ok\x1b[2J.dcm"],  # a lone surrogate (not encodable), an escape sequence
+        ["n" * 300 + ".dcm", "/etc/passwd"],  # a name too long for the file system, an absolute path
+    ],
+    ids=[
+        "dotdot-collides",
+        "duplicate",
+        "case",
+        "file-then-folder",
+        "folder-then-file",
+        "dot-collides",
+        "nul",
+        "unencodable-and-control",
+        "too-long-and-absolute",
+    ],
+)
+def test_every_instance_is_exported_to_its_own_file(
+    names, tiny_container, identities, tmp_path, audit, key_file, capsys
+):
     path = tmp_path / "names.msec"
     path.write_bytes(_renamed(tiny_container, identities.x25519, names))
     out = tmp_path / "out"
@@ -283,27 +306,52 @@ def test_every_instance_is_exported_to_its_own_file(names, tiny_container, ident
     for f in files:
         rel = str(f.relative_to(out))
         assert rel.isprintable() and all(len(part.encode()) <= 255 for part in Path(rel).parts)
-    assert [r["outcome"] for r in _export_records(audit)] == ["success", "success"]   # export-open, export
+    assert [r["outcome"] for r in _export_records(audit)] == ["success", "success"]  # export-open, export
 
 
 def test_export_relpaths_are_unique_whatever_the_names():
     """First come, first served: a later instance whose name is taken gets its own neutral name."""
-    entries = [{"path": n} for n in ["instance_00002.dcm", "..", "instance_00001.dcm", "", "INSTANCE_00001.DCM",
-                                     "instance_00001_1.dcm", None, 7]]
+    entries = [
+        {"path": n}
+        for n in [
+            "instance_00002.dcm",
+            "..",
+            "instance_00001.dcm",
+            "",
+            "INSTANCE_00001.DCM",
+            "instance_00001_1.dcm",
+            None,
+            7,
+        ]
+    ]
     assert [str(r) for r in export_relpaths(entries)] == [
-        "instance_00002.dcm", "instance_00001.dcm", "instance_00002_1.dcm", "instance_00003.dcm",
-        "instance_00004.dcm", "instance_00001_1.dcm", "instance_00006.dcm", "instance_00007.dcm"]
+        "instance_00002.dcm",
+        "instance_00001.dcm",
+        "instance_00002_1.dcm",
+        "instance_00003.dcm",
+        "instance_00004.dcm",
+        "instance_00001_1.dcm",
+        "instance_00006.dcm",
+        "instance_00007.dcm",
+    ]
 
 
 # --------------------------------------------------------------------------- header text
+
 
 def test_header_text_is_shown_on_one_line(tiny_container, identities, tmp_path, audit, key_file, capsys):
     """Key ids and types come from the file: escapes and newlines must not reach a terminal or split
     an error line, and thousands of stanzas must not make a megabyte error."""
     evil = "x25519:ab\n\x1b[2Jmedsec: error: forged line"
     path = tmp_path / "text.msec"
-    path.write_bytes(_with_header(tiny_container, stanzas_raw=canonical_json(
-        [{"type": evil, "kid": evil}] + [{"type": "x25519", "kid": f"x25519:{i:032x}"} for i in range(5000)])))
+    path.write_bytes(
+        _with_header(
+            tiny_container,
+            stanzas_raw=canonical_json(
+                [{"type": evil, "kid": evil}] + [{"type": "x25519", "kid": f"x25519:{i:032x}"} for i in range(5000)]
+            ),
+        )
+    )
     code, out, err = _cli(capsys, "inspect", path)
     assert "\x1b" not in out and "forged line" not in out.replace("\\n", " ").split("\n")[-1]
     assert not any(line.startswith("medsec: error") for line in out.splitlines())

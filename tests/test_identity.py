@@ -39,25 +39,42 @@ def study(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 def _env(tmp_path: Path, policy: Path, **claims: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("JUPYTERHUB_USER", "LOGNAME", "USER")}
-    return {**env, "MEDSEC_POLICY": str(policy), "MEDSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-            "MEDSEC_PURPOSE": "HRESCH", **claims}
+    return {
+        **env,
+        "MEDSEC_POLICY": str(policy),
+        "MEDSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "MEDSEC_PURPOSE": "HRESCH",
+        **claims,
+    }
 
 
-@pytest.mark.parametrize("claims", [{"JUPYTERHUB_USER": "steward"}, {"LOGNAME": "steward"}, {"USER": "steward"},
-                                    {"JUPYTERHUB_USER": "steward", "LOGNAME": "steward", "USER": "steward"}],
-                         ids=["hub", "logname", "user", "all"])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"JUPYTERHUB_USER": "steward"},
+        {"LOGNAME": "steward"},
+        {"USER": "steward"},
+        {"JUPYTERHUB_USER": "steward", "LOGNAME": "steward", "USER": "steward"},
+    ],
+    ids=["hub", "logname", "user", "all"],
+)
 def test_environment_cannot_forge_the_subject_of_decrypt(study, tmp_path, claims):
     container, key, policy = study
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "medsec_nb.cli"]
     out = tmp_path / "plain"
-    r = subprocess.run(cmd + ["decrypt", str(container), "-o", str(out), "-i", str(key), "-q"],
-                       env=_env(tmp_path, policy, **claims), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        cmd + ["decrypt", str(container), "-o", str(out), "-i", str(key), "-q"],
+        env=_env(tmp_path, policy, **claims),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "denied" in r.stderr and f"{ME} to export" in r.stderr, r.stderr
     assert not out.exists()
     (rec,) = AuditLog(tmp_path / "audit.jsonl").records()
     assert rec["outcome"] == "denied" and rec["who"]["os_user"] == ME != "steward"
-    assert rec["who"]["hub_user"] == claims.get("JUPYTERHUB_USER")       # kept as a claim only
+    assert rec["who"]["hub_user"] == claims.get("JUPYTERHUB_USER")  # kept as a claim only
 
 
 def test_environment_cannot_forge_the_subject_in_python(study, tmp_path, monkeypatch):
@@ -65,8 +82,7 @@ def test_environment_cannot_forge_the_subject_in_python(study, tmp_path, monkeyp
     for var in ("JUPYTERHUB_USER", "LOGNAME", "USER"):
         monkeypatch.setenv(var, "steward")
     with pytest.raises(medsec_nb.PolicyDeniedError, match=f"{ME} to decrypt"):
-        medsec_nb.open_study(container, identity=key, purpose="HRESCH", audit_log=tmp_path / "a.jsonl",
-                             policy=policy)
+        medsec_nb.open_study(container, identity=key, purpose="HRESCH", audit_log=tmp_path / "a.jsonl", policy=policy)
     (rec,) = AuditLog(tmp_path / "a.jsonl").records()
     assert rec["who"]["os_user"] == ME and rec["outcome"] == "denied"
 
@@ -75,8 +91,9 @@ def test_the_real_subject_is_allowed_by_its_own_rule(study, tmp_path):
     container, key, _ = study
     policy = tmp_path / "me.csv"
     policy.write_text(f"p, {ME}, *, *, *, *, allow\n")
-    with medsec_nb.open_study(container, identity=key, purpose="HRESCH", audit_log=tmp_path / "a.jsonl",
-                              policy=policy) as st:
+    with medsec_nb.open_study(
+        container, identity=key, purpose="HRESCH", audit_log=tmp_path / "a.jsonl", policy=policy
+    ) as st:
         assert st.series[0].volume().shape == (2, 16, 16)
 
 

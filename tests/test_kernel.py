@@ -57,8 +57,11 @@ assert vol.shape == ref.shape and vol.dtype.kind == "i" and np.array_equal(vol, 
 assert stored.tobytes() == raw.tobytes()
 print("volume identical", vol.shape)"""
     return [
-        ("%load_ext medsec_nb.notebook.magics\n"
-         "%load_secure_study study.msec --identity analyst.key --purpose HRESCH --as ct", []),
+        (
+            "%load_ext medsec_nb.notebook.magics\n"
+            "%load_secure_study study.msec --identity analyst.key --purpose HRESCH --as ct",
+            [],
+        ),
         ("ct", []),
         ("ct.series[0]", []),
         ("ct.series[0][2]", []),
@@ -67,8 +70,11 @@ print("volume identical", vol.shape)"""
         ("ct.series[0].geometry", []),
         ("v = ct.series[0].view(preset='lung')\nv", []),
         ("v.slider.value = 1\nprint(v.status.value)\nv.close()\nprint(repr(v))", []),
-        ("import ctypes, resource\nprint(resource.getrlimit(resource.RLIMIT_CORE), "
-         "ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))", []),
+        (
+            "import ctypes, resource\nprint(resource.getrlimit(resource.RLIMIT_CORE), "
+            "ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))",
+            [],
+        ),
         ("%load_secure_study study.msec --identity analyst.key --purpose HRESCH --as other", ["raises-exception"]),
         ("%unload_secure_study ct\nprint('ct' in dir())", []),
         ("print(repr(_ih))\nprint(repr(get_ipython().history_manager.input_hist_raw))", []),
@@ -98,18 +104,30 @@ def run(tmp_path_factory, identities):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     hist = expected / "history.sqlite"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEC_")}
-    env.update(HOME=str(home), TMPDIR=str(ktmp), IPYTHONDIR=str(expected / "ipython"),
-               MPLCONFIGDIR=str(expected / "mpl"), JUPYTER_RUNTIME_DIR=str(expected / "runtime"),
-               JUPYTER_CONFIG_DIR=str(expected / "jconfig"), JUPYTER_DATA_DIR=str(expected / "jdata"),
-               MEDSEC_DATA_DIR=str(expected / "medsec"),          # the audit log and its companions
-               JPY_SESSION_NAME=str(expected / "run.ipynb"))       # as a Jupyter server sets it
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(ktmp),
+        IPYTHONDIR=str(expected / "ipython"),
+        MPLCONFIGDIR=str(expected / "mpl"),
+        JUPYTER_RUNTIME_DIR=str(expected / "runtime"),
+        JUPYTER_CONFIG_DIR=str(expected / "jconfig"),
+        JUPYTER_DATA_DIR=str(expected / "jdata"),
+        MEDSEC_DATA_DIR=str(expected / "medsec"),  # the audit log and its companions
+        JPY_SESSION_NAME=str(expected / "run.ipynb"),
+    )  # as a Jupyter server sets it
     prompts: list[dict] = []
-    kernel_id = str(uuid.uuid4())          # a Jupyter server names connection files kernel-<id>.json
+    kernel_id = str(uuid.uuid4())  # a Jupyter server names connection files kernel-<id>.json
     (expected / "runtime").mkdir()
-    km = AsyncKernelManager(kernel_name="python3",
-                            connection_file=str(expected / "runtime" / f"kernel-{kernel_id}.json"))
-    client = NotebookClient(nb, km=km, timeout=60, resources={"metadata": {"path": str(work)}},
-                            extra_arguments=[f"--HistoryManager.hist_file={hist}"])
+    km = AsyncKernelManager(
+        kernel_name="python3", connection_file=str(expected / "runtime" / f"kernel-{kernel_id}.json")
+    )
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=60,
+        resources={"metadata": {"path": str(work)}},
+        extra_arguments=[f"--HistoryManager.hist_file={hist}"],
+    )
 
     async def answer_stdin(cell, cell_index):
         if cell_index in STDIN_CELLS:
@@ -119,23 +137,37 @@ def run(tmp_path_factory, identities):
 
     client.on_cell_complete = answer_stdin
     before = _snapshot(work, home, ktmp)
-    with client.setup_kernel(env=env, cleanup_kc=True):      # shut the kernel down at the end
+    with client.setup_kernel(env=env, cleanup_kc=True):  # shut the kernel down at the end
         client.kc.allow_stdin = True
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
         client.set_widgets_metadata()
     saved = expected / "run.ipynb"
     nbformat.write(nb, saved)
-    return {"nb": nb, "saved": saved, "files": files, "prompts": prompts, "hist": hist, "kernel_id": kernel_id,
-            "audit": expected / "medsec" / "audit.jsonl", "before": before, "after": _snapshot(work, home, ktmp)}
+    return {
+        "nb": nb,
+        "saved": saved,
+        "files": files,
+        "prompts": prompts,
+        "hist": hist,
+        "kernel_id": kernel_id,
+        "audit": expected / "medsec" / "audit.jsonl",
+        "before": before,
+        "after": _snapshot(work, home, ktmp),
+    }
 
 
 def _identifiers(files: list[Path]) -> list[str]:
     out = set()
     for f in files:
         ds = pydicom.dcmread(f)
-        out |= {str(ds.PatientName), ds.PatientName.family_name, ds.PatientName.given_name,
-                str(ds.PatientID), str(ds.PatientBirthDate)}
+        out |= {
+            str(ds.PatientName),
+            ds.PatientName.family_name,
+            ds.PatientName.given_name,
+            str(ds.PatientID),
+            str(ds.PatientBirthDate),
+        }
     return sorted(out)
 
 
@@ -149,8 +181,10 @@ def _text(cell) -> str:
 
 
 def test_passphrase_was_asked_in_a_password_field(run):
-    assert [(p["password"], p["prompt"].startswith("Passphrase for key ")) for p in run["prompts"]] == \
-        [(True, True), (True, True)]
+    assert [(p["password"], p["prompt"].startswith("Passphrase for key ")) for p in run["prompts"]] == [
+        (True, True),
+        (True, True),
+    ]
 
 
 def test_displays_are_redacted_and_informative(run):
@@ -175,8 +209,8 @@ def test_viewer_steps_and_closes(run):
     assert out == ["slice 2/8 \u00b7 W 1500 L -600", "SliceViewer(CT #1, closed)"]
     state = run["nb"].metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     images = [m for m in state.values() if m["model_name"] == "ImageModel"]
-    assert images and all(not b["data"] for m in images for b in m.get("buffers", []))   # closed: blanked
-    assert "iVBORw0KGgo" not in run["saved"].read_text(encoding="utf-8")                 # no PNG saved
+    assert images and all(not b["data"] for m in images for b in m.get("buffers", []))  # closed: blanked
+    assert "iVBORw0KGgo" not in run["saved"].read_text(encoding="utf-8")  # no PNG saved
 
 
 def test_kernel_is_hardened(run):
@@ -199,7 +233,7 @@ def test_saved_notebook_holds_no_identifier_and_no_passphrase(run):
     json.loads(text)
     for value in _identifiers(run["files"]) + [KEY_PASSPHRASE]:
         assert value not in text
-    inputs = _text(run["nb"].cells[12])                  # _ih and the raw input history, printed in full
+    inputs = _text(run["nb"].cells[12])  # _ih and the raw input history, printed in full
     assert "run_line_magic('load_secure_study', 'study.msec" in inputs and "%load_secure_study study.msec" in inputs
 
 
@@ -212,10 +246,17 @@ def test_history_database_holds_no_passphrase(run):
 
 def test_accesses_are_in_the_audit_log_with_kernel_and_cell(run):
     records = [json.loads(line) for line in run["audit"].read_text(encoding="utf-8").splitlines()]
-    assert [(r["action"], r["outcome"]) for r in records] == \
-        [("open", "success"), ("decrypt-series", "success"), ("open", "failure")]
-    assert all(r["why"]["purpose"] == "HRESCH" and r["where"]["kernel_id"] == run["kernel_id"]
-               and r["where"]["notebook"] == str(run["saved"]) for r in records)
+    assert [(r["action"], r["outcome"]) for r in records] == [
+        ("open", "success"),
+        ("decrypt-series", "success"),
+        ("open", "failure"),
+    ]
+    assert all(
+        r["why"]["purpose"] == "HRESCH"
+        and r["where"]["kernel_id"] == run["kernel_id"]
+        and r["where"]["notebook"] == str(run["saved"])
+        for r in records
+    )
     assert [r["where"]["cell"] for r in records] == [1, 6, 11]
     assert records[2]["detail"]["error"] == "WrongPassphraseError"
     text = run["audit"].read_text(encoding="utf-8")

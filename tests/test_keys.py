@@ -43,6 +43,7 @@ def test_passphrase_callable_only_called_when_needed(tmp_path):
 
     def boom():
         raise AssertionError("should not prompt for an unencrypted key")
+
     assert medsec_nb.load_identity(key_path, passphrase=boom).key_id == ident.key_id
 
 
@@ -73,6 +74,7 @@ def test_small_rsa_refused(tmp_path):
 
 def test_identity_never_shows_or_pickles_secret():
     import pickle
+
     ident = medsec_nb.generate_identity("x25519")
     pem = private_pem(ident)
     body = "".join(pem.splitlines()[1:-1])

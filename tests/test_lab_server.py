@@ -17,9 +17,15 @@ from medsec_nb.audit.page import Filters, read_page
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-ENDPOINTS = [("GET", "medsec/studies"), ("GET", "medsec/audit"), ("GET", "medsec/audit/verify"),
-             ("GET", "medsec/audit/export?format=fhir"), ("POST", "medsec/audit/checkpoint"),
-             ("POST", "medsec/studies/close"), ("GET", "medsec/inspect?path=x.msec")]
+ENDPOINTS = [
+    ("GET", "medsec/studies"),
+    ("GET", "medsec/audit"),
+    ("GET", "medsec/audit/verify"),
+    ("GET", "medsec/audit/export?format=fhir"),
+    ("POST", "medsec/audit/checkpoint"),
+    ("POST", "medsec/studies/close"),
+    ("GET", "medsec/inspect?path=x.msec"),
+]
 
 
 @pytest.fixture
@@ -31,8 +37,12 @@ def jp_server_config(tmp_path, monkeypatch):
 def _append(n: int, **kw) -> None:
     log = AuditLog(checkpoint_every=0)
     for i in range(n):
-        log.append(action=kw.get("action", "open"), outcome=kw.get("outcome", "success"),
-                   purpose=kw.get("purpose", "EDU"), detail={"i": i})
+        log.append(
+            action=kw.get("action", "open"),
+            outcome=kw.get("outcome", "success"),
+            purpose=kw.get("purpose", "EDU"),
+            detail={"i": i},
+        )
 
 
 async def _json(jp_fetch, endpoint: str, **params) -> dict:
@@ -53,8 +63,13 @@ async def test_unauthenticated_requests_are_refused(jp_fetch, method, path):
     _append(1)
     path, _, query = path.partition("?")
     with pytest.raises(HTTPClientError) as info:
-        await jp_fetch(*path.split("/"), method=method, body="{}" if method == "POST" else None,
-                       headers={"Authorization": ""}, params=dict([query.split("=")]) if query else None)
+        await jp_fetch(
+            *path.split("/"),
+            method=method,
+            body="{}" if method == "POST" else None,
+            headers={"Authorization": ""},
+            params=dict([query.split("=")]) if query else None,
+        )
     assert info.value.code == 403
     assert b"open" not in (info.value.response.body or b"")
 
@@ -64,8 +79,17 @@ async def test_audit_page_newest_first_with_cursor_and_filters(jp_fetch):
     _append(3, action="verify", outcome="failure", purpose="HRESCH")
     page = await _json(jp_fetch, "medsec/audit", limit="4")
     assert [r["seq"] for r in page["records"]] == [8, 7, 6, 5]
-    assert set(page["records"][0]) == {"seq", "time", "user", "action", "outcome", "purpose", "study",
-                                       "instances", "kernel_id"}
+    assert set(page["records"][0]) == {
+        "seq",
+        "time",
+        "user",
+        "action",
+        "outcome",
+        "purpose",
+        "study",
+        "instances",
+        "kernel_id",
+    }
     older = await _json(jp_fetch, "medsec/audit", limit="4", before=str(page["next"]))
     assert [r["seq"] for r in older["records"]] == [4, 3, 2, 1] and older["next"] is None
     failed = await _json(jp_fetch, "medsec/audit", outcome="failure")
@@ -76,12 +100,19 @@ async def test_audit_page_newest_first_with_cursor_and_filters(jp_fetch):
     assert (await _json(jp_fetch, "medsec/audit", user="nobody-here"))["records"] == []
 
 
-@pytest.mark.parametrize("params,words", [
-    ({"limit": "0"}, "limit"), ({"limit": "abc"}, "limit"), ({"limit": "100000"}, "limit"),
-    ({"before": "-3"}, "before"), ({"before": "5"}, "not at the start of a record"),
-    ({"before": "99999999"}, "outside the log"), ({"since": "yesterday-ish"}, "since"),
-    ({"colour": "red"}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params,words",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "abc"}, "limit"),
+        ({"limit": "100000"}, "limit"),
+        ({"before": "-3"}, "before"),
+        ({"before": "5"}, "not at the start of a record"),
+        ({"before": "99999999"}, "outside the log"),
+        ({"since": "yesterday-ish"}, "since"),
+        ({"colour": "red"}, "unknown parameter"),
+    ],
+)
 async def test_audit_page_bad_parameters_get_400_with_a_message(jp_fetch, params, words):
     _append(2)
     err = await _error(jp_fetch, "medsec/audit", **params)
@@ -134,8 +165,13 @@ async def test_inspect_shows_the_public_header_only(jp_fetch, jp_root_dir, signe
     assert info["instances"] == 6 and info["signature_valid"] and info["name"] == "study.msec"
     assert str(jp_root_dir) not in json.dumps(info)
     (jp_root_dir / "junk.msec").write_bytes(b"not a container at all" * 10)
-    for path, code in (("../etc/passwd.msec", 400), ("study.txt", 400), ("", 400), ("absent.msec", 404),
-                       ("junk.msec", 400)):
+    for path, code in (
+        ("../etc/passwd.msec", 400),
+        ("study.txt", 400),
+        ("", 400),
+        ("absent.msec", 404),
+        ("junk.msec", 400),
+    ):
         err = await _error(jp_fetch, "medsec/inspect", path=path)
         assert err.code == code, path
         assert str(jp_root_dir) not in err.response.body.decode()
@@ -152,20 +188,24 @@ async def _kernel_exec(jp_serverapp, kid: str, code: str) -> dict:
     return reply["content"]["user_expressions"]["out"]["data"]["text/plain"]
 
 
-async def test_studies_listed_per_kernel_and_closed_from_the_server(jp_fetch, jp_serverapp, tmp_path,
-                                                                    signed_container, identities):
+async def test_studies_listed_per_kernel_and_closed_from_the_server(
+    jp_fetch, jp_serverapp, tmp_path, signed_container, identities
+):
     save_identity(identities.x25519, tmp_path / "me")
     r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
     kid = json.loads(r.body)["id"]
     try:
         assert (await _json(jp_fetch, "medsec/studies"))["kernels"] == [
-            {"kernel_id": kid, "name": "python3", "notebook": None, "studies": []}]
-        code = ("import medsec_nb, medsec_nb.notebook.magics\n"
-                "ip = get_ipython(); ip.extension_manager.load_extension('medsec_nb')\n"
-                f"ip.run_line_magic('load_secure_study', {str(signed_container)!r} + ' -i {tmp_path / 'me.key'} "
-                "-p HRESCH --as ct')\n"
-                f"other = medsec_nb.open_study({str(signed_container)!r}, identity={str(tmp_path / 'me.key')!r})\n"
-                "_out = (ct.closed, other.closed)")
+            {"kernel_id": kid, "name": "python3", "notebook": None, "studies": []}
+        ]
+        code = (
+            "import medsec_nb, medsec_nb.notebook.magics\n"
+            "ip = get_ipython(); ip.extension_manager.load_extension('medsec_nb')\n"
+            f"ip.run_line_magic('load_secure_study', {str(signed_container)!r} + ' -i {tmp_path / 'me.key'} "
+            "-p HRESCH --as ct')\n"
+            f"other = medsec_nb.open_study({str(signed_container)!r}, identity={str(tmp_path / 'me.key')!r})\n"
+            "_out = (ct.closed, other.closed)"
+        )
         assert await _kernel_exec(jp_serverapp, kid, code) == "(False, False)"
         kernels = (await _json(jp_fetch, "medsec/studies"))["kernels"]
         studies = kernels[0]["studies"]
@@ -175,29 +215,51 @@ async def test_studies_listed_per_kernel_and_closed_from_the_server(jp_fetch, jp
         rows = (await _json(jp_fetch, "medsec/audit", action="open"))["records"]
         assert rows and all(row["kernel_id"] == kid for row in rows)
 
-        bad = await _error(jp_fetch, "medsec/studies/close", method="POST",
-                           body=json.dumps({"kernel_id": kid, "study_id": "'); import os; ('"}))
+        bad = await _error(
+            jp_fetch,
+            "medsec/studies/close",
+            method="POST",
+            body=json.dumps({"kernel_id": kid, "study_id": "'); import os; ('"}),
+        )
         assert bad.code == 400
-        bad = await _error(jp_fetch, "medsec/studies/close", method="POST",
-                           body=json.dumps({"kernel_id": "nope", "study_id": studies[0]["id"]}))
+        bad = await _error(
+            jp_fetch,
+            "medsec/studies/close",
+            method="POST",
+            body=json.dumps({"kernel_id": "nope", "study_id": studies[0]["id"]}),
+        )
         assert bad.code == 400
         for body in ("not json", "[1]"):
             assert (await _error(jp_fetch, "medsec/studies/close", method="POST", body=body)).code == 400
-        missing = await _error(jp_fetch, "medsec/studies/close", method="POST",
-                               body=json.dumps({"kernel_id": kid, "study_id": "0" * 16}))
+        missing = await _error(
+            jp_fetch, "medsec/studies/close", method="POST", body=json.dumps({"kernel_id": kid, "study_id": "0" * 16})
+        )
         assert missing.code == 404
 
-        r = await jp_fetch("medsec", "studies", "close", method="POST",
-                           body=json.dumps({"kernel_id": kid, "study_id": studies[0]["id"]}))
+        r = await jp_fetch(
+            "medsec",
+            "studies",
+            "close",
+            method="POST",
+            body=json.dumps({"kernel_id": kid, "study_id": studies[0]["id"]}),
+        )
         assert json.loads(r.body) == {"closed": True}
         left = (await _json(jp_fetch, "medsec/studies"))["kernels"][0]["studies"]
         assert [s["id"] for s in left] == [studies[1]["id"]]
         # the magic-bound study went the %unload_secure_study way: variable gone, magics state clean
-        state = await _kernel_exec(jp_serverapp, kid, "_out = ('ct' in globals(), other.closed, "
-                                   "list(ip.magics_manager.registry['MedsecMagics'].loaded))")
+        state = await _kernel_exec(
+            jp_serverapp,
+            kid,
+            "_out = ('ct' in globals(), other.closed, list(ip.magics_manager.registry['MedsecMagics'].loaded))",
+        )
         assert state == "(False, False, [])"
-        await jp_fetch("medsec", "studies", "close", method="POST",
-                       body=json.dumps({"kernel_id": kid, "study_id": studies[1]["id"]}))
+        await jp_fetch(
+            "medsec",
+            "studies",
+            "close",
+            method="POST",
+            body=json.dumps({"kernel_id": kid, "study_id": studies[1]["id"]}),
+        )
         assert await _kernel_exec(jp_serverapp, kid, "_out = other.closed") == "True"
         assert (await _json(jp_fetch, "medsec/studies"))["kernels"][0]["studies"] == []
     finally:
@@ -212,9 +274,20 @@ async def test_studies_listed_per_kernel_and_closed_from_the_server(jp_fetch, jp
 def test_read_page_reads_only_the_end_of_a_large_log(tmp_path):
     """Pages come from the end of the file: a torn last line is skipped, cursors chain to the start."""
     log = tmp_path / "big.jsonl"
-    lines = [json.dumps({"seq": i, "time": f"2025-01-01T00:00:{i % 60:02d}.000000Z", "action": "open",
-                         "outcome": "success" if i % 3 else "denied", "why": {"purpose": "EDU"},
-                         "who": {"os_user": "u"}, "pad": "x" * 300}) for i in range(1, 1001)]
+    lines = [
+        json.dumps(
+            {
+                "seq": i,
+                "time": f"2025-01-01T00:00:{i % 60:02d}.000000Z",
+                "action": "open",
+                "outcome": "success" if i % 3 else "denied",
+                "why": {"purpose": "EDU"},
+                "who": {"os_user": "u"},
+                "pad": "x" * 300,
+            }
+        )
+        for i in range(1, 1001)
+    ]
     log.write_text("\n".join(lines) + "\n" + '{"seq": 1001, "tor')
     page = read_page(log, limit=100)
     assert [r["seq"] for r in page.records] == list(range(1000, 900, -1))
@@ -231,6 +304,7 @@ def test_read_page_reads_only_the_end_of_a_large_log(tmp_path):
 def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
     from medsec_nb import open_study
     from medsec_nb.notebook import registry
+
     with open_study(signed_container, identity=identities.x25519) as study:
         assert not study.closed
         assert not list(registry.runtime_dir().glob("*.json"))
@@ -239,8 +313,10 @@ def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
 
 def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
     from medsec_nb.notebook import registry
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (tmp_path / f"{dead}.json").write_text(json.dumps({"pid": int(dead), "kernel_id": "k", "studies": []}))
     (tmp_path / "junk.json").write_text("{not json")
     (tmp_path / "1.json").write_text(json.dumps({"pid": 1, "kernel_id": "k1", "studies": [{"id": "a"}]}))

@@ -19,10 +19,9 @@ from IPython.core.error import StdinNotImplementedError
 from IPython.testing import globalipapp
 
 import medsec_nb
+from conftest import PASSPHRASE
 from medsec_nb.notebook import magics
 from medsec_nb.notebook.magics import MagicError, MedsecMagics, open_interactive, study_name
-
-from conftest import PASSPHRASE  # noqa: E402  (tests/ is on sys.path)
 
 KEY_PASSPHRASE = "key passphrase that must stay secret 9#Lw"
 
@@ -42,10 +41,10 @@ def ip():
     globalipapp.start_ipython()
     shell = globalipapp.get_ipython()
     shell.run_line_magic("load_ext", "medsec_nb.notebook.magics")
-    shell.run_line_magic("config", "MedsecMagics.harden = False")   # hardening is tested in a subprocess
+    shell.run_line_magic("config", "MedsecMagics.harden = False")  # hardening is tested in a subprocess
     yield shell
     shell.run_line_magic("unload_ext", "medsec_nb.notebook.magics")
-    shell.config.pop("MedsecMagics", None)          # %config persists in the shell's config
+    shell.config.pop("MedsecMagics", None)  # %config persists in the shell's config
     for name in ("ct", "st", "a", "b", "ct_chest_2", "v"):
         shell.user_ns.pop(name, None)
 
@@ -53,6 +52,7 @@ def ip():
 @pytest.fixture
 def typed(monkeypatch):
     """``typed(answer)``: getpass returns ``answer``; the prompts asked are collected in the list returned."""
+
     def install(answer: str | None) -> list[str]:
         prompts: list[str] = []
 
@@ -61,8 +61,10 @@ def typed(monkeypatch):
             if answer is None:
                 raise AssertionError("no passphrase should have been asked")
             return answer
+
         monkeypatch.setattr(getpass, "getpass", fake)
         return prompts
+
     return install
 
 
@@ -71,9 +73,11 @@ def _magics(shell) -> MedsecMagics:
 
 
 def test_load_binds_returns_and_passes_the_purpose(ip, typed, signed_container, keys, identities):
-    typed(None)                                     # an unencrypted key file: nothing is asked
-    res = ip.run_cell(f"%load_secure_study {signed_container} --identity {keys['plain']} "
-                      f"--purpose HRESCH --as ct --require-signer {keys['signer']}")
+    typed(None)  # an unencrypted key file: nothing is asked
+    res = ip.run_cell(
+        f"%load_secure_study {signed_container} --identity {keys['plain']} "
+        f"--purpose HRESCH --as ct --require-signer {keys['signer']}"
+    )
     assert res.success
     ct = ip.user_ns["ct"]
     assert res.result is ct and isinstance(ct, medsec_nb.Study) and not ct.closed
@@ -81,8 +85,7 @@ def test_load_binds_returns_and_passes_the_purpose(ip, typed, signed_container, 
     assert _magics(ip).loaded == {"ct": ct}
 
 
-def test_protected_key_passphrase_is_asked_and_kept_out_of_history(ip, typed, signed_container, keys,
-                                                                   capsys):
+def test_protected_key_passphrase_is_asked_and_kept_out_of_history(ip, typed, signed_container, keys, capsys):
     prompts = typed(KEY_PASSPHRASE)
     res = ip.run_cell(f"%load_secure_study {signed_container} -i {keys['protected']} --as ct", store_history=True)
     assert res.success and prompts == [f"Passphrase for key {keys['protected']}: "]
@@ -92,7 +95,7 @@ def test_protected_key_passphrase_is_asked_and_kept_out_of_history(ip, typed, si
     out = capsys.readouterr()
     for blob in (repr(ip.user_ns["_ih"]), repr(ip.user_ns["In"]), repr(rows), out.out, out.err):
         assert KEY_PASSPHRASE not in blob
-    assert any("%load_secure_study" in raw for _, raw in rows)     # the line itself is in history
+    assert any("%load_secure_study" in raw for _, raw in rows)  # the line itself is in history
 
 
 def test_wrong_passphrase_is_one_line_without_context(ip, typed, signed_container, keys, capsys):
@@ -102,8 +105,9 @@ def test_wrong_passphrase_is_one_line_without_context(ip, typed, signed_containe
     assert isinstance(err, MagicError) and isinstance(err, medsec_nb.MedsecError)
     assert err.kind == "WrongPassphraseError" and err.__context__ is None and err.__cause__ is None
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == [f"WrongPassphraseError: {keys['protected']}: incorrect key passphrase (or the key file is "
-                   "corrupted)"]
+    assert out == [
+        f"WrongPassphraseError: {keys['protected']}: incorrect key passphrase (or the key file is corrupted)"
+    ]
     assert "ct" not in ip.user_ns
 
 
@@ -116,11 +120,17 @@ def _tampered(path: Path, tmp_path: Path) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("case, kind", [("missing", "MedsecError"), ("tampered", "AuthenticationError"),
-                                        ("signer", "SignatureError"), ("public key", "KeyFileError"),
-                                        ("not a recipient", "NoMatchingRecipientError")])
-def test_failures_are_one_readable_line(ip, typed, signed_container, keys, tmp_path, capsys, identities,
-                                        case, kind):
+@pytest.mark.parametrize(
+    "case, kind",
+    [
+        ("missing", "MedsecError"),
+        ("tampered", "AuthenticationError"),
+        ("signer", "SignatureError"),
+        ("public key", "KeyFileError"),
+        ("not a recipient", "NoMatchingRecipientError"),
+    ],
+)
+def test_failures_are_one_readable_line(ip, typed, signed_container, keys, tmp_path, capsys, identities, case, kind):
     typed(None)
     path, key, extra = signed_container, keys["plain"], ""
     if case == "missing":
@@ -136,7 +146,7 @@ def test_failures_are_one_readable_line(ip, typed, signed_container, keys, tmp_p
     res = ip.run_cell(f"%load_secure_study {path} --identity {key} {extra} --as ct")
     assert isinstance(res.error_in_exec, MagicError) and res.error_in_exec.kind == kind
     out = capsys.readouterr().out.strip().splitlines()
-    named = key if case == "public key" else path          # the error names the file at fault
+    named = key if case == "public key" else path  # the error names the file at fault
     assert len(out) == 1 and out[0].startswith(f"{kind}: {named}: ")
 
 
@@ -159,8 +169,13 @@ def test_usage_errors(ip, typed, signed_container, capsys, line):
 
 def test_help_is_the_argument_parser(ip):
     doc = ip.find_line_magic("load_secure_study").__doc__
-    for opt in ("%load_secure_study [--identity KEY] [--passphrase-prompt]", "--purpose P", "--as NAME",
-                "--require-signer PUB", "password field"):
+    for opt in (
+        "%load_secure_study [--identity KEY] [--passphrase-prompt]",
+        "--purpose P",
+        "--as NAME",
+        "--require-signer PUB",
+        "password field",
+    ):
         assert opt in doc
     assert "NAME" in ip.find_line_magic("unload_secure_study").__doc__
     assert "--purpose" in ip.find_cell_magic("secure_session").__doc__
@@ -182,8 +197,9 @@ def test_config_defaults(ip, typed, signed_container, keys, capsys):
         assert f"MedsecMagics.{trait}" in listing
 
 
-def test_audit_log_location_is_configurable_and_purpose_is_required(ip, typed, signed_container, keys, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_audit_log_location_is_configurable_and_purpose_is_required(
+    ip, typed, signed_container, keys, tmp_path, monkeypatch, capsys
+):
     typed(None)
     log = tmp_path / "audit.jsonl"
     ip.run_line_magic("config", f"MedsecMagics.audit_log = {str(log)!r}")
@@ -198,14 +214,17 @@ def test_audit_log_location_is_configurable_and_purpose_is_required(ip, typed, s
 
 def test_secure_session_sets_defaults_for_its_block_only(ip, typed, signed_container, keys, capsys):
     typed(None)
-    cell = f"%%secure_session --purpose TREAT --identity {keys['plain']}\n%load_secure_study {signed_container} --as ct\n"
+    cell = (
+        f"%%secure_session --purpose TREAT --identity {keys['plain']}\n%load_secure_study {signed_container} --as ct\n"
+    )
     assert ip.run_cell(cell).success
     assert ip.user_ns["ct"].purpose == "TREAT" and _magics(ip)._session == {}
     failing = "%%secure_session --purpose TREAT\nraise ValueError('inside')\n"
     res = ip.run_cell(failing)
     assert not res.success and isinstance(res.error_in_exec, MagicError)
-    assert capsys.readouterr().out.strip().splitlines()[-1] == \
-        "secure_session: the block stopped at the error shown above"
+    assert (
+        capsys.readouterr().out.strip().splitlines()[-1] == "secure_session: the block stopped at the error shown above"
+    )
     assert _magics(ip)._session == {}
 
 
@@ -219,7 +238,7 @@ def test_unload_closes_viewers_studies_and_names(ip, typed, signed_container, ke
     assert ip.run_cell("%unload_secure_study a").success
     assert a.closed and viewer.closed and "a" not in ip.user_ns and not b.closed
     assert not ip.run_cell("%unload_secure_study nothing_here").success
-    assert ip.run_cell("%unload_secure_study").success              # every remaining one
+    assert ip.run_cell("%unload_secure_study").success  # every remaining one
     assert b.closed and "b" not in ip.user_ns and _magics(ip).loaded == {}
 
 
@@ -235,10 +254,14 @@ def test_default_name_comes_from_the_file(ip, typed, signed_container, keys, tmp
     typed(None)
     copy = tmp_path / "ct-chest 2.msec"
     shutil.copyfile(signed_container, copy)
-    assert ip.run_cell(f"%load_secure_study '{copy}' -i \"{keys['plain']}\"").success     # quotes are dropped
+    assert ip.run_cell(f"%load_secure_study '{copy}' -i \"{keys['plain']}\"").success  # quotes are dropped
     assert isinstance(ip.user_ns["ct_chest_2"], medsec_nb.Study)
-    assert [study_name(p) for p in ("data/ct.v2.msec", "1.msec", "class.msec", ".msec")] == \
-        ["ct", "_1", "class_", "study"]
+    assert [study_name(p) for p in ("data/ct.v2.msec", "1.msec", "class.msec", ".msec")] == [
+        "ct",
+        "_1",
+        "class_",
+        "study",
+    ]
 
 
 def test_unload_ext_closes_what_the_magics_opened(typed, signed_container, keys):
@@ -261,24 +284,27 @@ def test_the_magic_hardens_the_process_unless_configured_not_to(ip, typed, signe
     monkeypatch.setattr(magics, "harden_process", lambda: calls.append(1))
     typed(None)
     ip.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} --as ct")
-    assert calls == []                                  # the fixture turned it off
+    assert calls == []  # the fixture turned it off
     ip.run_line_magic("config", "MedsecMagics.harden = True")
     ip.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} --as ct")
     assert calls == [1]
 
 
 def test_harden_process_disables_core_dumps_and_ptrace():
-    code = ("import ctypes, resource, sys; from medsec_nb.notebook.hardening import harden_process; h = harden_process(); "
-            "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0) and h.core_dumps_disabled; "
-            "assert not sys.platform.startswith('linux') or "
-            "(h.undumpable and ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0); print(h.swap)")
+    code = (
+        "import ctypes, resource, sys; from medsec_nb.notebook.hardening import harden_process; h = harden_process(); "
+        "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0) and h.core_dumps_disabled; "
+        "assert not sys.platform.startswith('linux') or "
+        "(h.undumpable and ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0); print(h.swap)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
 
 
 def test_open_interactive_works_without_ipython(signed_container, keys, passphrase_container):
     asked: list[str] = []
-    with open_interactive(signed_container, identity=keys["protected"],
-                          ask=lambda p: asked.append(p) or KEY_PASSPHRASE) as st:
+    with open_interactive(
+        signed_container, identity=keys["protected"], ask=lambda p: asked.append(p) or KEY_PASSPHRASE
+    ) as st:
         assert len(st.series[0]) == 6
     with open_interactive(passphrase_container, ask=lambda p: PASSPHRASE, purpose="EDU") as st:
         assert st.purpose == "EDU" and st.key_id == "passphrase"
@@ -288,6 +314,7 @@ def test_open_interactive_works_without_ipython(signed_container, keys, passphra
 def test_no_stdin_is_a_clear_error(monkeypatch, passphrase_container):
     def no_stdin(prompt=""):
         raise StdinNotImplementedError("getpass was called, but this frontend does not support input requests.")
+
     monkeypatch.setattr(getpass, "getpass", no_stdin)
     with pytest.raises(medsec_nb.MedsecError, match="cannot ask for a passphrase"):
         open_interactive(passphrase_container)
@@ -295,6 +322,7 @@ def test_no_stdin_is_a_clear_error(monkeypatch, passphrase_container):
 
 def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_container, keys, series_source, capsys):
     from medsec_nb.deid.redaction import current_profile
+
     typed(None)
     source = pydicom.dcmread(series_source.files[0])
     assert ip.run_cell(f"%load_secure_study {signed_container} -i {keys['plain']} -p HRESCH --as ct").success
@@ -304,16 +332,17 @@ def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_con
     assert current_profile().options == {"retain-long-full-dates", "retain-uids"}
     shown = repr(header) + ip.user_ns["ct"].series[0]._repr_html_()
     assert source.StudyDate in shown and source.StudyInstanceUID in shown
-    assert str(source.PatientName) not in shown and source.PatientID not in shown      # names and IDs stay hidden
-    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-everything']")   # refused
+    assert str(source.PatientName) not in shown and source.PatientID not in shown  # names and IDs stay hidden
+    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-everything']")  # refused
     assert _magics(ip).redaction_options == ["retain-long-full-dates", "retain-uids"]
-    ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-long-full-dates', "
-                                "'retain-long-modified-dates']")
+    ip.run_line_magic(
+        "config", "MedsecMagics.redaction_options = ['retain-long-full-dates', 'retain-long-modified-dates']"
+    )
     assert current_profile().options == {"retain-long-full-dates", "retain-uids"}
-    ip.run_line_magic("config", "MedsecMagics.redaction_profile = 'conservative'")   # the former name of basic
+    ip.run_line_magic("config", "MedsecMagics.redaction_profile = 'conservative'")  # the former name of basic
     ip.run_line_magic("config", "MedsecMagics.redaction_options = []")
     assert current_profile().options == frozenset() and source.StudyDate not in repr(header)
     ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-uids']")
-    ip.run_line_magic("unload_ext", "medsec_nb.notebook.magics")           # unloading restores the default profile
+    ip.run_line_magic("unload_ext", "medsec_nb.notebook.magics")  # unloading restores the default profile
     assert current_profile().options == frozenset()
     ip.run_line_magic("load_ext", "medsec_nb.notebook.magics")

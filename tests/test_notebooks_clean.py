@@ -41,8 +41,14 @@ GENERIC = {"anonymized", "anonymised", "anonymous", "unknown", "none", "test", "
 MIN_LEN = 4  # shorter values (e.g. an ID "204") are too common to scan for without false alarms
 MIN_DIGITS = 5  # all-digit values need more: "0010" (a real Patient ID in the bundle) is also a DICOM group
 PATIENT_KEYWORDS = {
-    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-    "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "PatientBirthDate",
+    "PatientName",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientID",
+    "OtherPatientIDs",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
 }
 
 # mime types whose payload is base64 image data: random text that cannot be scanned meaningfully

@@ -14,16 +14,23 @@ from pydicom.data import get_testdata_file, get_testdata_files
 import medsec_nb
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli.main import main
+from medsec_nb.core.errors import MedsecError
 from medsec_nb.deid.export import IMPLEMENTATION_CLASS_UID, LeakError, implementation_version_name
 from medsec_nb.deid.pixels import BurnedInError
 from medsec_nb.study.export import export_deidentified
-from medsec_nb.core.errors import MedsecError
 
 SECRET = b"real-files-test-secret-0123456789"
 FILES = sorted(p for p in map(Path, get_testdata_files()) if p.is_file())
-MR_SMALL = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
-            "MR_small_implicit.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
-            "MR_small_padded.dcm"]
+MR_SMALL = [
+    "MR_small.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_padded.dcm",
+]
 _TAG = re.compile(r"\([0-9A-F]{4},[0-9A-F]{4}\)")
 
 
@@ -140,9 +147,10 @@ def test_leak_refusal_names_the_original_attribute_and_the_override(tmp_path, na
     text = str(err.value)
     assert "InstitutionName (0008,0080)" in text and "inside Manufacturer (0008,0070) LO" in text
     assert "--accept-leak-in Manufacturer:InstitutionName" in text
-    assert "TOSHIBA" not in text.upper()                         # values are never shown, not even this one
-    report = export_deidentified(src, tmp_path / "OUT", secret=SECRET, accept_leaks_in=["Manufacturer:InstitutionName"],
-                                 progress=False)
+    assert "TOSHIBA" not in text.upper()  # values are never shown, not even this one
+    report = export_deidentified(
+        src, tmp_path / "OUT", secret=SECRET, accept_leaks_in=["Manufacturer:InstitutionName"], progress=False
+    )
     assert [(a["element"], a["original"]) for a in report.accepted_leaks] == [("(0008,0070) LO", "InstitutionName")]
 
 
@@ -153,8 +161,9 @@ def test_narrow_override_lets_only_that_original_through(tmp_path):
     src = tmp_path / "mr.dcm"
     ds.save_as(src)
     with pytest.raises(LeakError) as err:
-        export_deidentified(src, tmp_path / "OUT", secret=SECRET, accept_leaks_in=["Manufacturer:InstitutionName"],
-                            progress=False)
+        export_deidentified(
+            src, tmp_path / "OUT", secret=SECRET, accept_leaks_in=["Manufacturer:InstitutionName"], progress=False
+        )
     text = str(err.value)
     assert "PatientName (0010,0010)" in text and "inside Manufacturer (0008,0070) LO" in text
     assert ds.PatientName.family_name.upper() not in text.upper() and not (tmp_path / "OUT").exists()
@@ -174,8 +183,14 @@ def test_deidentified_file_meta_is_written_by_medsec(tmp_path):
     """mlut_18's Implementation Version Name OFFIS_DCMTK_351 holds its InstitutionName: the output's
     File Meta names medsec-nb as the implementation that wrote the new file (PS3.10)."""
     src = Path(get_testdata_file("mlut_18.dcm"))
-    export_deidentified(src, tmp_path / "OUT", secret=SECRET, allow_burned_in=True,
-                        accept_leaks_in=["Manufacturer:InstitutionName"], progress=False)
+    export_deidentified(
+        src,
+        tmp_path / "OUT",
+        secret=SECRET,
+        allow_burned_in=True,
+        accept_leaks_in=["Manufacturer:InstitutionName"],
+        progress=False,
+    )
     (written,) = (tmp_path / "OUT").iterdir()
     meta = pydicom.dcmread(written).file_meta
     assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
@@ -193,10 +208,20 @@ def test_cli_reports_library_warnings_in_one_line_each(tmp_path, capsys):
     (tmp_path / "pw.txt").write_text("a study passphrase 8731\n")
     (tmp_path / "project.secret").write_bytes(SECRET)
     uid = pydicom.dcmread(src, stop_before_pixels=True).StudyInstanceUID
-    for argv in (["encrypt", str(src), "-o", str(tmp_path / "b.msec"), "--passphrase-file", str(tmp_path / "pw.txt"),
-                  "-q"],
-                 ["deid", str(src), "-o", str(tmp_path / "DEID"), "--secret-file", str(tmp_path / "project.secret"),
-                  "--purpose", "HRESCH", "-q"]):
+    for argv in (
+        ["encrypt", str(src), "-o", str(tmp_path / "b.msec"), "--passphrase-file", str(tmp_path / "pw.txt"), "-q"],
+        [
+            "deid",
+            str(src),
+            "-o",
+            str(tmp_path / "DEID"),
+            "--secret-file",
+            str(tmp_path / "project.secret"),
+            "--purpose",
+            "HRESCH",
+            "-q",
+        ],
+    ):
         assert main(argv) == 0
         err = capsys.readouterr().err
         lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -25,12 +25,12 @@ import nbformat
 import pydicom
 import pytest
 from nbclient import NotebookClient
+from test_save_guard import KERNEL, SERVER
 
 import medsec_nb
 from medsec_nb.saveguard import fingerprints as guard
 from medsec_nb.saveguard.hook import MARKER, redact_text
 from medsec_nb.testdata import synthesize_series
-from test_save_guard import KERNEL, SERVER
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
@@ -68,9 +68,13 @@ def key_file(tmp_path_factory, identities) -> Path:
 def kernel(study, key_file):
     """Another process with the study open and its fingerprints published, for the whole module."""
     assert redact_text("Mary-Kate O'Brien", guard.load_published(), guard.guard_key())[1] == 0
-    proc = subprocess.Popen([sys.executable, "-c", KERNEL, str(study), str(key_file)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, MEDSEC_SAVE_GUARD_PUBLISH="1"))    # a kernel stand-in
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KERNEL, str(study), str(key_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MEDSEC_SAVE_GUARD_PUBLISH="1"),
+    )  # a kernel stand-in
     assert proc.stdout.readline().strip() == "ready"
     yield proc
     proc.communicate("close\n", timeout=60)
@@ -123,35 +127,69 @@ def _iso(birth: str, case: Callable[[str], str]) -> str:
 #: Each form: outputs built from (name, id, birth date) in one case.
 FORMS: dict[str, Callable[[str, str, str, Callable[[str], str]], list[dict[str, Any]]]] = {
     "ansi-stream": lambda n, i, b, c: [_stream(f"\x1b[31m{n}\x1b[0m \x1b[1m{i}\x1b[0m\n")],
-    "ansi-traceback": lambda n, i, b, c: [{"output_type": "error", "ename": "KeyError", "evalue": f"'{i}'",
-                                           "traceback": [f"\x1b[0;31mKeyError\x1b[0m: '\x1b[1;32m{i}\x1b[0m'",
-                                                         f"\x1b[0;32m{n}\x1b[0m"]}],
-    "html-entities": lambda n, i, b, c: [_display({
-        "text/html": f"<table><tr><td>{html.escape(n)}</td><td>{i}</td></tr></table>",
-        "text/plain": f"{n.replace(chr(39), '&#39;')} {n.replace(chr(39), '&apos;').replace('-', '&#x2D;')}"})],
-    "iso-datetime": lambda n, i, b, c: [_stream(f"born {_iso(b, c)}\n"),
-                                        _display({"text/plain": f"Timestamp('{_iso(b, c)}')",
-                                                  "text/html": f"<td>{_iso(b, c).replace('T00', 'T13')}</td>"}),
-                                        _stream(c(f"{b}T000000\n"))],
-    "json-keys": lambda n, i, b, c: [_display({"application/json": {n: {i: 1, "birth": None}, i: [n]},
-                                               "text/plain": "<IPython.core.display.JSON object>"})],
+    "ansi-traceback": lambda n, i, b, c: [
+        {
+            "output_type": "error",
+            "ename": "KeyError",
+            "evalue": f"'{i}'",
+            "traceback": [f"\x1b[0;31mKeyError\x1b[0m: '\x1b[1;32m{i}\x1b[0m'", f"\x1b[0;32m{n}\x1b[0m"],
+        }
+    ],
+    "html-entities": lambda n, i, b, c: [
+        _display(
+            {
+                "text/html": f"<table><tr><td>{html.escape(n)}</td><td>{i}</td></tr></table>",
+                "text/plain": f"{n.replace(chr(39), '&#39;')} {n.replace(chr(39), '&apos;').replace('-', '&#x2D;')}",
+            }
+        )
+    ],
+    "iso-datetime": lambda n, i, b, c: [
+        _stream(f"born {_iso(b, c)}\n"),
+        _display(
+            {"text/plain": f"Timestamp('{_iso(b, c)}')", "text/html": f"<td>{_iso(b, c).replace('T00', 'T13')}</td>"}
+        ),
+        _stream(c(f"{b}T000000\n")),
+    ],
+    "json-keys": lambda n, i, b, c: [
+        _display(
+            {"application/json": {n: {i: 1, "birth": None}, i: [n]}, "text/plain": "<IPython.core.display.JSON object>"}
+        )
+    ],
     "svg-path": lambda n, i, b, c: [_display({"image/svg+xml": _svg(f"{n} {i}"), "text/plain": "<Figure>"})],
     "svg-text": lambda n, i, b, c: [_display({"image/svg+xml": _svg_text(f"{n} {i}"), "text/plain": "<Figure>"})],
-    "two-lines-stream": lambda n, i, b, c: [_stream([f"{n.split('-')[0]}-\n", f"{n.split('-')[1]} born 27 " + c("Aug\n"),
-                                                     "1963\n"])],
-    "two-lines-text": lambda n, i, b, c: [_display({"text/plain": [f"Name: {n.split('^')[0]}^Mary-\n",
-                                                                   f"{n.split('^')[1].split('-')[1]}, ID {i}\n"],
-                                                    "text/html": [f"<td>{html.escape(n.split('^')[0])}</td>\n",
-                                                                  f"<td>{n.split('^')[1]}</td>\n"]})],
+    "two-lines-stream": lambda n, i, b, c: [
+        _stream([f"{n.split('-')[0]}-\n", f"{n.split('-')[1]} born 27 " + c("Aug\n"), "1963\n"])
+    ],
+    "two-lines-text": lambda n, i, b, c: [
+        _display(
+            {
+                "text/plain": [f"Name: {n.split('^')[0]}^Mary-\n", f"{n.split('^')[1].split('-')[1]}, ID {i}\n"],
+                "text/html": [f"<td>{html.escape(n.split('^')[0])}</td>\n", f"<td>{n.split('^')[1]}</td>\n"],
+            }
+        )
+    ],
 }
 
 
 async def _put(jp_fetch, name: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
-        {"cell_type": "code", "id": "c1", "execution_count": 1, "metadata": {}, "source": "show(ct)",
-         "outputs": outputs}]}
-    await jp_fetch("api", "contents", name, method="PUT",
-                   body=json.dumps({"type": "notebook", "format": "json", "content": nb}))
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c1",
+                "execution_count": 1,
+                "metadata": {},
+                "source": "show(ct)",
+                "outputs": outputs,
+            }
+        ],
+    }
+    await jp_fetch(
+        "api", "contents", name, method="PUT", body=json.dumps({"type": "notebook", "format": "json", "content": nb})
+    )
     return nb
 
 
@@ -185,8 +223,13 @@ async def test_each_form_is_redacted_on_save(jp_fetch, jp_root_dir, kernel, form
 
 async def test_redaction_keeps_the_rest_of_each_output(jp_fetch, jp_root_dir, kernel):
     """Escapes and markup around a value survive; colliding redacted JSON keys keep their values."""
-    await _put(jp_fetch, "rest.ipynb", FORMS["ansi-stream"](NAME, PID, BIRTH, str)
-               + FORMS["json-keys"](NAME, PID, BIRTH, str) + FORMS["html-entities"](NAME, PID, BIRTH, str))
+    await _put(
+        jp_fetch,
+        "rest.ipynb",
+        FORMS["ansi-stream"](NAME, PID, BIRTH, str)
+        + FORMS["json-keys"](NAME, PID, BIRTH, str)
+        + FORMS["html-entities"](NAME, PID, BIRTH, str),
+    )
     outputs = json.loads((jp_root_dir / "rest.ipynb").read_text())["cells"][0]["outputs"]
     assert "".join(outputs[0]["text"]) == f"\x1b[31m{MARKER}\x1b[0m \x1b[1m{MARKER}\x1b[0m\n"
     data = outputs[1]["data"]["application/json"]
@@ -197,8 +240,14 @@ async def test_redaction_keeps_the_rest_of_each_output(jp_fetch, jp_root_dir, ke
 def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
     """``png`` with ``chunks`` (type, data) inserted before its image data."""
     at = png.index(b"IDAT") - 4
-    return png[:at] + b"".join(len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-                               for kind, data in chunks) + png[at:]
+    return (
+        png[:at]
+        + b"".join(
+            len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+            for kind, data in chunks
+        )
+        + png[at:]
+    )
 
 
 async def test_png_text_chunks_holding_a_value_are_dropped(jp_fetch, jp_root_dir, kernel):
@@ -208,34 +257,47 @@ async def test_png_text_chunks_holding_a_value_are_dropped(jp_fetch, jp_root_dir
     fig.savefig(out, format="png")
     plt.close(fig)
     keep = (b"tEXt", b"Comment\x00slice 12 of 40")
-    chunks = [(b"tEXt", b"Title\x00" + NAME.encode()), keep,
-              (b"zTXt", b"Author\x00\x00" + zlib.compress(PID.lower().encode())),
-              (b"iTXt", b"Description\x00\x00\x00en\x00\x00" + f"born {NAME.upper()} 1963-08-27".encode()),
-              (b"iTXt", b"Source\x00\x01\x00\x00\x00" + zlib.compress(b"ID\n" + PID.encode()))]
+    chunks = [
+        (b"tEXt", b"Title\x00" + NAME.encode()),
+        keep,
+        (b"zTXt", b"Author\x00\x00" + zlib.compress(PID.lower().encode())),
+        (b"iTXt", b"Description\x00\x00\x00en\x00\x00" + f"born {NAME.upper()} 1963-08-27".encode()),
+        (b"iTXt", b"Source\x00\x01\x00\x00\x00" + zlib.compress(b"ID\n" + PID.encode())),
+    ]
     png = _with_chunks(out.getvalue(), chunks)
-    await _put(jp_fetch, "png.ipynb", [_display({"image/png": base64.b64encode(png).decode(),
-                                                 "text/plain": "<Figure size 72x72 with 1 Axes>"})])
+    await _put(
+        jp_fetch,
+        "png.ipynb",
+        [_display({"image/png": base64.b64encode(png).decode(), "text/plain": "<Figure size 72x72 with 1 Axes>"})],
+    )
     data = json.loads((jp_root_dir / "png.ipynb").read_text())["cells"][0]["outputs"][0]["data"]["image/png"]
-    assert base64.b64decode(data) == _with_chunks(out.getvalue(), [keep])     # the same image otherwise
+    assert base64.b64decode(data) == _with_chunks(out.getvalue(), [keep])  # the same image otherwise
 
 
-async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redacted(jp_fetch, jp_root_dir,
-                                                                                  identities, key_file, tmp_path):
+async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redacted(
+    jp_fetch, jp_root_dir, identities, key_file, tmp_path
+):
     """The outputs a real kernel produces from its open study's header, saved as the front-end saves them
     (another patient than the module's stand-in kernel holds, so only this kernel's fingerprints count)."""
     study = _study(tmp_path, identities, "O'Neill^Anne-Marie", "MRN5582034", "19580412")
-    cells = [(f"%load_ext medsec_nb.notebook.magics\n%config MedsecMagics.harden = False\n"
-             f"%load_secure_study {study} -i {key_file} -p HRESCH --as ct"),
-             ("import datetime, html\nimport matplotlib.pyplot as plt\n"
-             "from IPython.display import HTML, JSON, display\nfrom medsec_nb.saveguard import fingerprints as guard\n"
-             "%matplotlib inline\n%config InlineBackend.figure_formats = ['svg']\n"
-             "assert guard.wait(ct)\nds = ct.series[0].header(0)\n"
-             "print(f'\\x1b[31m{ds.PatientName}\\x1b[0m \\x1b[1m{ds.PatientID}\\x1b[0m')\n"
-             "display(HTML(f'<table><tr><td>{html.escape(str(ds.PatientName))}</td></tr></table>'))\n"
-             "display(JSON({str(ds.PatientName): {ds.PatientID: 1}}))\n"
-             "print(datetime.datetime.strptime(ds.PatientBirthDate, '%Y%m%d').isoformat())\n"
-             "fig, ax = plt.subplots(figsize=(2, 2)); ax.set_title(f'{ds.PatientName} {ds.PatientID}'); plt.show()"),
-             "%unload_secure_study ct"]
+    cells = [
+        (
+            f"%load_ext medsec_nb.notebook.magics\n%config MedsecMagics.harden = False\n"
+            f"%load_secure_study {study} -i {key_file} -p HRESCH --as ct"
+        ),
+        (
+            "import datetime, html\nimport matplotlib.pyplot as plt\n"
+            "from IPython.display import HTML, JSON, display\nfrom medsec_nb.saveguard import fingerprints as guard\n"
+            "%matplotlib inline\n%config InlineBackend.figure_formats = ['svg']\n"
+            "assert guard.wait(ct)\nds = ct.series[0].header(0)\n"
+            "print(f'\\x1b[31m{ds.PatientName}\\x1b[0m \\x1b[1m{ds.PatientID}\\x1b[0m')\n"
+            "display(HTML(f'<table><tr><td>{html.escape(str(ds.PatientName))}</td></tr></table>'))\n"
+            "display(JSON({str(ds.PatientName): {ds.PatientID: 1}}))\n"
+            "print(datetime.datetime.strptime(ds.PatientBirthDate, '%Y%m%d').isoformat())\n"
+            "fig, ax = plt.subplots(figsize=(2, 2)); ax.set_title(f'{ds.PatientName} {ds.PatientID}'); plt.show()"
+        ),
+        "%unload_secure_study ct",
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     client = NotebookClient(nb, timeout=60, kernel_name="python3")
@@ -243,13 +305,28 @@ async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redact
         for index in (0, 1):
             await client.async_execute_cell(nb.cells[index], index)
         shown = json.dumps(nb.cells[1].outputs, ensure_ascii=False)
-        for form in ("O'Neill^Anne-Marie\\u001b", "O&#x27;Neill", "1958-04-12T00:00:00", '"MRN5582034"',
-                     "<!-- O'Neill^Anne-Marie MRN5582034 -->"):
-            assert form in shown                                           # the analyst saw each form
-        await jp_fetch("api", "contents", "real.ipynb", method="PUT",
-                       body=json.dumps({"type": "notebook", "format": "json", "content": nb}))
+        for form in (
+            "O'Neill^Anne-Marie\\u001b",
+            "O&#x27;Neill",
+            "1958-04-12T00:00:00",
+            '"MRN5582034"',
+            "<!-- O'Neill^Anne-Marie MRN5582034 -->",
+        ):
+            assert form in shown  # the analyst saw each form
+        await jp_fetch(
+            "api",
+            "contents",
+            "real.ipynb",
+            method="PUT",
+            body=json.dumps({"type": "notebook", "format": "json", "content": nb}),
+        )
         await client.async_execute_cell(nb.cells[2], 2)
     saved = json.loads((jp_root_dir / "real.ipynb").read_text())
     assert _leaks(saved, ("neill", "anne", "marie", "5582034", "1958")) == set()
-    assert [o["output_type"] for o in saved["cells"][1]["outputs"]] == ["stream", "display_data", "display_data",
-                                                                         "stream", "display_data"]
+    assert [o["output_type"] for o in saved["cells"][1]["outputs"]] == [
+        "stream",
+        "display_data",
+        "display_data",
+        "stream",
+        "display_data",
+    ]

@@ -26,6 +26,7 @@ async def test_records_of_other_processes_and_of_the_server_become_events(jp_ser
 
     async def listener(logger, schema_id, data):
         got.append(data)
+
     jp_serverapp.event_logger.add_listener(schema_id=SCHEMA_ID, listener=listener)
     forwarder = jp_serverapp.web_app.settings["medsec_audit_forwarder"]
     assert forwarder.log.path == tmp_path / "audit.jsonl"
@@ -42,13 +43,16 @@ async def test_records_of_other_processes_and_of_the_server_become_events(jp_ser
             break
         await asyncio.sleep(0.02)
     assert [(g["action"], g["outcome"], g["why"]["purpose"]) for g in got] == [
-        ("open", "success", "EDU"), ("verify", "failure", "HRESCH")]
+        ("open", "success", "EDU"),
+        ("verify", "failure", "HRESCH"),
+    ]
     assert got[0]["where"]["pid"] != os.getpid() and got[1]["where"]["pid"] == os.getpid()
 
 
 def test_unloading_stops_emitting(jp_serverapp):
     from medsec_nb.audit import events
     from medsec_nb.server import _unload_jupyter_server_extension
+
     assert events._logger is jp_serverapp.event_logger
     _unload_jupyter_server_extension(jp_serverapp)
     assert events._logger is None

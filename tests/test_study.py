@@ -24,34 +24,33 @@ from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 import medsec_nb
+from conftest import FAST_LOG_N, PASSPHRASE
 from medsec_nb import MedsecError, StudyClosedError, open_study
 from medsec_nb.container.header import read_header
 from medsec_nb.testdata import synthesize_series
-
-from conftest import FAST_LOG_N, PASSPHRASE  # noqa: E402  (tests/ is on sys.path)
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 
 #: pydicom's bundled files (the ones from pydicom-data are fetched from the installed package).
 ROUND_TRIP_FILES = [
-    "CT_small.dcm",                # explicit VR little endian, rescale slope/intercept, trailing padding
-    "MR_small.dcm",                # explicit VR little endian, no rescale
-    "MR_small_implicit.dcm",       # implicit VR little endian
-    "MR_small_bigendian.dcm",      # explicit VR big endian
-    "MR_small_RLE.dcm",            # RLE lossless (encapsulated)
-    "MR_small_jp2klossless.dcm",   # JPEG 2000 lossless (encapsulated)
-    "JPEG2000.dcm",                # JPEG 2000, 1024 x 256
-    "emri_small.dcm",              # multi-frame (10 frames), 12 of 16 bits stored
-    "emri_small_RLE.dcm",          # multi-frame RLE
-    "SC_rgb.dcm",                  # colour, 3 samples per pixel
-    "image_dfl.dcm",               # deflated explicit VR little endian
-    "rtplan.dcm",                  # no pixel data at all
+    "CT_small.dcm",  # explicit VR little endian, rescale slope/intercept, trailing padding
+    "MR_small.dcm",  # explicit VR little endian, no rescale
+    "MR_small_implicit.dcm",  # implicit VR little endian
+    "MR_small_bigendian.dcm",  # explicit VR big endian
+    "MR_small_RLE.dcm",  # RLE lossless (encapsulated)
+    "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless (encapsulated)
+    "JPEG2000.dcm",  # JPEG 2000, 1024 x 256
+    "emri_small.dcm",  # multi-frame (10 frames), 12 of 16 bits stored
+    "emri_small_RLE.dcm",  # multi-frame RLE
+    "SC_rgb.dcm",  # colour, 3 samples per pixel
+    "image_dfl.dcm",  # deflated explicit VR little endian
+    "rtplan.dcm",  # no pixel data at all
 ]
 
 
 def _testdata(name: str) -> Path:
     path = get_testdata_file(name)
-    if path is None:   # pragma: no cover - only without the pydicom-data package
+    if path is None:  # pragma: no cover - only without the pydicom-data package
         pytest.skip(f"{name} is not available (needs the pydicom-data package)")
     return Path(path)
 
@@ -59,9 +58,9 @@ def _testdata(name: str) -> Path:
 @dataclass(frozen=True)
 class Single:
     name: str
-    original: Path        # pydicom's file (never written to)
-    source: Path          # the folder that was encrypted
-    box: Path             # its container
+    original: Path  # pydicom's file (never written to)
+    source: Path  # the folder that was encrypted
+    box: Path  # its container
 
 
 @pytest.fixture(scope="module", params=ROUND_TRIP_FILES)
@@ -101,6 +100,7 @@ def _assert_same_volume(vol: np.ndarray, ref: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- single-file round trips
+
 
 def test_instance_equals_original(single, identities):
     orig = pydicom.dcmread(single.original)
@@ -147,7 +147,7 @@ def test_volume_matches_pydicom(single, identities):
             return
         try:
             ref = _reference_volume(orig)
-        except (RuntimeError, NotImplementedError, ImportError) as exc:   # no decoder plugin installed
+        except (RuntimeError, NotImplementedError, ImportError) as exc:  # no decoder plugin installed
             assert s[0].PixelData == orig.PixelData, exc
             return
         _assert_same_volume(s.volume(progress=False), ref)
@@ -193,7 +193,7 @@ def test_header_keeps_the_elements_after_pixel_data(which, identities, tmp_path)
     with open_study(box, identities.x25519) as study:
         h = study.series[0].header(0)
     assert PIXEL_DATA not in h
-    missing = [str(t) for t in full.keys() if t != PIXEL_DATA and t not in h]
+    missing = [str(t) for t in full.keys() if t != PIXEL_DATA and t not in h]  # noqa: SIM118 (tags, not elements)
     assert not missing, f"header(0) lost elements: {missing}"
     for elem in full:
         if elem.tag != PIXEL_DATA:
@@ -201,6 +201,7 @@ def test_header_keeps_the_elements_after_pixel_data(which, identities, tmp_path)
 
 
 # --------------------------------------------------------------------------- multi-slice series
+
 
 def _datasets(paths) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in paths]
@@ -213,10 +214,12 @@ def _normal(ds) -> np.ndarray:
 
 def _expected_order(datasets) -> list[str]:
     """SOP UIDs sorted by position along the slice normal, then instance number."""
+
     def key(ds):
         pos = ds.get("ImagePositionPatient")
         dist = float(np.dot([float(v) for v in pos], _normal(ds))) if pos is not None else None
         return (dist is None, dist or 0.0, int(ds.InstanceNumber))
+
     return [ds.SOPInstanceUID for ds in sorted(datasets, key=key)]
 
 
@@ -250,7 +253,7 @@ def test_series_sorted_by_position_not_instance_number(tmp_path, identities):
     zs = {ds.SOPInstanceUID: float(ds.ImagePositionPatient[2]) for ds in datasets}
     inst = {ds.SOPInstanceUID: int(ds.InstanceNumber) for ds in datasets}
     assert [zs[s] for s in expected] == sorted(zs.values())
-    assert [inst[s] for s in expected] == sorted(inst.values(), reverse=True)   # the fixture's point
+    assert [inst[s] for s in expected] == sorted(inst.values(), reverse=True)  # the fixture's point
     _check_series(box, identities.x25519, datasets, expected)
 
 
@@ -258,16 +261,23 @@ def test_equal_positions_are_ordered_by_instance_number(tmp_path, identities):
     paths = synthesize_series(tmp_path / "src", n_slices=6, rows=16, columns=16)
     numbers = [5, 2, 6, 1, 4, 3]
 
-    def pairs(k, ds):               # slices 0/1, 2/3, 4/5 share a position
+    def pairs(k, ds):  # slices 0/1, 2/3, 4/5 share a position
         pos = [float(v) for v in ds.ImagePositionPatient]
         ds.ImagePositionPatient = [pos[0], pos[1], 10.0 - 2.5 * (k // 2)]
         ds.InstanceNumber = numbers[k]
+
     _rewrite(paths, pairs)
     box = medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "s.msec", [identities.x25519], progress=False)
     datasets = _datasets(paths)
     expected = _expected_order(datasets)
-    assert [int(d.InstanceNumber) for d in sorted(datasets, key=lambda d: expected.index(d.SOPInstanceUID))] \
-        == [3, 4, 1, 6, 2, 5]
+    assert [int(d.InstanceNumber) for d in sorted(datasets, key=lambda d: expected.index(d.SOPInstanceUID))] == [
+        3,
+        4,
+        1,
+        6,
+        2,
+        5,
+    ]
     _check_series(box, identities.x25519, datasets, expected)
 
 
@@ -278,6 +288,7 @@ def test_without_positions_instances_are_ordered_by_instance_number(tmp_path, id
     def no_position(k, ds):
         del ds.ImagePositionPatient
         ds.InstanceNumber = numbers[k]
+
     _rewrite(paths, no_position)
     box = medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "s.msec", [identities.x25519], progress=False)
     datasets = _datasets(paths)
@@ -292,7 +303,8 @@ def test_oblique_series_is_ordered_along_the_slice_normal(tmp_path, identities):
 
     def sagittal(k, ds):
         ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [xs[k], -100.0, 50.0 + 7.0 * k]   # z deliberately in the other order
+        ds.ImagePositionPatient = [xs[k], -100.0, 50.0 + 7.0 * k]  # z deliberately in the other order
+
     _rewrite(paths, sagittal)
     box = medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "s.msec", [identities.x25519], progress=False)
     datasets = _datasets(paths)
@@ -318,7 +330,8 @@ def test_volume_of_a_series_with_mixed_image_sizes_is_a_clear_error(tmp_path, id
     def smaller_first(k, ds):
         if k == 0:
             ds.Rows, ds.Columns = 8, 12
-            ds.PixelData = ds.PixelData[:8 * 12 * 2]
+            ds.PixelData = ds.PixelData[: 8 * 12 * 2]
+
     _rewrite(paths, smaller_first)
     box = medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "s.msec", [identities.x25519], progress=False)
     with open_study(box, identities.x25519) as study:
@@ -335,11 +348,13 @@ def test_volume_with_only_one_rescale_attribute_matches_pydicom(present, tmp_pat
     must not depend on which code path (native little endian or pydicom) decodes it: the
     little-endian file and the same data saved big endian give the same volume as pydicom."""
     from pydicom.uid import ExplicitVRBigEndian
+
     paths = synthesize_series(tmp_path / "src", n_slices=3, rows=16, columns=16)
 
     def one_attribute(k, ds):
         ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
-        del ds[present == "RescaleSlope" and "RescaleIntercept" or "RescaleSlope"]
+        del ds[(present == "RescaleSlope" and "RescaleIntercept") or "RescaleSlope"]
+
     _rewrite(paths, one_attribute)
     big = tmp_path / "big"
     big.mkdir()
@@ -347,23 +362,28 @@ def test_volume_with_only_one_rescale_attribute_matches_pydicom(present, tmp_pat
         ds = pydicom.dcmread(p)
         ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
         ds.PixelData = np.frombuffer(ds.PixelData, "<i2").astype(">i2").tobytes()
-        pydicom.dcmwrite(big / p.name, ds, little_endian=False, implicit_vr=False,
-                         force_encoding=True)
+        pydicom.dcmwrite(big / p.name, ds, little_endian=False, implicit_vr=False, force_encoding=True)
         assert np.array_equal(pydicom.dcmread(big / p.name).pixel_array, pydicom.dcmread(p).pixel_array)
     datasets = _datasets(paths)
-    ref = np.concatenate([_reference_volume(ds) for ds in
-                          sorted(datasets, key=lambda d: _expected_order(datasets).index(d.SOPInstanceUID))])
+    ref = np.concatenate(
+        [
+            _reference_volume(ds)
+            for ds in sorted(datasets, key=lambda d: _expected_order(datasets).index(d.SOPInstanceUID))
+        ]
+    )
     vols = {}
     for name, folder in (("little", tmp_path / "src"), ("big", big)):
         box = medsec_nb.encrypt_study(folder, tmp_path / f"{name}.msec", [identities.x25519], progress=False)
         with open_study(box, identities.x25519) as study:
             vols[name] = study.series[0].volume(progress=False)
     assert np.array_equal(vols["big"], ref), "pydicom path"
-    assert np.array_equal(vols["little"], ref), \
+    assert np.array_equal(vols["little"], ref), (
         f"native path applies {present} alone: {vols['little'].ravel()[:3]} vs pydicom {ref.ravel()[:3]}"
+    )
 
 
 # --------------------------------------------------------------------------- multi-series studies
+
 
 def _multi_series_study(folder: Path) -> dict[str, int | None]:
     """One study, four series: numbers 3, 1, 2 and one without a number; returns uid -> number."""
@@ -380,6 +400,7 @@ def _multi_series_study(folder: Path) -> dict[str, int | None]:
                 del ds.SeriesNumber
             else:
                 ds.SeriesNumber = number
+
         _rewrite(paths, move)
         numbers[series] = number
     return numbers
@@ -395,7 +416,7 @@ def test_multi_series_order_is_by_series_number_and_stable(tmp_path, identities)
     box1 = medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "a.msec", [identities.x25519], progress=False)
     listing = _listing(box1, identities.x25519)
     assert [numbers[uid] for uid, _ in listing] == [1, 2, 3, None]
-    assert _listing(box1, identities.x25519) == listing            # reopening
+    assert _listing(box1, identities.x25519) == listing  # reopening
 
     # the same files under other names and folders (another file order) give the same study
     shuffled = tmp_path / "shuffled"
@@ -420,16 +441,17 @@ def test_multi_series_order_is_by_series_number_and_stable(tmp_path, identities)
 
 # --------------------------------------------------------------------------- lifecycle
 
+
 def test_with_block_closes_the_study(signed_container, identities):
     with open_study(signed_container, identities.x25519) as study:
         s = study.series[0]
         first = s[0]
-        running = iter(s)                  # an iteration started while open ...
+        running = iter(s)  # an iteration started while open ...
         next(running)
         assert not study.closed
     assert study.closed
     accesses = {
-        "iteration started before close": lambda: next(running),    # ... continued after close
+        "iteration started before close": lambda: next(running),  # ... continued after close
         "series[i]": lambda: s[0],
         "header(i)": lambda: s.header(0),
         "volume()": lambda: s.volume(progress=False),
@@ -442,13 +464,13 @@ def test_with_block_closes_the_study(signed_container, identities):
             call()
         except StudyClosedError as exc:
             assert str(signed_container) in str(exc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             wrong[what] = f"{type(exc).__name__}: {exc}"
         else:
             wrong[what] = "returned data"
     assert not wrong, f"access after close must raise StudyClosedError: {wrong}"
-    assert first.SOPInstanceUID                     # data read before closing stays usable
-    study.close()                                   # closing twice is harmless
+    assert first.SOPInstanceUID  # data read before closing stays usable
+    study.close()  # closing twice is harmless
 
 
 def test_close_without_with(signed_container, identities):
@@ -462,12 +484,11 @@ def test_close_without_with(signed_container, identities):
 
 # --------------------------------------------------------------------------- recipients
 
-def test_every_recipient_type_opens_the_same_study(signed_container, passphrase_container, series_source,
-                                                   identities):
+
+def test_every_recipient_type_opens_the_same_study(signed_container, passphrase_container, series_source, identities):
     datasets = {ds.SOPInstanceUID: ds for ds in _datasets(series_source.files)}
     results = []
-    openers = [dict(identity=identities.x25519), dict(identity=identities.p256),
-               dict(identity=identities.rsa3072)]
+    openers = [dict(identity=identities.x25519), dict(identity=identities.p256), dict(identity=identities.rsa3072)]
     for kw in openers:
         with open_study(signed_container, **kw) as study:
             assert study.key_id == kw["identity"].key_id
@@ -506,11 +527,11 @@ def test_add_recipients_keeps_the_payload_bytes(signed_container, identities, tm
     assert added == [site_c.key_id, site_d.key_id]
     after = path.read_bytes()
     h1, size = read_header(path)
-    assert after[h1.length:] == before[h0.length:], "payload changed"
+    assert after[h1.length :] == before[h0.length :], "payload changed"
     assert size == h1.length + h1.body.payload_length
     assert h1.body == h0.body and h1.signature_raw == h0.signature_raw
-    assert h1.stanzas[:len(h0.stanzas)] == h0.stanzas
-    assert [s["kid"] for s in h1.stanzas[len(h0.stanzas):]] == [site_c.key_id, site_d.key_id]
+    assert h1.stanzas[: len(h0.stanzas)] == h0.stanzas
+    assert [s["kid"] for s in h1.stanzas[len(h0.stanzas) :]] == [site_c.key_id, site_d.key_id]
 
     vols = []
     for ident in (site_c, site_d, identities.x25519, identities.rsa3072):
@@ -540,8 +561,9 @@ def test_add_recipients_needs_a_recipient_key(signed_container, passphrase_conta
 
 
 def test_passphrase_container_with_fast_scrypt_round_trips(tmp_path, tiny_source):
-    box = medsec_nb.encrypt_study(tiny_source.folder, tmp_path / "t.msec", passphrase=PASSPHRASE,
-                                  scrypt_log_n=FAST_LOG_N, progress=False)
+    box = medsec_nb.encrypt_study(
+        tiny_source.folder, tmp_path / "t.msec", passphrase=PASSPHRASE, scrypt_log_n=FAST_LOG_N, progress=False
+    )
     info = medsec_nb.inspect_study(box)
     assert info.passphrase and f"N=2^{FAST_LOG_N}" in info.recipients[0]
     out = medsec_nb.decrypt_study(box, tmp_path / "out", passphrase=PASSPHRASE, progress=False)
@@ -554,8 +576,13 @@ def test_no_plaintext_identifiers_in_the_container(signed_container, series_sour
     """The public header and the ciphertext carry no UIDs or names of the source."""
     data = signed_container.read_bytes()
     ds = pydicom.dcmread(series_source.files[0], stop_before_pixels=True)
-    for value in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, str(ds.PatientName),
-                  str(ds.get("PatientID", "")) or "CT1"):
+    for value in (
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        str(ds.PatientName),
+        str(ds.get("PatientID", "")) or "CT1",
+    ):
         if value:
             assert value.encode() not in data
     assert io.BytesIO(data).read(8) == b"\x89MSEC\r\n\x1a"
@@ -565,7 +592,10 @@ def test_no_plaintext_identifiers_in_the_container(signed_container, series_sour
 def test_volume_is_the_same_on_any_number_of_threads(single, identities, threads):
     if PIXEL_DATA not in pydicom.dcmread(single.original, stop_before_pixels=False):
         return
-    with open_study(single.box, identities.x25519) as a, open_study(single.box, identities.x25519, threads=threads) as b:
+    with (
+        open_study(single.box, identities.x25519) as a,
+        open_study(single.box, identities.x25519, threads=threads) as b,
+    ):
         assert b.threads == threads
         try:
             ref = a.series[0].volume(progress=False)

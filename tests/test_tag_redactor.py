@@ -12,11 +12,11 @@ import pytest
 from ipywidgets.widgets.tests.utils import setup_test_comm, teardown_test_comm
 
 import medsec_nb
-from medsec_nb.audit import AuditLog
-from medsec_nb.deid import Profile
-from medsec_nb.core.errors import JustificationError
-from medsec_nb.deid.redaction import REDACTED
 from medsec_nb.access.reveal import MIN_JUSTIFICATION, element_at
+from medsec_nb.audit import AuditLog
+from medsec_nb.core.errors import JustificationError
+from medsec_nb.deid import Profile
+from medsec_nb.deid.redaction import REDACTED
 from medsec_nb.notebook.tag_redactor import TagRedactor, check_override, tag_rows
 
 REASON = "checking the referral against the clinical record"
@@ -65,11 +65,13 @@ def test_rows_cover_nested_elements_with_the_profile_action(source):
     assert _row(rows, "Modality").shown == "CT" and _row(rows, "Modality").action == "keep"
     assert _row(rows, "PatientName").shown == REDACTED and _row(rows, "PatientName").action == "replace"
     nested = _row(rows, "OtherPatientIDsSequence[0].PatientID")
-    assert nested.depth == 1 and nested.action == "remove" and nested.shown == REDACTED   # inside a removed sequence
+    assert nested.depth == 1 and nested.action == "remove" and nested.shown == REDACTED  # inside a removed sequence
     assert "(7FE0,0010)" not in {r.tag for r in rows}
     dates = tag_rows(source, Profile({"retain-long-full-dates"}))
     assert _row(dates, "StudyDate").shown == source.StudyDate and _row(rows, "StudyDate").shown == REDACTED
-    assert element_at(source, "OtherPatientIDsSequence[1].PatientID").value == source.OtherPatientIDsSequence[1].PatientID
+    assert (
+        element_at(source, "OtherPatientIDsSequence[1].PatientID").value == source.OtherPatientIDsSequence[1].PatientID
+    )
     assert element_at(source, "OtherPatientIDsSequence[9].PatientID") is None and element_at(source, "Nope") is None
 
 
@@ -88,10 +90,12 @@ def test_widget_toggles_options_and_overrides(study, source):
     assert str(source.StudyDate) not in red.table.value and "PatientName" in red.table.value
     red.option_boxes["retain-long-full-dates"].value = True
     assert source.StudyDate in red.table.value
-    red.option_boxes["retain-long-modified-dates"].value = True           # excludes full dates: that one goes
-    assert red.profile.options == {"retain-long-modified-dates"} and not red.option_boxes["retain-long-full-dates"].value
+    red.option_boxes["retain-long-modified-dates"].value = True  # excludes full dates: that one goes
+    assert (
+        red.profile.options == {"retain-long-modified-dates"} and not red.option_boxes["retain-long-full-dates"].value
+    )
     red.tag.value = "PatientName"
-    red.override.value = "keep"                                            # refused: identity needs a reveal
+    red.override.value = "keep"  # refused: identity needs a reveal
     assert red.override.value == "profile" and "reveal it with a justification" in red.status.value
     red.tag.value = "Modality"
     red.override.value = "redact"
@@ -116,13 +120,16 @@ def test_reveal_needs_a_justification_is_audited_and_transient(study, source, lo
     assert name == source.OtherPatientIDsSequence[0].PatientID and name in red.revealed.value
     rec = list(log.records())[-1]
     assert (rec["action"], rec["detail"]["tag"], rec["detail"]["justification"]) == (
-        "reveal-tag", "OtherPatientIDsSequence[0].PatientID", REASON)
+        "reveal-tag",
+        "OtherPatientIDsSequence[0].PatientID",
+        REASON,
+    )
     assert name not in log.path.read_text() and red.justification.value == ""
-    time.sleep(0.6)                                                        # hidden after reveal_seconds
+    time.sleep(0.6)  # hidden after reveal_seconds
     assert red.revealed.value == "" and name not in _state(red)
     value = red.reveal("PatientName", justification=REASON)
     assert value == str(source.PatientName) and value in _state(red)
-    red.tag.value = "Modality"                                             # the next action hides it
+    red.tag.value = "Modality"  # the next action hides it
     assert red.revealed.value == "" and value not in _state(red)
     assert len(REASON) >= MIN_JUSTIFICATION
     red.close()
@@ -131,8 +138,7 @@ def test_reveal_needs_a_justification_is_audited_and_transient(study, source, lo
 def test_denied_reveal_shows_why_and_reveals_nothing(signed_container, identities, tmp_path):
     policy = tmp_path / "no-reveal.csv"
     policy.write_text("p, @local, *, decrypt, *, *, allow\n")
-    with medsec_nb.open_study(signed_container, identities.x25519, audit_log=tmp_path / "a.jsonl",
-                              policy=policy) as st:
+    with medsec_nb.open_study(signed_container, identities.x25519, audit_log=tmp_path / "a.jsonl", policy=policy) as st:
         red = st.series[0].redactor()
         assert red.reveal("PatientName", justification=REASON) is None
         assert "PolicyDeniedError" in red.status.value and red.revealed.value == ""
@@ -142,6 +148,7 @@ def test_denied_reveal_shows_why_and_reveals_nothing(signed_container, identitie
 def test_unloading_the_study_closes_its_redactors(study, source):
     from medsec_nb.notebook.magics import unload
     from medsec_nb.notebook.tag_redactor import close_redactors
+
     red = study.series[0].redactor()
     red.reveal("PatientName", justification=REASON)
     unload(study)

@@ -21,18 +21,39 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import medsec_nb
-from medsec_nb import AuthenticationError, FormatError, MedsecError, NoMatchingRecipientError, SignatureError, WrongPassphraseError, open_study, verify_study
-from medsec_nb.container.format import BODY_LEN, MAC_LEN, PREFIX_LEN, TAG_LEN, KeySchedule, canonical_json, encode_header
+from conftest import PASSPHRASE, SMALL_CHUNK, insider_corrupt_chunk, study_key_strings
+from medsec_nb import (
+    AuthenticationError,
+    FormatError,
+    MedsecError,
+    NoMatchingRecipientError,
+    SignatureError,
+    WrongPassphraseError,
+    open_study,
+    verify_study,
+)
 from medsec_nb.container._reader import open_container
+from medsec_nb.container.format import (
+    BODY_LEN,
+    MAC_LEN,
+    PREFIX_LEN,
+    TAG_LEN,
+    KeySchedule,
+    canonical_json,
+    encode_header,
+)
 from medsec_nb.container.header import read_header
 
-from conftest import PASSPHRASE, SMALL_CHUNK, insider_corrupt_chunk, study_key_strings  # noqa: E402
-
-HYPOTHESIS = settings(max_examples=300, deadline=None, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPOTHESIS = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _copy(src: Path, folder: Path, name: str = "altered.msec") -> Path:
     dest = folder / name
@@ -73,7 +94,7 @@ def _chunk_spans(header, loc: dict) -> list[tuple[int, int]]:
 def _signature_hex_span(data: bytes, header) -> tuple[int, int]:
     """Absolute (start, end) of the hex signature value inside the header's signature block."""
     sig_block_start = PREFIX_LEN + BODY_LEN + 4 + len(canonical_json(header.stanzas)) + 4
-    block = data[sig_block_start:sig_block_start + len(header.signature_raw)]
+    block = data[sig_block_start : sig_block_start + len(header.signature_raw)]
     assert block == header.signature_raw
     k = block.index(b'"sig":"') + len(b'"sig":"')
     return sig_block_start + k, sig_block_start + k + 128
@@ -86,17 +107,19 @@ def _remac(path: Path, identity, *, stanzas=None, signature_raw=None, body=None)
         h = box.header
         ks = KeySchedule.derive(box.study_key, h.body.file_id)
     data = path.read_bytes()
-    raw = encode_header(body if body is not None else h.body,
-                        stanzas if stanzas is not None else h.stanzas,
-                        signature_raw if signature_raw is not None else h.signature_raw)
-    return raw + ks.header_mac(raw) + data[h.length:]
+    raw = encode_header(
+        body if body is not None else h.body,
+        stanzas if stanzas is not None else h.stanzas,
+        signature_raw if signature_raw is not None else h.signature_raw,
+    )
+    return raw + ks.header_mac(raw) + data[h.length :]
 
 
 def _flip_hex_digit(text: bytes, index: int) -> bytes:
     """Replace the hex digit at ``index`` by another valid lowercase hex digit."""
     digit = chr(text[index])
     new = "0" if digit != "0" else "1"
-    return text[:index] + new.encode() + text[index + 1:]
+    return text[:index] + new.encode() + text[index + 1 :]
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +164,13 @@ def _full_read(path: Path, identity, reference: dict) -> None:
                     assert ds.PixelData == want["instances"][i].PixelData
             if want["volume"] is not None:
                 v = s.volume(progress=False)
-                assert v.dtype == want["volume"].dtype and np.array_equal(v, want["volume"]), \
+                assert v.dtype == want["volume"].dtype and np.array_equal(v, want["volume"]), (
                     "altered container returned altered pixels"
+                )
 
 
 # --------------------------------------------------------------------------- sanity
+
 
 def test_intact_containers_verify(tiny_container, signed_container, passphrase_container, identities):
     for ident in (identities.x25519, identities.p256, identities.rsa3072):
@@ -161,6 +186,7 @@ def test_intact_containers_verify(tiny_container, signed_container, passphrase_c
 
 # --------------------------------------------------------------------------- exhaustive
 
+
 def _flip_scan(path: Path, data: bytes, positions, bits_of, identity) -> list[tuple[int, int, str]]:
     """Flip bits in place one at a time; return every (position, bit, outcome) not rejected."""
     bad = []
@@ -173,12 +199,12 @@ def _flip_scan(path: Path, data: bytes, positions, bits_of, identity) -> list[tu
                     verify_study(path, identity)
                 except MedsecError:
                     pass
-                except Exception as exc:  # noqa: BLE001 - any other exception type is a finding
+                except Exception as exc:
                     bad.append((pos, bit, f"raised {type(exc).__name__}: {exc}"))
                 else:
                     bad.append((pos, bit, "ACCEPTED"))
                 finally:
-                    os.pwrite(fd, data[pos:pos + 1], pos)
+                    os.pwrite(fd, data[pos : pos + 1], pos)
     finally:
         os.close(fd)
     return bad
@@ -200,8 +226,9 @@ def test_every_bit_of_the_header_is_checked(tiny_container, identities, tmp_path
     data = tiny_container.read_bytes()
     header, _ = read_header(tiny_container)
     work = _write(tmp_path, data)
-    bad = _flip_scan(work, data, range(header.length), lambda pos: [b for b in range(8) if b != pos % 8],
-                     identities.x25519)
+    bad = _flip_scan(
+        work, data, range(header.length), lambda pos: [b for b in range(8) if b != pos % 8], identities.x25519
+    )
     assert not bad, f"{len(bad)} header bit flips not rejected, first ones: {bad[:10]}"
 
 
@@ -212,12 +239,13 @@ _CONTAINERS = st.sampled_from(["tiny", "signed"])
 
 @HYPOTHESIS
 @given(which=_CONTAINERS, where=st.floats(0, 1, exclude_max=True), delta=st.integers(1, 255))
-def test_any_single_byte_change_is_rejected_by_verify(which, where, delta, tiny_container, signed_container,
-                                                      identities, workdir):
+def test_any_single_byte_change_is_rejected_by_verify(
+    which, where, delta, tiny_container, signed_container, identities, workdir
+):
     src = tiny_container if which == "tiny" else signed_container
     data = bytearray(src.read_bytes())
     pos = int(where * len(data))
-    data[pos] = (data[pos] + delta) % 256          # a different value, never the same
+    data[pos] = (data[pos] + delta) % 256  # a different value, never the same
     path = _write(workdir, bytes(data), "byte.msec")
     with pytest.raises(MedsecError):
         verify_study(path, identities.x25519)
@@ -225,8 +253,7 @@ def test_any_single_byte_change_is_rejected_by_verify(which, where, delta, tiny_
 
 @HYPOTHESIS
 @given(pos=st.integers(0, 1500), value=st.integers(0, 255))
-def test_any_single_byte_change_in_the_header_region_is_rejected(pos, value, tiny_container, identities,
-                                                                 workdir):
+def test_any_single_byte_change_in_the_header_region_is_rejected(pos, value, tiny_container, identities, workdir):
     """Biased towards the start of the file, where the parser does most of its work."""
     data = bytearray(tiny_container.read_bytes())
     if data[pos] == value:
@@ -253,8 +280,9 @@ def test_inserting_or_deleting_one_byte_is_rejected(where, insert, value, tiny_c
 
 @HYPOTHESIS
 @given(where=st.floats(0, 1, exclude_max=True), delta=st.integers(1, 255))
-def test_full_read_of_a_changed_container_never_returns_altered_data(where, delta, tiny_container, identities,
-                                                                     tiny_reference, workdir):
+def test_full_read_of_a_changed_container_never_returns_altered_data(
+    where, delta, tiny_container, identities, tiny_reference, workdir
+):
     """open_study + every header + every instance + every volume: something must raise, and
     whatever is returned before that must be the authentic data (random access is allowed to
     serve instances the change did not touch)."""
@@ -272,31 +300,56 @@ def test_full_read_of_the_intact_container_succeeds(tiny_container, identities, 
 
 # --------------------------------------------------------------------------- truncated / extended
 
+
 def _truncation_points(path: Path, identity) -> dict[str, int]:
     header, entries = _layout(path, identity)
     size = path.stat().st_size
     pix0 = _chunk_spans(header, entries[0]["pixels"])
     return {
-        "empty": 0, "inside_magic": 5, "after_prefix": PREFIX_LEN, "inside_body": PREFIX_LEN + 40,
-        "after_body": PREFIX_LEN + BODY_LEN, "inside_stanzas": PREFIX_LEN + BODY_LEN + 100,
-        "inside_mac": header.length - MAC_LEN // 2, "at_payload": header.length,
-        "inside_first_segment": header.length + 100, "at_chunk_boundary": pix0[1][0],
-        "inside_index": header.length + header.body.index_offset + 10, "last_byte": size - 1,
+        "empty": 0,
+        "inside_magic": 5,
+        "after_prefix": PREFIX_LEN,
+        "inside_body": PREFIX_LEN + 40,
+        "after_body": PREFIX_LEN + BODY_LEN,
+        "inside_stanzas": PREFIX_LEN + BODY_LEN + 100,
+        "inside_mac": header.length - MAC_LEN // 2,
+        "at_payload": header.length,
+        "inside_first_segment": header.length + 100,
+        "at_chunk_boundary": pix0[1][0],
+        "inside_index": header.length + header.body.index_offset + 10,
+        "last_byte": size - 1,
         "last_tag": size - TAG_LEN,
     }
 
 
-@pytest.mark.parametrize("point", ["empty", "inside_magic", "after_prefix", "inside_body", "after_body",
-                                   "inside_stanzas", "inside_mac", "at_payload", "inside_first_segment",
-                                   "at_chunk_boundary", "inside_index", "last_byte", "last_tag"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "empty",
+        "inside_magic",
+        "after_prefix",
+        "inside_body",
+        "after_body",
+        "inside_stanzas",
+        "inside_mac",
+        "at_payload",
+        "inside_first_segment",
+        "at_chunk_boundary",
+        "inside_index",
+        "last_byte",
+        "last_tag",
+    ],
+)
 def test_truncated_container_is_rejected(point, signed_container, identities, tmp_path, assert_clean_error):
     cut = _truncation_points(signed_container, identities.x25519)[point]
     data = signed_container.read_bytes()
     path = _write(tmp_path, data[:cut])
     extra = study_key_strings(signed_container, identities.x25519)
-    for call in (lambda: verify_study(path, identities.x25519),
-                 lambda: open_study(path, identities.p256),
-                 lambda: medsec_nb.decrypt_study(path, tmp_path / "out", identities.rsa3072, progress=False)):
+    for call in (
+        lambda: verify_study(path, identities.x25519),
+        lambda: open_study(path, identities.p256),
+        lambda: medsec_nb.decrypt_study(path, tmp_path / "out", identities.rsa3072, progress=False),
+    ):
         with pytest.raises((FormatError, AuthenticationError)) as ei:
             call()
         assert_clean_error(ei.value, path, extra)
@@ -311,10 +364,10 @@ def test_extended_container_is_rejected(tail, signed_container, identities, tmp_
     data = signed_container.read_bytes()
     header, _ = _layout(signed_container, identities.x25519)
     if tail == "last_chunk":
-        tail = data[-(TAG_LEN + 100):]
-    elif tail == "index":                      # the whole index appended a second time
+        tail = data[-(TAG_LEN + 100) :]
+    elif tail == "index":  # the whole index appended a second time
         start = header.length + header.body.index_offset
-        tail = data[start:start + header.body.index_length]
+        tail = data[start : start + header.body.index_length]
     path = _write(tmp_path, data + tail)
     with pytest.raises(FormatError) as ei:
         verify_study(path, identities.x25519)
@@ -327,15 +380,15 @@ def test_extended_container_is_rejected(tail, signed_container, identities, tmp_
 
 # --------------------------------------------------------------------------- reordering and splicing
 
+
 def _swap(data: bytes, a: tuple[int, int], b: tuple[int, int]) -> bytes:
     assert a[1] - a[0] == b[1] - b[0] and a[1] <= b[0]
     out = bytearray(data)
-    out[a[0]:a[1]], out[b[0]:b[1]] = data[b[0]:b[1]], data[a[0]:a[1]]
+    out[a[0] : a[1]], out[b[0] : b[1]] = data[b[0] : b[1]], data[a[0] : a[1]]
     return bytes(out)
 
 
-def test_swapping_two_instances_pixel_segments_is_rejected(signed_container, identities, tmp_path,
-                                                           assert_clean_error):
+def test_swapping_two_instances_pixel_segments_is_rejected(signed_container, identities, tmp_path, assert_clean_error):
     header, entries = _layout(signed_container, identities.x25519)
     a, b = _segment_span(header, entries[0]["pixels"]), _segment_span(header, entries[3]["pixels"])
     path = _write(tmp_path, _swap(signed_container.read_bytes(), a, b))
@@ -368,15 +421,15 @@ def test_swapping_two_instances_metadata_segments_is_rejected(signed_container, 
     path = _write(tmp_path, _swap(signed_container.read_bytes(), a, b))
     with pytest.raises(AuthenticationError):
         verify_study(path, identities.x25519)
-    with open_study(path, identities.x25519) as study:
-        with pytest.raises(AuthenticationError):
-            for i in range(len(study.series[0])):
-                study.series[0].header(i)
+    with open_study(path, identities.x25519) as study, pytest.raises(AuthenticationError):
+        for i in range(len(study.series[0])):
+            study.series[0].header(i)
 
 
 @pytest.mark.parametrize("pair", [(0, 1), (1, 2), (0, 2)])
-def test_swapping_two_chunks_within_a_segment_is_rejected(pair, signed_container, identities, tmp_path,
-                                                          assert_clean_error):
+def test_swapping_two_chunks_within_a_segment_is_rejected(
+    pair, signed_container, identities, tmp_path, assert_clean_error
+):
     header, entries = _layout(signed_container, identities.x25519)
     assert header.body.chunk_size == SMALL_CHUNK
     spans = _chunk_spans(header, entries[2]["pixels"])
@@ -385,8 +438,8 @@ def test_swapping_two_chunks_within_a_segment_is_rejected(pair, signed_container
     data = signed_container.read_bytes()
     if a[1] - a[0] == b[1] - b[0]:
         altered = _swap(data, a, b)
-    else:                                   # the last, shorter chunk moves ahead of a full one
-        altered = data[:a[0]] + data[b[0]:b[1]] + data[a[1]:b[0]] + data[a[0]:a[1]] + data[b[1]:]
+    else:  # the last, shorter chunk moves ahead of a full one
+        altered = data[: a[0]] + data[b[0] : b[1]] + data[a[1] : b[0]] + data[a[0] : a[1]] + data[b[1] :]
     assert len(altered) == len(data) and altered != data
     path = _write(tmp_path, altered)
     with pytest.raises(AuthenticationError) as ei:
@@ -401,11 +454,11 @@ def test_duplicated_chunk_is_rejected(how, signed_container, identities, tmp_pat
     data = signed_container.read_bytes()
     c0, c1 = spans[0], spans[1]
     if how == "overwrite_next":
-        altered = data[:c1[0]] + data[c0[0]:c0[1]] + data[c1[1]:]
+        altered = data[: c1[0]] + data[c0[0] : c0[1]] + data[c1[1] :]
     elif how == "overwrite_previous":
-        altered = data[:c0[0]] + data[c1[0]:c1[1]] + data[c0[1]:]
+        altered = data[: c0[0]] + data[c1[0] : c1[1]] + data[c0[1] :]
     else:
-        altered = data[:c1[0]] + data[c0[0]:c0[1]] + data[c1[0]:]
+        altered = data[: c1[0]] + data[c0[0] : c0[1]] + data[c1[0] :]
     path = _write(tmp_path, altered)
     with pytest.raises((AuthenticationError, FormatError)) as ei:
         verify_study(path, identities.x25519)
@@ -413,8 +466,9 @@ def test_duplicated_chunk_is_rejected(how, signed_container, identities, tmp_pat
         assert isinstance(ei.value, AuthenticationError)
 
 
-def test_segment_spliced_from_another_container_is_rejected(signed_container, other_key_container, identities,
-                                                            tmp_path, assert_clean_error):
+def test_segment_spliced_from_another_container_is_rejected(
+    signed_container, other_key_container, identities, tmp_path, assert_clean_error
+):
     """Same source, same recipients, same layout; only the study key differs."""
     h1, e1 = _layout(signed_container, identities.x25519)
     h2, e2 = _layout(other_key_container, identities.x25519)
@@ -422,33 +476,33 @@ def test_segment_spliced_from_another_container_is_rejected(signed_container, ot
     for kind in ("pixels", "meta"):
         a, b = _segment_span(h1, e1[2][kind]), _segment_span(h2, e2[2][kind])
         assert a[1] - a[0] == b[1] - b[0]
-        path = _write(tmp_path, d1[:a[0]] + d2[b[0]:b[1]] + d1[a[1]:], f"{kind}.msec")
+        path = _write(tmp_path, d1[: a[0]] + d2[b[0] : b[1]] + d1[a[1] :], f"{kind}.msec")
         with pytest.raises(AuthenticationError) as ei:
             verify_study(path, identities.x25519)
         assert_clean_error(ei.value, path)
 
 
-def test_index_spliced_from_another_container_is_rejected(signed_container, other_key_container, identities,
-                                                          tmp_path):
+def test_index_spliced_from_another_container_is_rejected(signed_container, other_key_container, identities, tmp_path):
     h1, _ = _layout(signed_container, identities.x25519)
     h2, _ = _layout(other_key_container, identities.x25519)
     d1, d2 = signed_container.read_bytes(), other_key_container.read_bytes()
     i1 = h1.length + h1.body.index_offset
     i2 = h2.length + h2.body.index_offset
-    assert h1.body.index_length == h2.body.index_length    # same source, same layout
+    assert h1.body.index_length == h2.body.index_length  # same source, same layout
     path = _write(tmp_path, d1[:i1] + d2[i2:])
     with pytest.raises(AuthenticationError):
         verify_study(path, identities.x25519)
 
 
-def test_header_of_another_container_over_this_payload_is_rejected(signed_container, other_key_container,
-                                                                   identities, tmp_path):
+def test_header_of_another_container_over_this_payload_is_rejected(
+    signed_container, other_key_container, identities, tmp_path
+):
     """The other header unwraps (same recipients) and authenticates, but commits to another
     study key and index: the payload must not be accepted under it."""
     h1, _ = _layout(signed_container, identities.x25519)
     h2, _ = _layout(other_key_container, identities.x25519)
     d1, d2 = signed_container.read_bytes(), other_key_container.read_bytes()
-    path = _write(tmp_path, d2[:h2.length] + d1[h1.length:])
+    path = _write(tmp_path, d2[: h2.length] + d1[h1.length :])
     with pytest.raises((AuthenticationError, FormatError)):
         verify_study(path, identities.x25519)
     with pytest.raises((AuthenticationError, FormatError)):
@@ -467,7 +521,7 @@ def test_failed_chunk_returns_no_partial_pixels(chunk, signed_container, identit
         s, g = study.series[0], good.series[0]
         bad = [g.header(k).SOPInstanceUID for k in range(len(g))].index(entries[2]["sop"])
         for k in range(len(s)):
-            assert s.header(k) == g.header(k)          # metadata is intact and served
+            assert s.header(k) == g.header(k)  # metadata is intact and served
             if k == bad:
                 with pytest.raises(AuthenticationError):
                     s[k]
@@ -489,6 +543,7 @@ def _full_read_all(path: Path, identity) -> None:
 
 # --------------------------------------------------------------------------- keys and passphrases
 
+
 def test_wrong_identity_is_refused(signed_container, identities, assert_clean_error):
     extra = study_key_strings(signed_container, identities.x25519)
     for ident in (identities.other_x25519, identities.other_p256, identities.signer):
@@ -498,8 +553,9 @@ def test_wrong_identity_is_refused(signed_container, identities, assert_clean_er
             assert_clean_error(ei.value, signed_container, extra)
             assert ident.key_id in str(ei.value)
     with pytest.raises(NoMatchingRecipientError):
-        medsec_nb.decrypt_study(signed_container, signed_container.parent / "never", identities.other_x25519,
-                                progress=False)
+        medsec_nb.decrypt_study(
+            signed_container, signed_container.parent / "never", identities.other_x25519, progress=False
+        )
     assert not (signed_container.parent / "never").exists()
 
 
@@ -511,8 +567,9 @@ def test_wrong_passphrase_is_refused(passphrase_container, assert_clean_error):
             assert_clean_error(ei.value, passphrase_container, [wrong])
 
 
-def test_passphrase_for_key_container_and_key_for_passphrase_container(signed_container, passphrase_container,
-                                                                       identities, assert_clean_error):
+def test_passphrase_for_key_container_and_key_for_passphrase_container(
+    signed_container, passphrase_container, identities, assert_clean_error
+):
     with pytest.raises(NoMatchingRecipientError) as ei:
         verify_study(signed_container, passphrase=PASSPHRASE)
     assert_clean_error(ei.value, signed_container)
@@ -526,7 +583,7 @@ def _alter_stanza(data: bytes, header, kid_or_type: str, field: str) -> bytes:
     valid JSON, valid hex and the same length."""
     st_start = PREFIX_LEN + BODY_LEN + 4
     raw = canonical_json(header.stanzas)
-    assert data[st_start:st_start + len(raw)] == raw
+    assert data[st_start : st_start + len(raw)] == raw
     stanzas = json.loads(raw)
     for s in stanzas:
         if s.get("kid") == kid_or_type or s.get("type") == kid_or_type:
@@ -536,18 +593,24 @@ def _alter_stanza(data: bytes, header, kid_or_type: str, field: str) -> bytes:
         raise AssertionError(f"no stanza {kid_or_type}")
     new = canonical_json(stanzas)
     assert len(new) == len(raw) and new != raw
-    return data[:st_start] + new + data[st_start + len(raw):]
+    return data[:st_start] + new + data[st_start + len(raw) :]
 
 
-@pytest.mark.parametrize("who,field,opener", [
-    ("x25519", "wrapped", "x25519"), ("x25519", "epk", "x25519"),
-    ("p256", "wrapped", "p256"), ("p256", "epk", "p256"),
-    ("rsa3072", "wrapped", "rsa3072"),
-    ("p256", "wrapped", "x25519"),          # another recipient's stanza: caught by the header MAC
-    ("rsa3072", "wrapped", "p256"),
-])
-def test_altered_recipient_stanza_is_rejected(who, field, opener, signed_container, identities, tmp_path,
-                                              assert_clean_error):
+@pytest.mark.parametrize(
+    "who,field,opener",
+    [
+        ("x25519", "wrapped", "x25519"),
+        ("x25519", "epk", "x25519"),
+        ("p256", "wrapped", "p256"),
+        ("p256", "epk", "p256"),
+        ("rsa3072", "wrapped", "rsa3072"),
+        ("p256", "wrapped", "x25519"),  # another recipient's stanza: caught by the header MAC
+        ("rsa3072", "wrapped", "p256"),
+    ],
+)
+def test_altered_recipient_stanza_is_rejected(
+    who, field, opener, signed_container, identities, tmp_path, assert_clean_error
+):
     header, _ = _layout(signed_container, identities.x25519)
     kid = getattr(identities, who).key_id
     path = _write(tmp_path, _alter_stanza(signed_container.read_bytes(), header, kid, field))
@@ -567,6 +630,7 @@ def test_altered_passphrase_stanza_is_rejected(field, passphrase_container, tmp_
 
 # --------------------------------------------------------------------------- not a container / version
 
+
 @pytest.mark.parametrize("version", [0, 2, 3, 256, 65535])
 def test_unknown_version_is_refused(version, tiny_container, identities, tmp_path, assert_clean_error):
     data = bytearray(tiny_container.read_bytes())
@@ -582,15 +646,21 @@ def test_unknown_version_is_refused(version, tiny_container, identities, tmp_pat
 @pytest.mark.parametrize("content", ["empty", "text", "dicom", "zeros", "magic_only", "gzip"])
 def test_not_a_container_is_refused(content, identities, tmp_path, assert_clean_error):
     from pydicom.data import get_testdata_file
+
     data = {
-        "empty": b"", "text": b"this is a plain text file, not a medsec container\n",
-        "dicom": Path(get_testdata_file("CT_small.dcm")).read_bytes(), "zeros": bytes(4096),
-        "magic_only": b"\x89MSEC\r\n\x1a", "gzip": b"\x1f\x8b\x08\x00" + bytes(100),
+        "empty": b"",
+        "text": b"this is a plain text file, not a medsec container\n",
+        "dicom": Path(get_testdata_file("CT_small.dcm")).read_bytes(),
+        "zeros": bytes(4096),
+        "magic_only": b"\x89MSEC\r\n\x1a",
+        "gzip": b"\x1f\x8b\x08\x00" + bytes(100),
     }[content]
     path = _write(tmp_path, data, "not_a_container.msec")
-    for call in (lambda: verify_study(path, identities.x25519),
-                 lambda: open_study(path, passphrase=PASSPHRASE),
-                 lambda: medsec_nb.inspect_study(path)):
+    for call in (
+        lambda: verify_study(path, identities.x25519),
+        lambda: open_study(path, passphrase=PASSPHRASE),
+        lambda: medsec_nb.inspect_study(path),
+    ):
         with pytest.raises(FormatError) as ei:
             call()
         assert_clean_error(ei.value, path)
@@ -607,6 +677,7 @@ def test_missing_container_and_folder_give_clear_errors(identities, tmp_path):
 
 # --------------------------------------------------------------------------- signatures
 
+
 def test_tampered_signature_is_rejected(signed_container, identities, tmp_path, assert_clean_error):
     """Without the study key the header MAC catches it; an insider (a recipient, who can
     recompute the MAC) is caught by the signature itself."""
@@ -620,8 +691,9 @@ def test_tampered_signature_is_rejected(signed_container, identities, tmp_path, 
 
     sig = json.loads(header.signature_raw)
     sig["sig"] = _flip_hex_digit(sig["sig"].encode(), 10).decode()
-    insider = _write(tmp_path, _remac(signed_container, identities.x25519, signature_raw=canonical_json(sig)),
-                     "insider.msec")
+    insider = _write(
+        tmp_path, _remac(signed_container, identities.x25519, signature_raw=canonical_json(sig)), "insider.msec"
+    )
     for call in (lambda: verify_study(insider, identities.p256), lambda: open_study(insider, identities.x25519)):
         with pytest.raises(SignatureError) as ei:
             call()
@@ -635,8 +707,10 @@ def _insider_forgery(path: Path, identity, old: bytes, new: bytes, *, keep_signa
     hash, put the new index hash in the body and re-MAC the header. Everything authenticates
     except the producer signature over the body."""
     import dataclasses
+
     from medsec_nb.container.format import index_segment, meta_segment
     from medsec_nb.container.segments import encrypt_segment
+
     with open_container(path, identity=identity, _keep_study_key=True) as box:
         h = box.header
         entries = [dict(e) for e in box.entries]
@@ -647,38 +721,42 @@ def _insider_forgery(path: Path, identity, old: bytes, new: bytes, *, keep_signa
     ct, digest = encrypt_segment(ks.payload_key, fid, meta_segment(0), meta.replace(old, new), cs)
     data = bytearray(path.read_bytes())
     start = h.length + entries[0]["meta"]["offset"]
-    data[start:start + len(ct)] = ct
+    data[start : start + len(ct)] = ct
     entries[0]["meta"] = dict(entries[0]["meta"], sha256=digest.hex())
-    index_ct, index_hash = encrypt_segment(ks.payload_key, fid, index_segment(),
-                                           canonical_json({"instances": entries}), cs)
+    index_ct, index_hash = encrypt_segment(
+        ks.payload_key, fid, index_segment(), canonical_json({"instances": entries}), cs
+    )
     assert len(index_ct) == h.body.index_length
     istart = h.length + h.body.index_offset
-    data[istart:istart + len(index_ct)] = index_ct
+    data[istart : istart + len(index_ct)] = index_ct
     body = dataclasses.replace(h.body, index_sha256=index_hash)
     raw = encode_header(body, h.stanzas, h.signature_raw if keep_signature else b"")
-    return raw + ks.header_mac(raw) + bytes(data[h.length:])
+    return raw + ks.header_mac(raw) + bytes(data[h.length :])
 
 
-def test_insider_forgery_is_caught_by_the_producer_signature(signed_container, identities, tmp_path,
-                                                             assert_clean_error):
+def test_insider_forgery_is_caught_by_the_producer_signature(
+    signed_container, identities, tmp_path, assert_clean_error
+):
     """The signature is what stops one recipient from passing altered images to another."""
     old, new = b"CompressedSamples^CT1", b"Forged^Patient^Name_1"
     forged = _write(tmp_path, _insider_forgery(signed_container, identities.x25519, old, new), "forged.msec")
-    for call in (lambda: verify_study(forged, identities.rsa3072),
-                 lambda: open_study(forged, identities.p256),
-                 lambda: medsec_nb.decrypt_study(forged, tmp_path / "out", identities.p256, progress=False)):
+    for call in (
+        lambda: verify_study(forged, identities.rsa3072),
+        lambda: open_study(forged, identities.p256),
+        lambda: medsec_nb.decrypt_study(forged, tmp_path / "out", identities.p256, progress=False),
+    ):
         with pytest.raises(SignatureError) as ei:
             call()
         assert_clean_error(ei.value, forged, study_key_strings(signed_container, identities.x25519))
     assert not (tmp_path / "out").exists()
 
     # the same forgery with the signature removed authenticates (the insider holds the key) ...
-    unsigned = _write(tmp_path, _insider_forgery(signed_container, identities.x25519, old, new,
-                                                 keep_signature=False), "unsigned.msec")
+    unsigned = _write(
+        tmp_path, _insider_forgery(signed_container, identities.x25519, old, new, keep_signature=False), "unsigned.msec"
+    )
     with open_study(unsigned, identities.p256) as study:
         assert study.signer is None
-        assert any(str(study.series[0].header(i).PatientName) == new.decode()
-                   for i in range(len(study.series[0])))
+        assert any(str(study.series[0].header(i).PatientName) == new.decode() for i in range(len(study.series[0])))
     # ... which is exactly what require_signer is for
     for call in (verify_study, open_study):
         with pytest.raises(SignatureError):
@@ -695,12 +773,17 @@ def test_require_signer(signed_container, passphrase_container, identities, tmp_
             with pytest.raises(SignatureError) as ei:
                 call(signed_container, identities.x25519, require_signer=other)
             assert_clean_error(ei.value, signed_container)
-    with pytest.raises(SignatureError) as ei:                 # unsigned container
+    with pytest.raises(SignatureError) as ei:  # unsigned container
         verify_study(passphrase_container, passphrase=PASSPHRASE, require_signer=identities.signer.public)
     assert_clean_error(ei.value, passphrase_container)
     with pytest.raises(SignatureError):
-        medsec_nb.decrypt_study(signed_container, tmp_path / "out", identities.x25519,
-                                require_signer=identities.other_signer.public, progress=False)
+        medsec_nb.decrypt_study(
+            signed_container,
+            tmp_path / "out",
+            identities.x25519,
+            require_signer=identities.other_signer.public,
+            progress=False,
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -708,6 +791,7 @@ def test_require_signer_refuses_stripped_or_replaced_signature(signed_container,
     """An insider strips the producer signature, or re-signs with their own key, and re-MACs."""
     from medsec_nb.container import signing
     from medsec_nb.container.format import signed_message
+
     header, _ = read_header(signed_container)
     stripped = _write(tmp_path, _remac(signed_container, identities.x25519, signature_raw=b""), "stripped.msec")
     assert verify_study(stripped, identities.x25519).signer is None

@@ -27,8 +27,11 @@ def _maker():
 def test_vector_decodes(vec):
     path = VECTORS / vec["file"]
     unlock = vec["unlock"]
-    kwargs = ({"passphrase": unlock["passphrase"]} if unlock["type"] == "passphrase"
-              else {"identity": _maker().identity_from(unlock)})
+    kwargs = (
+        {"passphrase": unlock["passphrase"]}
+        if unlock["type"] == "passphrase"
+        else {"identity": _maker().identity_from(unlock)}
+    )
     info = medsec_nb.inspect_study(path)
     assert info.version == SPEC["format_version"] == 1
     assert info.recipients == vec["expect"]["recipients"]
@@ -49,6 +52,7 @@ def test_vector_decodes(vec):
 def test_cohort_transport_vector():
     """A worker holding the vector's key unwraps the transport and unseals the study key."""
     from medsec_nb.cohort.transport import transport_key, unseal
+
     vec = json.loads((VECTORS / "cohort_transport.json").read_text())
     worker = _maker().identity_from(vec["worker"])
     public = (vec["expect"]["tid"], vec["expect"]["stanzas"])

@@ -18,7 +18,16 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
 import medsec_nb
-from medsec_nb.notebook.widgets import AUTO, WINDOW_PRESETS, SliceViewer, apply_window, auto_window, close_viewers, instance_pixels, png_bytes
+from medsec_nb.notebook.widgets import (
+    AUTO,
+    WINDOW_PRESETS,
+    SliceViewer,
+    apply_window,
+    auto_window,
+    close_viewers,
+    instance_pixels,
+    png_bytes,
+)
 from medsec_nb.testdata import synthesize_series
 
 
@@ -67,9 +76,9 @@ def _sent_images(comm) -> list[bytes]:
 
 # -- plain functions ----------------------------------------------------------------------------
 
+
 def test_presets_are_the_usual_ct_windows():
-    assert WINDOW_PRESETS == {"lung": (1500, -600), "bone": (2000, 300), "soft tissue": (400, 40),
-                              "brain": (80, 40)}
+    assert WINDOW_PRESETS == {"lung": (1500, -600), "bone": (2000, 300), "soft tissue": (400, 40), "brain": (80, 40)}
 
 
 def test_apply_window_follows_the_dicom_linear_function():
@@ -94,7 +103,7 @@ def test_apply_window_of_width_one_is_a_threshold_and_smaller_is_refused():
 def test_png_bytes_round_trips_through_pillow(shape):
     pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     assert np.array_equal(_png(png_bytes(pixels)), pixels)
-    assert np.array_equal(_png(png_bytes(np.asfortranarray(pixels))), pixels)     # any memory layout
+    assert np.array_equal(_png(png_bytes(np.asfortranarray(pixels))), pixels)  # any memory layout
 
 
 def test_auto_window_spans_the_central_percentiles():
@@ -111,6 +120,7 @@ def test_instance_pixels_are_pydicom_values(study, square):
 
 
 # -- the viewer ---------------------------------------------------------------------------------
+
 
 def test_viewer_starts_in_the_middle_and_renders_the_windowed_slice(study, square):
     v = study.series[0].view(preset="soft tissue")
@@ -131,8 +141,8 @@ def test_slider_step_sends_one_new_image_and_keeps_a_bounded_cache(study, square
     assert v.status.value.startswith("slice 4/5")
     v.slider.value = 4
     v.slider.value = 1
-    assert list(v._cache) == [4, 1]                   # least recently used instance dropped
-    v.slider.value = 4                                # a hit: moved to the end, nothing decrypted
+    assert list(v._cache) == [4, 1]  # least recently used instance dropped
+    v.slider.value = 4  # a hit: moved to the end, nothing decrypted
     assert list(v._cache) == [1, 4]
     v.close()
 
@@ -153,10 +163,10 @@ def test_close_drops_pixels_figure_and_comms(study):
     image_comm = v.image.comm
     v.close()
     assert v.closed and not v._cache and v._canvas is None
-    assert bytes(v.image.value) == b"" and _sent_images(image_comm)[-1] == b""   # the frontend's copy blanked
+    assert bytes(v.image.value) == b"" and _sent_images(image_comm)[-1] == b""  # the frontend's copy blanked
     assert v.comm is None and all(c.comm is None for c in children)
     assert repr(v) == "SliceViewer(CT #1, closed)"
-    v.close()                                          # twice is harmless
+    v.close()  # twice is harmless
 
 
 def test_closing_the_study_empties_the_viewer(square, identities):
@@ -178,7 +188,7 @@ def test_viewer_repr_and_bad_arguments(study):
 
 def _single_file_study(name: str, tmp_path: Path, ident) -> tuple[medsec_nb.Study, pydicom.Dataset]:
     path = get_testdata_file(name)
-    if path is None:   # pragma: no cover - only without pydicom-data
+    if path is None:  # pragma: no cover - only without pydicom-data
         pytest.skip(f"{name} needs the pydicom-data package")
     (tmp_path / "src").mkdir()
     pydicom.dcmread(path).save_as(tmp_path / "src" / name)
@@ -207,8 +217,9 @@ def test_colour_instance_is_shown_as_is(tmp_path, identities):
 def test_series_without_images_cannot_be_viewed(tmp_path, identities):
     (tmp_path / "src").mkdir()
     pydicom.dcmread(get_testdata_file("rtplan.dcm")).save_as(tmp_path / "src" / "plan.dcm")
-    medsec_nb.encrypt_study(tmp_path / "src", tmp_path / "p.msec", recipients=[identities.x25519.public],
-                            progress=False)
+    medsec_nb.encrypt_study(
+        tmp_path / "src", tmp_path / "p.msec", recipients=[identities.x25519.public], progress=False
+    )
     with medsec_nb.open_study(tmp_path / "p.msec", identity=identities.x25519) as st:
         with pytest.raises(medsec_nb.MedsecError, match="holds no images"):
             st.series[0].view()

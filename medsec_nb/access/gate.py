@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from Crypto.Hash import SHA256
 
 from ..audit import AuditLog
 from ..audit.record import is_uid
 from ..container._export import export_container
-from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container._reader import Container, open_container
+from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container.header import read_header
 from ..container.writer import rewrap
 from ..core.errors import MedsecError, PolicyDeniedError
@@ -36,8 +37,9 @@ def resolve_purpose(purpose: str | None) -> str:
     """The purpose of use: the argument, else ``$MEDSEC_PURPOSE``; required."""
     purpose = purpose or os.environ.get("MEDSEC_PURPOSE")
     if not purpose:
-        raise MedsecError("a purpose of use is required: pass purpose='HRESCH' (research), 'TREAT', 'EDU', ... "
-                          "or set MEDSEC_PURPOSE")
+        raise MedsecError(
+            "a purpose of use is required: pass purpose='HRESCH' (research), 'TREAT', 'EDU', ... or set MEDSEC_PURPOSE"
+        )
     if not _PURPOSE.match(purpose):
         raise MedsecError(f"purpose {purpose!r}: use a short code such as TREAT, HRESCH or EDU")
     return purpose.upper()
@@ -46,7 +48,7 @@ def resolve_purpose(purpose: str | None) -> str:
 def header_id(header: Header) -> str:
     """SHA-256 of the container's magic, version and fixed header body: names the container,
     commits to its study key and (through the index hash) its content."""
-    return SHA256.new(header.raw[:PREFIX_LEN + BODY_LEN]).hexdigest()
+    return SHA256.new(header.raw[: PREFIX_LEN + BODY_LEN]).hexdigest()
 
 
 def container_id(path: str | os.PathLike) -> str:
@@ -66,30 +68,64 @@ class Access:
     policy: Policy
     subject: str
 
-    def authorize(self, action: str, op: str, detail: dict[str, Any] | None = None, *,
-                  obj: str | None = None, projects: Iterable[str] = ()) -> None:
+    def authorize(
+        self,
+        action: str,
+        op: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        obj: str | None = None,
+        projects: Iterable[str] = (),
+    ) -> None:
         """Ask the policy for ``action`` on ``obj`` (default: this container, else its Study
         Instance UID), also known by ``projects`` and the Study Instance UID; a denial is
         recorded (as ``op``) and raised."""
         uid = self.study.get("study_uid")
         target = obj or self.study.get("container_sha256") or uid
-        decision = self.policy.check(self.subject, action, target, self.purpose,
-                                     projects=[*projects, *([uid] if uid else [])])
+        decision = self.policy.check(
+            self.subject, action, target, self.purpose, projects=[*projects, *([uid] if uid else [])]
+        )
         if not decision.allowed:
-            self.record(op, "denied", event=EVENT_SECURITY,
-                        detail={**(detail or {}), "reason": decision.reason, "rule": decision.rule})
+            self.record(
+                op,
+                "denied",
+                event=EVENT_SECURITY,
+                detail={**(detail or {}), "reason": decision.reason, "rule": decision.rule},
+            )
             raise PolicyDeniedError(decision)
 
-    def record(self, action: str, outcome: str = "success", *, event: str = EVENT_ACCESS,
-               detail: dict[str, Any] | None = None, instances: int | None = None) -> dict[str, Any]:
+    def record(
+        self,
+        action: str,
+        outcome: str = "success",
+        *,
+        event: str = EVENT_ACCESS,
+        detail: dict[str, Any] | None = None,
+        instances: int | None = None,
+    ) -> dict[str, Any]:
         study = dict(self.study)
         if instances is not None:
             study["instances"] = instances
-        return self.log.append(action=action, outcome=outcome, event=event, purpose=self.purpose,
-                               purpose_text=self.purpose_text, key_id=self.key_id, study=study, detail=detail)
+        return self.log.append(
+            action=action,
+            outcome=outcome,
+            event=event,
+            purpose=self.purpose,
+            purpose_text=self.purpose_text,
+            key_id=self.key_id,
+            study=study,
+            detail=detail,
+        )
 
-    def audited(self, action: str, fn: Callable[[], T], *, event: str = EVENT_ACCESS,
-                instances: int | None = None, detail: Callable[[T], dict[str, Any]] | None = None) -> T:
+    def audited(
+        self,
+        action: str,
+        fn: Callable[[], T],
+        *,
+        event: str = EVENT_ACCESS,
+        instances: int | None = None,
+        detail: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
         """Run ``fn`` and record its outcome, whatever it raises; its result is returned only
         once recorded."""
         try:
@@ -123,62 +159,99 @@ def as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
     path = Path(policy or os.environ.get("MEDSEC_POLICY") or DEFAULT_POLICY).expanduser()
     try:
         st, conf = path.stat(), path.with_suffix(".conf")
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns,
-               conf.stat().st_mtime_ns if conf.is_file() else None, local_user())
+        key = (
+            str(path.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            conf.stat().st_mtime_ns if conf.is_file() else None,
+            local_user(),
+        )
     except OSError:
-        return Policy.load(path)            # raises the policy layer's clear error
+        return Policy.load(path)  # raises the policy layer's clear error
     if key not in _POLICIES:
         _POLICIES[key] = Policy.load(path)
     return _POLICIES[key]
 
 
-def new_access(*, purpose: str | None, purpose_text: str | None = None, key_id: str | None = None,
-               study: dict[str, Any] | None = None, audit_log: AuditLog | str | os.PathLike | None = None,
-               policy: Policy | str | os.PathLike | None = None) -> Access:
+def new_access(
+    *,
+    purpose: str | None,
+    purpose_text: str | None = None,
+    key_id: str | None = None,
+    study: dict[str, Any] | None = None,
+    audit_log: AuditLog | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+) -> Access:
     """An :class:`Access` for the local user: purpose resolved, audit log and policy loaded."""
-    return Access(as_log(audit_log), resolve_purpose(purpose), purpose_text, key_id, dict(study or {}),
-                  as_policy(policy), local_user())
+    return Access(
+        as_log(audit_log),
+        resolve_purpose(purpose),
+        purpose_text,
+        key_id,
+        dict(study or {}),
+        as_policy(policy),
+        local_user(),
+    )
 
 
 def _key_id_of(identity: Any) -> str | None:
     return identity.key_id if isinstance(identity, Identity) else None
 
 
-def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", event: str = EVENT_ACCESS,
-                 purpose: str | None = None, purpose_text: str | None = None,
-                 identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None,
-                 require_signer: Recipient | str | os.PathLike | None = None,
-                 identity_passphrase: Passphrase = None, audit_log: AuditLog | str | os.PathLike | None = None,
-                 policy: Policy | str | os.PathLike | None = None,
-                 keep_study_key: bool = False, source: Any = None,
-                 study_key: bytes | None = None) -> tuple[Container, Access]:
+def open_audited(
+    path: str | os.PathLike,
+    *,
+    op: str,
+    action: str = "decrypt",
+    event: str = EVENT_ACCESS,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    require_signer: Recipient | str | os.PathLike | None = None,
+    identity_passphrase: Passphrase = None,
+    audit_log: AuditLog | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+    keep_study_key: bool = False,
+    source: Any = None,
+    study_key: bytes | None = None,
+) -> tuple[Container, Access]:
     """Unlock ``path`` for ``action`` (a policy action) on behalf of the local user.
 
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
     ``source`` and ``study_key`` are passed to :func:`open_container` (cohort workers).
     """
-    access = new_access(purpose=purpose, purpose_text=purpose_text, key_id=_key_id_of(identity),
-                        audit_log=audit_log, policy=policy)
+    access = new_access(
+        purpose=purpose, purpose_text=purpose_text, key_id=_key_id_of(identity), audit_log=audit_log, policy=policy
+    )
 
-    def check_policy(header: Header) -> None:        # runs before any key is unwrapped
+    def check_policy(header: Header) -> None:  # runs before any key is unwrapped
         access.study["container_sha256"] = header_id(header)
         access.authorize(action, op)
 
     try:
-        box = open_container(path, identity, passphrase, require_signer, identity_passphrase=identity_passphrase,
-                             _keep_study_key=keep_study_key, before_unlock=check_policy, source=source,
-                             study_key=study_key)
+        box = open_container(
+            path,
+            identity,
+            passphrase,
+            require_signer,
+            identity_passphrase=identity_passphrase,
+            _keep_study_key=keep_study_key,
+            before_unlock=check_policy,
+            source=source,
+            study_key=study_key,
+        )
     except PolicyDeniedError:
-        raise                                          # recorded as a denial by authorize()
+        raise  # recorded as a denial by authorize()
     except BaseException as exc:
         access.record(op, "failure", event=event, detail=_error(exc))
         raise
     try:
         access.key_id = box.key_id
-        if box.entries and is_uid(box.entries[0]["study"]):    # a malformed one is the source's: not recorded
+        if box.entries and is_uid(box.entries[0]["study"]):  # a malformed one is the source's: not recorded
             access.study["study_uid"] = box.entries[0]["study"]
         access.study["instances"] = len(box.entries)
-        access.authorize(action, op)                   # again, now that the Study Instance UID is known
+        access.authorize(action, op)  # again, now that the Study Instance UID is known
         access.record(op, event=event, detail={"signer": box.signer} if box.signer else None)
     except BaseException:
         box.close()
@@ -187,6 +260,7 @@ def open_audited(path: str | os.PathLike, *, op: str, action: str = "decrypt", e
 
 
 # ---------------------------------------------------------------- audited whole-container operations
+
 
 @dataclass(frozen=True)
 class VerifyReport:
@@ -197,46 +271,103 @@ class VerifyReport:
     key_id: str
 
 
-def verify_study(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
-                 passphrase: Passphrase = None, *, purpose: str | None = None,
-                 require_signer: Recipient | str | os.PathLike | None = None, identity_passphrase: Passphrase = None,
-                 progress: bool = False, audit_log: AuditLog | str | None = None,
-                 policy: Policy | str | None = None) -> VerifyReport:
+def verify_study(
+    path: str | os.PathLike,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    require_signer: Recipient | str | os.PathLike | None = None,
+    identity_passphrase: Passphrase = None,
+    progress: bool = False,
+    audit_log: AuditLog | str | None = None,
+    policy: Policy | str | None = None,
+) -> VerifyReport:
     """Authenticate every byte of a container (header, index, every chunk); write no plaintext."""
-    box, access = open_audited(path, op="verify-open", purpose=purpose, identity=identity, passphrase=passphrase,
-                               require_signer=require_signer, identity_passphrase=identity_passphrase,
-                               audit_log=audit_log, policy=policy)
+    box, access = open_audited(
+        path,
+        op="verify-open",
+        purpose=purpose,
+        identity=identity,
+        passphrase=passphrase,
+        require_signer=require_signer,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+    )
     with box:
         n = access.audited("verify", lambda: box.verify(progress=progress), instances=len(box.entries))
         return VerifyReport(str(path), len(box.entries), n, box.signer, box.key_id)
 
 
-def decrypt_study(path: str | os.PathLike, out_dir: str | os.PathLike,
-                  identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None, *,
-                  purpose: str | None = None, require_signer: Recipient | str | os.PathLike | None = None,
-                  identity_passphrase: Passphrase = None, progress: bool = True,
-                  audit_log: AuditLog | str | None = None, policy: Policy | str | None = None) -> list[Path]:
+def decrypt_study(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    require_signer: Recipient | str | os.PathLike | None = None,
+    identity_passphrase: Passphrase = None,
+    progress: bool = True,
+    audit_log: AuditLog | str | None = None,
+    policy: Policy | str | None = None,
+) -> list[Path]:
     """Export the original DICOM files to ``out_dir`` (explicit plaintext export, policy action
     ``export``). Every byte is authenticated before the first file is written; ``out_dir``
     appears only when complete."""
-    box, access = open_audited(path, op="export-open", action="export", event=EVENT_EXPORT, purpose=purpose,
-                               identity=identity, passphrase=passphrase, require_signer=require_signer,
-                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
+    box, access = open_audited(
+        path,
+        op="export-open",
+        action="export",
+        event=EVENT_EXPORT,
+        purpose=purpose,
+        identity=identity,
+        passphrase=passphrase,
+        require_signer=require_signer,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+    )
     with box:
-        return access.audited("export", lambda: export_container(box, Path(out_dir), progress),
-                              event=EVENT_EXPORT, instances=len(box.entries))
+        return access.audited(
+            "export",
+            lambda: export_container(box, Path(out_dir), progress),
+            event=EVENT_EXPORT,
+            instances=len(box.entries),
+        )
 
 
-def add_recipients(path: str | os.PathLike, recipients: Iterable[Any], identity: Identity | str | None = None,
-                   passphrase: Passphrase = None, *, purpose: str | None = None,
-                   identity_passphrase: Passphrase = None, audit_log: AuditLog | str | None = None,
-                   policy: Policy | str | None = None) -> list[str]:
+def add_recipients(
+    path: str | os.PathLike,
+    recipients: Iterable[Any],
+    identity: Identity | str | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    identity_passphrase: Passphrase = None,
+    audit_log: AuditLog | str | None = None,
+    policy: Policy | str | None = None,
+) -> list[str]:
     """Wrap the study key of ``path`` for more recipients (policy action ``add-recipient``);
     the payload bytes are copied unchanged. Returns the key ids added."""
-    box, access = open_audited(path, op="add-recipient-open", action="add-recipient", event=EVENT_SECURITY,
-                               purpose=purpose, identity=identity, passphrase=passphrase,
-                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy,
-                               keep_study_key=True)
+    box, access = open_audited(
+        path,
+        op="add-recipient-open",
+        action="add-recipient",
+        event=EVENT_SECURITY,
+        purpose=purpose,
+        identity=identity,
+        passphrase=passphrase,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+        keep_study_key=True,
+    )
     with box:
-        return access.audited("add-recipient", lambda: rewrap(box, recipients), event=EVENT_SECURITY,
-                              detail=lambda added: {"added": added})
+        return access.audited(
+            "add-recipient",
+            lambda: rewrap(box, recipients),
+            event=EVENT_SECURITY,
+            detail=lambda added: {"added": added},
+        )

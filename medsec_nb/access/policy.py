@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 import casbin
 
-from ..core.identity import os_user
 from ..core.errors import PolicyDeniedError, PolicyError
+from ..core.identity import os_user
 
 ACTIONS = ("decrypt", "reveal-tag", "export", "add-recipient")
 #: The role held by the user this process runs for.
@@ -71,7 +71,7 @@ class Policy:
         return f"Policy({str(self.path)!r}, model={str(self.model_path)!r})"
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, local: str | None = None) -> "Policy":
+    def load(cls, path: str | os.PathLike | None = None, *, local: str | None = None) -> Policy:
         """Load the policy CSV ``path`` (else ``$MEDSEC_POLICY``, else the shipped default).
         ``local``: who holds the ``@local`` role (default: :func:`local_user`)."""
         if path is None:
@@ -87,8 +87,9 @@ class Policy:
             enforcer.enable_auto_save(False)
             tokens = enforcer.get_model()["r"]["r"].tokens
         except Exception as exc:  # casbin raises assorted built-in exceptions for bad files
-            raise PolicyError(f"{csv_path}: cannot load the policy with model {model_path} "
-                              f"({type(exc).__name__}: {exc})") from None
+            raise PolicyError(
+                f"{csv_path}: cannot load the policy with model {model_path} ({type(exc).__name__}: {exc})"
+            ) from None
         if len(tokens) != 4:
             raise PolicyError(f"{model_path}: the request must be 'r = sub, obj, act, pur'")
         _validate(enforcer, csv_path)
@@ -117,8 +118,7 @@ class Policy:
             self._relax = frozenset()
         return bool(ok), list(rule)
 
-    def check(self, subject: str, action: str, obj: str, purpose: str, *,
-              projects: Iterable[str] = ()) -> Decision:
+    def check(self, subject: str, action: str, obj: str, purpose: str, *, projects: Iterable[str] = ()) -> Decision:
         """Decide whether ``subject`` may do ``action`` on ``obj`` (a container SHA-256 or
         Study Instance UID) for ``purpose``. ``projects``: further names the study is known by
         (its other identifier, projects it belongs to); each is tried as the object, and a deny
@@ -134,14 +134,21 @@ class Policy:
             results = [self._enforce(subject, o, action, purpose) for o in objects]
             for ok, rule in results:
                 if not ok and rule:
-                    return Decision(False, rule, f"denied: rule '{_rule_text(rule)}' forbids {request} "
-                                    f"(policy {self.path})")
+                    return Decision(
+                        False, rule, f"denied: rule '{_rule_text(rule)}' forbids {request} (policy {self.path})"
+                    )
             for ok, rule in results:
                 if ok:
-                    return Decision(True, rule or None, f"allowed: {request} by rule "
-                                    f"'{_rule_text(rule) if rule else '(none)'}' (policy {self.path})")
-            return Decision(False, None, f"denied: {self._near_miss(subject, action, objects, purpose, request)} "
-                            f"(policy {self.path})")
+                    return Decision(
+                        True,
+                        rule or None,
+                        f"allowed: {request} by rule '{_rule_text(rule) if rule else '(none)'}' (policy {self.path})",
+                    )
+            return Decision(
+                False,
+                None,
+                f"denied: {self._near_miss(subject, action, objects, purpose, request)} (policy {self.path})",
+            )
 
     def _near_miss(self, subject: str, action: str, objects: list[str], purpose: str, request: str) -> str:
         """Why nothing allowed the request: a rule that would, but for its expiry or purpose."""
@@ -161,8 +168,7 @@ class Policy:
         i = self._col.get(name)
         return rule[i] if i is not None and i < len(rule) else "?"
 
-    def require(self, subject: str, action: str, obj: str, purpose: str, *,
-                projects: Iterable[str] = ()) -> Decision:
+    def require(self, subject: str, action: str, obj: str, purpose: str, *, projects: Iterable[str] = ()) -> Decision:
         """:meth:`check`, raising :class:`PolicyDeniedError` when denied."""
         decision = self.check(subject, action, obj, purpose, projects=projects)
         if not decision.allowed:

@@ -21,8 +21,10 @@ def check_justification(text: str) -> str:
     """``text`` stripped, if it has at least :data:`MIN_JUSTIFICATION` characters (at most 500)."""
     text = (text or "").strip()
     if len(text) < MIN_JUSTIFICATION:
-        raise JustificationError(f"a reveal needs a justification of at least {MIN_JUSTIFICATION} characters "
-                                 f"(why this value is needed); got {len(text)}")
+        raise JustificationError(
+            f"a reveal needs a justification of at least {MIN_JUSTIFICATION} characters "
+            f"(why this value is needed); got {len(text)}"
+        )
     if len(text) > MAX_JUSTIFICATION:
         raise JustificationError(f"a justification may have at most {MAX_JUSTIFICATION} characters")
     return text

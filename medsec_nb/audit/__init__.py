@@ -10,6 +10,12 @@ from .pseudonym import pseudonym
 from .verify import AuditVerifyReport, verify_log
 
 __all__ = [
-    "AuditLog", "verify_log", "AuditVerifyReport", "pseudonym", "set_event_logger",
-    "AuditUnavailableError", "AuditRecordError", "AuditIntegrityError",
+    "AuditIntegrityError",
+    "AuditLog",
+    "AuditRecordError",
+    "AuditUnavailableError",
+    "AuditVerifyReport",
+    "pseudonym",
+    "set_event_logger",
+    "verify_log",
 ]

@@ -22,43 +22,44 @@ import binascii
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
 
 from Crypto.Hash import SHA256
 from Crypto.Signature import eddsa
 
-from ..keys.identity import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
 from ..core.errors import AuditIntegrityError, AuditRecordError
+from ..core.runtime import write_once
+from ..keys.identity import Identity, Recipient, as_recipient, generate_identity, load_identity, private_pem
 from . import record
 from .paths import checkpoint_key_path
-from ..core.runtime import write_once
 
 ORIGIN_PREFIX = "medsec-nb/audit/v1/"
 SIG_PREFIX = "\u2014 "
 ED25519_ALG = b"\x01"
 
-PublicKeys = Union[Recipient, Identity, str, os.PathLike, Iterable[Union[Recipient, Identity, str, os.PathLike]], None]
+PublicKeys = Recipient | Identity | str | os.PathLike | Iterable[Recipient | Identity | str | os.PathLike] | None
 
-_BODY = re.compile(r"(?P<origin>[^\n]+)\n(?P<size>0|[1-9][0-9]*)\n(?P<head>[A-Za-z0-9+/=]{44})\n"
-                   r"time (?P<time>[0-9T:.\-]+Z)\nbytes (?P<length>0|[1-9][0-9]*)\n")
+_BODY = re.compile(
+    r"(?P<origin>[^\n]+)\n(?P<size>0|[1-9][0-9]*)\n(?P<head>[A-Za-z0-9+/=]{44})\n"
+    r"time (?P<time>[0-9T:.\-]+Z)\nbytes (?P<length>0|[1-9][0-9]*)\n"
+)
 
 
 @dataclass(frozen=True)
 class ChainHead:
     """What a checkpoint asserts about the log."""
 
-    log_id: str   # 32 hex digits
-    size: int     # number of records
-    head: str     # hash (hex) of record ``size``
-    length: int   # bytes of the log through record ``size``
+    log_id: str  # 32 hex digits
+    size: int  # number of records
+    head: str  # hash (hex) of record ``size``
+    length: int  # bytes of the log through record ``size``
     time: str
 
     def body(self) -> bytes:
         head64 = base64.b64encode(bytes.fromhex(self.head)).decode("ascii")
-        return (f"{ORIGIN_PREFIX}{self.log_id}\n{self.size}\n{head64}\ntime {self.time}\n"
-                f"bytes {self.length}\n").encode("utf-8")
+        return f"{ORIGIN_PREFIX}{self.log_id}\n{self.size}\n{head64}\ntime {self.time}\nbytes {self.length}\n".encode()
 
 
 def _raw_public(key: Recipient | Identity) -> bytes:
@@ -97,7 +98,7 @@ def parse(note: str) -> tuple[ChainHead, bytes, list[tuple[str, bytes, bytes]]]:
         raise AuditIntegrityError("malformed checkpoint note (no signature)")
     signatures = []
     for line in sigs[:-1].split("\n"):
-        parts = line[len(SIG_PREFIX):].split(" ") if line.startswith(SIG_PREFIX) else []
+        parts = line[len(SIG_PREFIX) :].split(" ") if line.startswith(SIG_PREFIX) else []
         try:
             blob = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
         except binascii.Error:
@@ -105,8 +106,13 @@ def parse(note: str) -> tuple[ChainHead, bytes, list[tuple[str, bytes, bytes]]]:
         if len(blob) != 68:
             raise AuditIntegrityError("malformed checkpoint signature line")
         signatures.append((parts[0], blob[:4], blob[4:]))
-    return (ChainHead(m.group("origin")[len(ORIGIN_PREFIX):], int(m.group("size")), head, int(m.group("length")),
-                      m.group("time")), (body + "\n").encode("utf-8"), signatures)
+    return (
+        ChainHead(
+            m.group("origin")[len(ORIGIN_PREFIX) :], int(m.group("size")), head, int(m.group("length")), m.group("time")
+        ),
+        (body + "\n").encode("utf-8"),
+        signatures,
+    )
 
 
 def trusted_signer(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str | None, list[str]]:
@@ -138,6 +144,7 @@ def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
 
 # ---------------------------------------------------------------- keys
 
+
 def signing_identity(identity: Identity | str | os.PathLike | None = None) -> Identity:
     """The given ed25519 identity (or key file), else the installation's checkpoint key,
     generated on first use (``<data dir>/audit-checkpoint.key``, mode 0600, ``.pub`` beside it)."""
@@ -157,9 +164,9 @@ def signing_identity(identity: Identity | str | os.PathLike | None = None) -> Id
 class TrustedKey:
     """A key checkpoints are verified against, and where it came from."""
 
-    name: str          # medsec key id
-    public: bytes      # raw Ed25519 public key
-    source: str        # the file it was read from, or "given" for a key object
+    name: str  # medsec key id
+    public: bytes  # raw Ed25519 public key
+    source: str  # the file it was read from, or "given" for a key object
     installation: bool  # the installation's own key (the default trust anchor)
 
 
@@ -192,6 +199,7 @@ def trusted_keys(public_key: PublicKeys = None) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- the checkpoint file
 
+
 def store(path: Path, note: str) -> None:
     """Append ``note`` to the checkpoint file (one JSON object per line) and fsync it."""
     line = json.dumps({"note": note}, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
@@ -219,4 +227,3 @@ def stored(path: Path) -> Iterator[tuple[int, str]]:
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 raise AuditIntegrityError(f"{path}: line {n} is not a checkpoint") from None
             yield n, note
-

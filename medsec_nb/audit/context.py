@@ -28,5 +28,11 @@ def where() -> dict[str, Any]:
     """``host``, ``pid``, ``version`` and, inside Jupyter, ``notebook``, ``kernel_id`` and ``cell``."""
     pid = os.getpid()
     notebook, kernel_id, cell = jupyter_context()
-    return {"host": _host(pid), "pid": pid, "version": __version__, "notebook": notebook, "kernel_id": kernel_id,
-            "cell": cell}
+    return {
+        "host": _host(pid),
+        "pid": pid,
+        "version": __version__,
+        "notebook": notebook,
+        "kernel_id": kernel_id,
+        "cell": cell,
+    }

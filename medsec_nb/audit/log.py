@@ -12,14 +12,15 @@ import fcntl
 import os
 import re
 import warnings
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ..core.atomic import _fsync_dir
+from ..core.errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
 from ..keys.identity import Identity
 from . import checkpoint as ckpt
 from . import context, events, record
-from ..core.errors import AuditIntegrityError, AuditRecordError, AuditUnavailableError
 from .paths import checkpoints_path, log_path
 
 #: Records between two automatic checkpoints (``$MEDSEC_AUDIT_CHECKPOINT_EVERY``; 0 disables).
@@ -40,8 +41,10 @@ def parse_since(value: datetime | str) -> str:
             try:
                 value = datetime.fromisoformat(value.strip())
             except ValueError:
-                raise AuditRecordError(f"cannot read the time {value!r} (use YYYY-MM-DD, "
-                                       "YYYY-MM-DDTHH:MM[:SS][Z], or an age such as 30m, 12h, 7d)") from None
+                raise AuditRecordError(
+                    f"cannot read the time {value!r} (use YYYY-MM-DD, "
+                    "YYYY-MM-DDTHH:MM[:SS][Z], or an age such as 30m, 12h, 7d)"
+                ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -66,8 +69,13 @@ class AuditLog:
     and its checkpoint file (``checkpoints``, else ``$MEDSEC_AUDIT_CHECKPOINTS``, else the log's
     name with suffix ``.checkpoints``)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, checkpoints: str | os.PathLike | None = None,
-                 checkpoint_every: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        checkpoints: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+    ):
         self.path = log_path(path)
         self.checkpoints_path = checkpoints_path(self.path, checkpoints)
         if checkpoint_every is None:
@@ -83,20 +91,38 @@ class AuditLog:
 
     # ------------------------------------------------------------ writing
 
-    def append(self, *, action: str, outcome: str, purpose: str, event: str = "110103",
-               purpose_text: str | None = None, key_id: str | None = None,
-               study: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
-               who: Mapping[str, Any] | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def append(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        purpose: str,
+        event: str = "110103",
+        purpose_text: str | None = None,
+        key_id: str | None = None,
+        study: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        who: Mapping[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Write one record durably and return it; who/where are filled from the running context
         unless given (records forwarded from cohort workers carry the worker's).
 
         Raises AuditUnavailableError if it cannot be written (the caller must not go ahead) and
         AuditRecordError for malformed arguments.
         """
-        partial = record.fields(event=event, action=action, outcome=outcome, purpose=purpose,
-                                purpose_text=purpose_text, key_id=key_id, study=study, detail=detail,
-                                who=context.who() if who is None else who,
-                                where=context.where() if where is None else where)
+        partial = record.fields(
+            event=event,
+            action=action,
+            outcome=outcome,
+            purpose=purpose,
+            purpose_text=purpose_text,
+            key_id=key_id,
+            study=study,
+            detail=detail,
+            who=context.who() if who is None else who,
+            where=context.where() if where is None else where,
+        )
         with self._locked() as fd:
             seq, prev, size = self._tail(fd)
             rec, line = record.seal(partial, seq + 1, prev, record.utc_now())
@@ -106,8 +132,9 @@ class AuditLog:
         events.emit(rec)
         return rec
 
-    def checkpoint(self, identity: Identity | str | os.PathLike | None = None, *,
-                   co_sign: bool = False) -> dict[str, Any]:
+    def checkpoint(
+        self, identity: Identity | str | os.PathLike | None = None, *, co_sign: bool = False
+    ) -> dict[str, Any]:
         """Sign the current chain head and append it to the checkpoint file.
 
         ``identity``: an ed25519 Identity or key file; None = the installation's checkpoint key.
@@ -126,8 +153,9 @@ class AuditLog:
             try:
                 return self._write_checkpoint(fd, idents, seq, head, size)
             except OSError as exc:
-                raise AuditUnavailableError(f"{self.checkpoints_path}: cannot write the checkpoint "
-                                            f"({exc.strerror or exc})") from None
+                raise AuditUnavailableError(
+                    f"{self.checkpoints_path}: cannot write the checkpoint ({exc.strerror or exc})"
+                ) from None
 
     def _unavailable(self, what: str, exc: BaseException) -> AuditUnavailableError:
         why = getattr(exc, "strerror", None) or str(exc)
@@ -175,13 +203,15 @@ class AuditLog:
                 window *= 2
                 continue
             try:
-                last = record.loads(buf[cut + 1:-1])
+                last = record.loads(buf[cut + 1 : -1])
                 seq, head = last["seq"], last["hash"]
                 if type(seq) is not int or not isinstance(head, str) or len(head) != 64:
                     raise ValueError
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                raise AuditUnavailableError(f"{self.path}: the last record is unreadable (run `medsec audit "
-                                            "verify`); the audited operation must not proceed") from None
+                raise AuditUnavailableError(
+                    f"{self.path}: the last record is unreadable (run `medsec audit "
+                    "verify`); the audited operation must not proceed"
+                ) from None
             return seq, head, size
         return 0, record.GENESIS, 0
 
@@ -209,14 +239,21 @@ class AuditLog:
                     raise AuditIntegrityError(f"{self.path}: line 1 is not a record") from None
             window *= 2
 
-    def _write_checkpoint(self, fd: int, idents: list[Identity], seq: int, head: str,
-                          length: int) -> dict[str, Any]:
+    def _write_checkpoint(self, fd: int, idents: list[Identity], seq: int, head: str, length: int) -> dict[str, Any]:
         ch = ckpt.ChainHead(self._first_hash(fd)[:32], seq, head, length, record.utc_now())
         note = ckpt.sign(ch, *idents)
         ckpt.store(self.checkpoints_path, note)
-        return {"origin": ckpt.ORIGIN_PREFIX + ch.log_id, "size": seq, "hash": head, "bytes": length,
-                "time": ch.time, "key_id": idents[0].key_id, "signers": [i.key_id for i in idents], "note": note,
-                "path": str(self.checkpoints_path)}
+        return {
+            "origin": ckpt.ORIGIN_PREFIX + ch.log_id,
+            "size": seq,
+            "hash": head,
+            "bytes": length,
+            "time": ch.time,
+            "key_id": idents[0].key_id,
+            "signers": [i.key_id for i in idents],
+            "note": note,
+            "path": str(self.checkpoints_path),
+        }
 
     def _periodic_checkpoint(self, fd: int, rec: dict[str, Any], length: int) -> None:
         """A checkpoint with the installation key; a failure only warns (the record is durable)."""
@@ -225,8 +262,11 @@ class AuditLog:
                 self._identity = ckpt.signing_identity()
             self._write_checkpoint(fd, [self._identity], rec["seq"], rec["hash"], length)
         except Exception as exc:  # the record is durable: a failed checkpoint must not fail the append
-            warnings.warn(f"{self.checkpoints_path}: automatic checkpoint at record {rec['seq']} not written "
-                          f"({exc})", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.checkpoints_path}: automatic checkpoint at record {rec['seq']} not written ({exc})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------ reading
 
@@ -239,8 +279,9 @@ class AuditLog:
             pass
         raise AuditIntegrityError(f"{self.path}: {where} is not a record (run `medsec audit verify`)")
 
-    def records(self, study: str | None = None, user: str | None = None,
-                since: datetime | str | None = None) -> Iterator[dict[str, Any]]:
+    def records(
+        self, study: str | None = None, user: str | None = None, since: datetime | str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Records in order, filtered by Study Instance UID or container SHA-256, by OS or
         JupyterHub user, and by time (see :func:`parse_since`). Does not verify the chain."""
         cutoff = parse_since(since) if since is not None else None
@@ -267,4 +308,3 @@ class AuditLog:
             return [], offset
         end = data.rfind(b"\n") + 1
         return [self._parse(line, f"the line at byte {offset}") for line in data[:end].splitlines()], offset + end
-

@@ -8,8 +8,9 @@ cursor (a byte offset at a line boundary) from which the next, older page contin
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ..core.errors import AuditIntegrityError, AuditRecordError
 from . import record
@@ -30,7 +31,7 @@ class Filters:
     action: str | None = None
     outcome: str | None = None
     purpose: str | None = None
-    since: str | None = None      # record-time string (see log.parse_since)
+    since: str | None = None  # record-time string (see log.parse_since)
 
     def match(self, rec: dict[str, Any]) -> bool:
         if self.since is not None and str(rec.get("time", "")) < self.since:
@@ -55,16 +56,24 @@ class Filters:
 
 @dataclass(frozen=True)
 class Page:
-    records: list[dict[str, Any]] = field(default_factory=list)   # newest first
-    next: int | None = None       # cursor of the next (older) page; None at the start of the log
-    size: int = 0                 # bytes of complete records in the log when read
+    records: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    next: int | None = None  # cursor of the next (older) page; None at the start of the log
+    size: int = 0  # bytes of complete records in the log when read
 
 
-def make_filters(study: str | None = None, user: str | None = None, action: str | None = None,
-                 outcome: str | None = None, purpose: str | None = None, since: str | None = None) -> Filters:
+def make_filters(
+    study: str | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    purpose: str | None = None,
+    since: str | None = None,
+) -> Filters:
     """Filters from text (empty strings ignored); AuditRecordError for a bad ``since``."""
-    clean = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in
-             dict(study=study, user=user, action=action, outcome=outcome, purpose=purpose).items()}
+    clean = {
+        k: (v.strip() or None) if isinstance(v, str) else v
+        for k, v in dict(study=study, user=user, action=action, outcome=outcome, purpose=purpose).items()
+    }
     return Filters(**clean, since=parse_since(since) if since and since.strip() else None)
 
 
@@ -76,7 +85,7 @@ def _lines_backwards(fh, end: int) -> Iterator[tuple[int, bytes]]:
         buf = os.pread(fh, pos - start, start) + tail
         pos = start
         lines = buf.split(b"\n")
-        tail = lines[0]            # possibly cut: completed by the next (earlier) block
+        tail = lines[0]  # possibly cut: completed by the next (earlier) block
         offset = pos + len(buf)
         for line in reversed(lines[1:]):
             offset -= len(line) + 1
@@ -86,8 +95,9 @@ def _lines_backwards(fh, end: int) -> Iterator[tuple[int, bytes]]:
         yield 0, tail
 
 
-def read_page(path: str | os.PathLike | None = None, *, limit: int = 100, before: int | None = None,
-              filters: Filters = Filters()) -> Page:
+def read_page(
+    path: str | os.PathLike | None = None, *, limit: int = 100, before: int | None = None, filters: Filters = Filters()
+) -> Page:
     """Up to ``limit`` records matching ``filters``, newest first, from the records that end at
     or before byte ``before`` (default: the end of the log). A torn last line is ignored."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -113,12 +123,13 @@ def read_page(path: str | os.PathLike | None = None, *, limit: int = 100, before
             try:
                 rec = record.loads(line)
             except ValueError:
-                raise AuditIntegrityError(f"{log}: the line at byte {offset} is not a record "
-                                          "(run `medsec audit verify`)") from None
+                raise AuditIntegrityError(
+                    f"{log}: the line at byte {offset} is not a record (run `medsec audit verify`)"
+                ) from None
             if not isinstance(rec, dict):
                 raise AuditIntegrityError(f"{log}: the line at byte {offset} is not a record")
             if filters.since is not None and str(rec.get("time", "")) < filters.since:
-                return Page(out, None, size)       # records are in time order: nothing older matches
+                return Page(out, None, size)  # records are in time order: nothing older matches
             if filters.match(rec):
                 out.append(rec)
                 if len(out) == limit:

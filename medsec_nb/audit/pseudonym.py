@@ -8,8 +8,8 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Random import get_random_bytes
 
 from ..core.errors import AuditUnavailableError
-from .paths import pseudonym_secret_path
 from ..core.runtime import write_once
+from .paths import pseudonym_secret_path
 
 SECRET_LEN = 32
 _cache: dict[Path, bytes] = {}
@@ -23,11 +23,13 @@ def _secret() -> bytes:
             write_once(path, get_random_bytes(SECRET_LEN), 0o600)
             secret = path.read_bytes()
         except OSError as exc:
-            raise AuditUnavailableError(f"{path}: cannot create or read the pseudonym secret "
-                                        f"({exc.strerror or exc})") from None
+            raise AuditUnavailableError(
+                f"{path}: cannot create or read the pseudonym secret ({exc.strerror or exc})"
+            ) from None
         if len(secret) != SECRET_LEN:
-            raise AuditUnavailableError(f"{path}: pseudonym secret is damaged ({len(secret)} bytes, "
-                                        f"expected {SECRET_LEN})")
+            raise AuditUnavailableError(
+                f"{path}: pseudonym secret is damaged ({len(secret)} bytes, expected {SECRET_LEN})"
+            )
         _cache[path] = secret
     return secret
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from Crypto.Hash import SHA256
 
@@ -40,8 +41,9 @@ EVENTS = {
 }
 OUTCOMES = ("success", "failure", "denied")
 STUDY_KEYS = ("container_sha256", "study_uid", "instances", "patient_pseudonym")
-TOP_KEYS = frozenset({"v", "seq", "time", "prev", "hash", "event", "action", "outcome",
-                      "who", "why", "study", "where", "detail"})
+TOP_KEYS = frozenset(
+    {"v", "seq", "time", "prev", "hash", "event", "action", "outcome", "who", "why", "study", "where", "detail"}
+)
 
 _ACTION = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _PURPOSE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -54,8 +56,9 @@ _SCALARS = (str, int, bool, type(None))
 def canonical(obj: Any) -> bytes:
     """RFC 8785 (JCS) for the values records hold: sorted keys, no spaces, UTF-8, no floats."""
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
     except (UnicodeEncodeError, ValueError, TypeError) as exc:
         raise AuditRecordError(f"value cannot be encoded in an audit record ({exc})") from None
 
@@ -98,15 +101,20 @@ def _study(study: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     extra = set(study) - set(STUDY_KEYS)
     if extra:
-        raise AuditRecordError(f"study: unknown field(s) {', '.join(sorted(map(str, extra)))} "
-                               f"(allowed: {', '.join(STUDY_KEYS)})")
+        raise AuditRecordError(
+            f"study: unknown field(s) {', '.join(sorted(map(str, extra)))} (allowed: {', '.join(STUDY_KEYS)})"
+        )
     out = {k: study.get(k) for k in STUDY_KEYS}
-    checks = (("container_sha256", lambda v: isinstance(v, str) and _HEX64.fullmatch(v), "64 lowercase hex digits"),
-              ("study_uid", is_uid, "a DICOM UID"),
-              ("instances", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-               "a non-negative integer"),
-              ("patient_pseudonym", lambda v: isinstance(v, str) and _PSEUDONYM.fullmatch(v),
-               "a value returned by audit.pseudonym() (never a raw patient identifier)"))
+    checks = (
+        ("container_sha256", lambda v: isinstance(v, str) and _HEX64.fullmatch(v), "64 lowercase hex digits"),
+        ("study_uid", is_uid, "a DICOM UID"),
+        ("instances", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
+        (
+            "patient_pseudonym",
+            lambda v: isinstance(v, str) and _PSEUDONYM.fullmatch(v),
+            "a value returned by audit.pseudonym() (never a raw patient identifier)",
+        ),
+    )
     for key, ok, what in checks:
         if out[key] is not None and not ok(out[key]):
             raise AuditRecordError(f"study.{key} must be {what}")
@@ -119,14 +127,23 @@ def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any] | None:
     for key, value in detail.items():
         items = value if isinstance(value, (list, tuple)) else [value]
         if not isinstance(key, str) or not all(isinstance(v, _SCALARS) for v in items):
-            raise AuditRecordError(f"detail.{key}: values must be strings, integers, booleans, None "
-                                   "or lists of those")
+            raise AuditRecordError(f"detail.{key}: values must be strings, integers, booleans, None or lists of those")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
 
 
-def fields(*, event: str, action: str, outcome: str, purpose: str, purpose_text: str | None,
-           key_id: str | None, study: Mapping[str, Any] | None, detail: Mapping[str, Any] | None,
-           who: Mapping[str, Any], where: Mapping[str, Any]) -> dict[str, Any]:
+def fields(
+    *,
+    event: str,
+    action: str,
+    outcome: str,
+    purpose: str,
+    purpose_text: str | None,
+    key_id: str | None,
+    study: Mapping[str, Any] | None,
+    detail: Mapping[str, Any] | None,
+    who: Mapping[str, Any],
+    where: Mapping[str, Any],
+) -> dict[str, Any]:
     """Validate the caller's part of a record; ``seq``, ``time``, ``prev`` and ``hash`` come later."""
     if event not in EVENTS:
         raise AuditRecordError(f"unknown audit event {event!r}; use a DICOM event ID such as 110103")
@@ -137,10 +154,15 @@ def fields(*, event: str, action: str, outcome: str, purpose: str, purpose_text:
     if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
         raise AuditRecordError("a purpose of use is required (a code such as TREAT, HRESCH or TRAIN)")
     return {
-        "v": VERSION, "event": event, "action": action, "outcome": outcome,
+        "v": VERSION,
+        "event": event,
+        "action": action,
+        "outcome": outcome,
         "who": {**who, "key_id": _text(key_id, "key_id")},
         "why": {"purpose": purpose, "text": _text(purpose_text, "purpose_text", 1000)},
-        "study": _study(study), "where": dict(where), "detail": _detail(detail),
+        "study": _study(study),
+        "where": dict(where),
+        "detail": _detail(detail),
     }
 
 
@@ -168,15 +190,24 @@ def check_line(line: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None,
     if type(record["v"]) is not int or record["v"] != VERSION:
         return None, f"unsupported record version {record['v']!r}", seq
     if type(record["seq"]) is not int or record["seq"] != seq:
-        return None, (f"sequence number {record['seq']!r} where {seq} belongs (records deleted, duplicated "
-                      "or reordered)"), seq
+        return (
+            None,
+            (f"sequence number {record['seq']!r} where {seq} belongs (records deleted, duplicated or reordered)"),
+            seq,
+        )
     if not isinstance(record["hash"], str) or record_hash(record) != record["hash"]:
         return None, "hash mismatch (record altered)", seq
     if record["prev"] != prev and seq == 1:
         return None, "the first record does not link to the genesis value (64 zeros)", 1
     if record["prev"] != prev:
-        return None, (f"does not link to line {seq - 1}: line {seq - 1} was altered and its hash recomputed, "
-                      "or this record's link was"), seq - 1
+        return (
+            None,
+            (
+                f"does not link to line {seq - 1}: line {seq - 1} was altered and its hash recomputed, "
+                "or this record's link was"
+            ),
+            seq - 1,
+        )
     if canonical(record) != line:
         return None, "not in canonical form (record re-encoded or altered)", seq
     return record, "", 0

@@ -64,8 +64,11 @@ def _chain(path: str, wanted: set[int]) -> tuple[int, dict[int, tuple[str, int]]
     return n, seen, None, ""
 
 
-def verify_log(path: str | os.PathLike | None = None, checkpoints: str | os.PathLike | None = None,
-               public_key: ckpt.PublicKeys = None) -> AuditVerifyReport:
+def verify_log(
+    path: str | os.PathLike | None = None,
+    checkpoints: str | os.PathLike | None = None,
+    public_key: ckpt.PublicKeys = None,
+) -> AuditVerifyReport:
     """Check the chain of ``path`` (default as :class:`AuditLog`), then every checkpoint in
     ``checkpoints`` against ``public_key`` (an ed25519 Recipient, Identity, .pub path, or a list;
     default: the installation's checkpoint key). The first failure is reported, with its line.
@@ -98,11 +101,19 @@ def verify_log(path: str | os.PathLike | None = None, checkpoints: str | os.Path
         return bad(0, None, str(exc))
     named = ", ".join(_anchor(k) for k in anchors) or "none: no installation checkpoint key"
     if notes and not heads:
-        return replace(bad(0, None, f"the checkpoints in {cp_path} are not signed by a trusted key "
-                           f"(signed by {', '.join(ignored)}; trusted: {named})"), untrusted=len(notes))
+        return replace(
+            bad(
+                0,
+                None,
+                f"the checkpoints in {cp_path} are not signed by a trusted key "
+                f"(signed by {', '.join(ignored)}; trusted: {named})",
+            ),
+            untrusted=len(notes),
+        )
     if public_key is not None and not notes:
-        return bad(0, None, f"no checkpoint in {cp_path}: nothing signed by a trusted key ({named}) "
-                   "vouches for this log")
+        return bad(
+            0, None, f"no checkpoint in {cp_path}: nothing signed by a trusted key ({named}) vouches for this log"
+        )
 
     records, seen, line, why = _chain(where, {h.size for _, h, _ in heads})
     if line is not None:
@@ -114,42 +125,76 @@ def verify_log(path: str | os.PathLike | None = None, checkpoints: str | os.Path
     for n, head, signer in sorted(heads, key=lambda h: h[1].size):
         label = f"checkpoint {n} in {cp_path} (signed {head.time} by {signer})"
         if head.size > records:
-            return bad(records, records + 1, f"{label} covers {head.size} records but the log has {records}: "
-                       f"lines {records + 1}-{head.size} were removed (log truncated)", len(heads))
+            return bad(
+                records,
+                records + 1,
+                f"{label} covers {head.size} records but the log has {records}: "
+                f"lines {records + 1}-{head.size} were removed (log truncated)",
+                len(heads),
+            )
         if seen.get(1, ("",))[0][:32] != head.log_id:
-            return bad(records, 1, f"{label} is for log {head.log_id}, not this one: record 1 differs "
-                       "(the log was replaced or rewritten from the start)", len(heads))
+            return bad(
+                records,
+                1,
+                f"{label} is for log {head.log_id}, not this one: record 1 differs "
+                "(the log was replaced or rewritten from the start)",
+                len(heads),
+            )
         digest, length = seen[head.size]
         if digest != head.head or length != head.length:
-            return bad(records, matched + 1, f"{label} does not match record {head.size}: a record in lines "
-                       f"{matched + 1}-{head.size} was altered and the chain recomputed (log rewritten)", len(heads))
+            return bad(
+                records,
+                matched + 1,
+                f"{label} does not match record {head.size}: a record in lines "
+                f"{matched + 1}-{head.size} was altered and the chain recomputed (log rewritten)",
+                len(heads),
+            )
         matched = head.size
 
     uncovered = records - matched
     facts, warnings = [f"{records} records, chain intact"], []
     if heads:
         latest = max(heads, key=lambda h: h[1].size)
-        facts.append(f"{_plural(len(heads), 'checkpoint')} verified, the latest covering {matched} records "
-                     f"(signed by {latest[2]})")
+        facts.append(
+            f"{_plural(len(heads), 'checkpoint')} verified, the latest covering {matched} records "
+            f"(signed by {latest[2]})"
+        )
         if uncovered:
             facts.append(f"{_plural(uncovered, 'record')} after the latest checkpoint are not covered")
-            warnings.append(f"{_plural(uncovered, 'record')} after the latest checkpoint are not covered: deleting "
-                            "them would go unnoticed (run `medsec audit checkpoint` after each session)")
+            warnings.append(
+                f"{_plural(uncovered, 'record')} after the latest checkpoint are not covered: deleting "
+                "them would go unnoticed (run `medsec audit checkpoint` after each session)"
+            )
     else:
         facts.append(f"no checkpoint: the {_plural(records, 'record')} are not covered")
-        warnings.append(f"no checkpoint: the {_plural(records, 'record')} are not covered, so truncating or "
-                        "rewriting the log would go unnoticed (run `medsec audit checkpoint` after each session)")
+        warnings.append(
+            f"no checkpoint: the {_plural(records, 'record')} are not covered, so truncating or "
+            "rewriting the log would go unnoticed (run `medsec audit checkpoint` after each session)"
+        )
     if ignored:
-        facts.append(f"{_plural(len(notes) - len(heads), 'checkpoint')} not signed by a trusted key ignored "
-                     f"(signed by {', '.join(ignored)})")
+        facts.append(
+            f"{_plural(len(notes) - len(heads), 'checkpoint')} not signed by a trusted key ignored "
+            f"(signed by {', '.join(ignored)})"
+        )
     if anchors:
         facts.append(f"trusted {_plural(len(anchors), 'key')}: {named}")
     folder = log.resolve().parent
     for k in anchors:
         if k.installation or (k.source != "given" and Path(k.source).resolve().parent == folder):
-            warnings.append(f"the trusted key {_anchor(k)} is kept beside the log: it proves nothing against "
-                            "that folder's owner, who can rewrite the log, replace the key and sign again; verify "
-                            "with --public-key and a copy of the key kept elsewhere (docs/AUDIT.md)")
-    return AuditVerifyReport(True, where, records, len(heads), None, f"{where}: {'; '.join(facts)}",
-                             uncovered=uncovered, untrusted=len(notes) - len(heads),
-                             trusted=tuple(_anchor(k) for k in anchors), warnings=tuple(warnings))
+            warnings.append(
+                f"the trusted key {_anchor(k)} is kept beside the log: it proves nothing against "
+                "that folder's owner, who can rewrite the log, replace the key and sign again; verify "
+                "with --public-key and a copy of the key kept elsewhere (docs/AUDIT.md)"
+            )
+    return AuditVerifyReport(
+        True,
+        where,
+        records,
+        len(heads),
+        None,
+        f"{where}: {'; '.join(facts)}",
+        uncovered=uncovered,
+        untrusted=len(notes) - len(heads),
+        trusted=tuple(_anchor(k) for k in anchors),
+        warnings=tuple(warnings),
+    )

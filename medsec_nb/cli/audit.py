@@ -7,14 +7,14 @@ import json
 import sys
 from typing import Any
 
-from ..core.atomic import atomic_file
-from ..core.errors import AuditIntegrityError
-from ..keys.identity import load_identity
-from .prompt import key_passphrase
 from ..audit import export
 from ..audit.log import AuditLog
 from ..audit.record import utc_now
 from ..audit.verify import verify_log
+from ..core.atomic import atomic_file
+from ..core.errors import AuditIntegrityError
+from ..keys.identity import load_identity
+from .prompt import key_passphrase
 
 AUDIT_EPILOG = """\
 examples:
@@ -44,8 +44,10 @@ def _line(rec: dict[str, Any]) -> str:
     user = who["os_user"] + (f" (claims hub:{who['hub_user']})" if who.get("hub_user") else "")
     target = study.get("study_uid") or (study.get("container_sha256") or "-")[:16]
     n = "" if study.get("instances") is None else f" [{study['instances']}]"
-    return (f"{rec['seq']:>6}  {rec['time'][:19]}Z  {user:<16} {rec['action']:<13} {rec['outcome']:<8} "
-            f"{rec['why']['purpose']:<8} {target}{n}")
+    return (
+        f"{rec['seq']:>6}  {rec['time'][:19]}Z  {user:<16} {rec['action']:<13} {rec['outcome']:<8} "
+        f"{rec['why']['purpose']:<8} {target}{n}"
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -66,8 +68,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         raise AuditIntegrityError(report.message)
     if args.strict and report.uncovered:
-        raise AuditIntegrityError(f"{report.message} (--strict: every record must be covered by a signed "
-                                  "checkpoint)")
+        raise AuditIntegrityError(f"{report.message} (--strict: every record must be covered by a signed checkpoint)")
     print(f"OK {report.message}")
     for warning in report.warnings:
         print(f"medsec: warning: {warning}", file=sys.stderr)
@@ -80,8 +81,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         identity = load_identity(args.identity, key_passphrase(args, args.identity))
     cp = _log(args).checkpoint(identity, co_sign=args.co_sign)
     print(cp["note"], end="")
-    print(f"checkpoint of {cp['size']} records signed by {' and '.join(cp['signers'])} appended to "
-          f"{cp['path']}; keep a copy elsewhere too", file=sys.stderr)
+    print(
+        f"checkpoint of {cp['size']} records signed by {' and '.join(cp['signers'])} appended to "
+        f"{cp['path']}; keep a copy elsewhere too",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -106,55 +110,92 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", metavar="UID", help="only this Study Instance UID (or container SHA-256)")
     p.add_argument("--user", metavar="U", help="only this OS or JupyterHub user")
-    p.add_argument("--since", metavar="T", help="only records at or after T: 2025-01-31, 2025-01-31T14:00 "
-                   "(UTC unless an offset is given) or an age such as 30m, 12h, 7d")
+    p.add_argument(
+        "--since",
+        metavar="T",
+        help="only records at or after T: 2025-01-31, 2025-01-31T14:00 "
+        "(UTC unless an offset is given) or an age such as 30m, 12h, 7d",
+    )
 
 
 def add_audit_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``audit`` and its subcommands to the main parser's ``subparsers``; return its parser."""
     fmt = argparse.RawDescriptionHelpFormatter
-    audit = subparsers.add_parser("audit", help="Show, verify, checkpoint and export the audit log.",
-                                  description="Show, verify, checkpoint and export the tamper-evident audit log.",
-                                  epilog=AUDIT_EPILOG, formatter_class=fmt)
+    audit = subparsers.add_parser(
+        "audit",
+        help="Show, verify, checkpoint and export the audit log.",
+        description="Show, verify, checkpoint and export the tamper-evident audit log.",
+        epilog=AUDIT_EPILOG,
+        formatter_class=fmt,
+    )
     sub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
 
     def add(name: str, func, help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example,
-                           formatter_class=fmt)
+        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example, formatter_class=fmt)
         p.set_defaults(func=func)
-        p.add_argument("--log", metavar="FILE",
-                       help="the audit log (default: $MEDSEC_AUDIT_LOG, else the data folder's)")
+        p.add_argument(
+            "--log", metavar="FILE", help="the audit log (default: $MEDSEC_AUDIT_LOG, else the data folder's)"
+        )
         p.add_argument("--checkpoints", metavar="FILE", help="its checkpoint file (default: beside the log)")
         return p
 
-    p = add("show", cmd_show, "List audit records, oldest first (the chain is not checked: use verify).",
-            "medsec audit show --user alice --since 2025-01-01\n"
-            "  medsec audit show --study 1.2.840.113619.2.55.3 --json | jq .outcome")
+    p = add(
+        "show",
+        cmd_show,
+        "List audit records, oldest first (the chain is not checked: use verify).",
+        "medsec audit show --user alice --since 2025-01-01\n"
+        "  medsec audit show --study 1.2.840.113619.2.55.3 --json | jq .outcome",
+    )
     _filters(p)
     p.add_argument("--json", action="store_true", help="one JSON record per line")
 
-    p = add("verify", cmd_verify, "Check every record's hash and chain link and every signed checkpoint; "
-            "names the first bad line.",
-            "medsec audit verify --strict --public-key steward-audit.pub")
-    p.add_argument("--public-key", action="append", metavar="KEY.pub",
-                   help="trusted ed25519 checkpoint key, a copy kept away from the log (repeatable; default: "
-                   "this installation's, which its owner can replace: a warning says so)")
-    p.add_argument("--strict", action="store_true",
-                   help="fail when records after the latest signed checkpoint (or all, without one) are not "
-                   "covered (default: a warning, exit 0)")
+    p = add(
+        "verify",
+        cmd_verify,
+        "Check every record's hash and chain link and every signed checkpoint; names the first bad line.",
+        "medsec audit verify --strict --public-key steward-audit.pub",
+    )
+    p.add_argument(
+        "--public-key",
+        action="append",
+        metavar="KEY.pub",
+        help="trusted ed25519 checkpoint key, a copy kept away from the log (repeatable; default: "
+        "this installation's, which its owner can replace: a warning says so)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when records after the latest signed checkpoint (or all, without one) are not "
+        "covered (default: a warning, exit 0)",
+    )
 
-    p = add("checkpoint", cmd_checkpoint, "Sign the current chain head (size and last hash) and append it "
-            "to the checkpoint file; prints the signed note.",
-            "medsec audit checkpoint --identity steward-audit.key > head-$(date +%F).txt")
-    p.add_argument("--identity", metavar="KEY", help="ed25519 private key to sign with "
-                   "(default: this installation's checkpoint key, created on first use)")
+    p = add(
+        "checkpoint",
+        cmd_checkpoint,
+        "Sign the current chain head (size and last hash) and append it "
+        "to the checkpoint file; prints the signed note.",
+        "medsec audit checkpoint --identity steward-audit.key > head-$(date +%F).txt",
+    )
+    p.add_argument(
+        "--identity",
+        metavar="KEY",
+        help="ed25519 private key to sign with (default: this installation's checkpoint key, created on first use)",
+    )
     p.add_argument("--key-passphrase-file", metavar="F", help="file holding the passphrase of --identity")
-    p.add_argument("--co-sign", action="store_true", help="with --identity: also sign with this installation's "
-                   "checkpoint key, so that a plain `medsec audit verify` counts the note too")
+    p.add_argument(
+        "--co-sign",
+        action="store_true",
+        help="with --identity: also sign with this installation's "
+        "checkpoint key, so that a plain `medsec audit verify` counts the note too",
+    )
 
-    p = add("export", cmd_export, "Export records as a FHIR R4 AuditEvent bundle or DICOM PS3.15 audit messages.",
-            "medsec audit export --format fhir -o audit.json\n"
-            "  medsec audit export --format dicom --since 30d -o audit.xml")
+    p = add(
+        "export",
+        cmd_export,
+        "Export records as a FHIR R4 AuditEvent bundle or DICOM PS3.15 audit messages.",
+        "medsec audit export --format fhir -o audit.json\n"
+        "  medsec audit export --format dicom --since 30d -o audit.xml",
+    )
     p.add_argument("--format", required=True, choices=("fhir", "dicom"), help="fhir (JSON) or dicom (XML)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
     _filters(p)

@@ -9,12 +9,13 @@ import sys
 from typing import Any
 
 from ..core.atomic import atomic_file
+from ..core.errors import MedsecError
 from ..deid import OPTIONS
 from ..study.export import export_deidentified, read_mapping
-from ..core.errors import MedsecError
 from .prompt import read_secret_file, unlock_args
 
-DEID_EPILOG = """\
+DEID_EPILOG = (
+    """\
 what it does:
   Applies the DICOM PS3.15 Basic Application Level Confidentiality Profile (Table E.1-1, every
   attribute at every depth; private tags removed) plus the options you name, checks every instance
@@ -35,13 +36,16 @@ examples:
   medsec deid CT_STUDY/ -o DEID/ --secret-file project.secret --purpose HRESCH \\
       --mapping deid-map.json --mapping-recipient steward.pub   # for authorised re-identification
 
-options (--option, repeatable): """ + ", ".join(sorted(OPTIONS)) + """
+options (--option, repeatable): """
+    + ", ".join(sorted(OPTIONS))
+    + """
 burned-in text: instances with Burned In Annotation YES, ultrasound, secondary capture and other
   captures are refused unless a --mask-rules rule masks them or --allow-burned-in (audited) is given.
 leaks: a refusal names the original attribute whose value is inside which output element (never the
   value) and the override that lets exactly that through, e.g. --accept-leak-in Manufacturer:InstitutionName.
 See docs/DEID.md for the rule file format, the report and the mapping file.
 """
+)
 
 REID_EPILOG = """\
 example:
@@ -73,10 +77,22 @@ def cmd_deid(args: argparse.Namespace) -> int:
     if args.mapping and not mapping_recipients:
         raise MedsecError("--mapping is written encrypted: give --mapping-recipient KEY.pub")
     report = export_deidentified(
-        args.source, args.output, options=args.option or (), secret=_secret(args), purpose=args.purpose,
-        purpose_text=args.purpose_text, **_unlock(args), recipients=args.recipient or (),
-        dry_run=args.dry_run, mask_rules=args.mask_rules, allow_burned_in=args.allow_burned_in,
-        accept_leaks_in=args.accept_leak_in or (), mapping=args.mapping, mapping_recipients=mapping_recipients, progress=not args.quiet)
+        args.source,
+        args.output,
+        options=args.option or (),
+        secret=_secret(args),
+        purpose=args.purpose,
+        purpose_text=args.purpose_text,
+        **_unlock(args),
+        recipients=args.recipient or (),
+        dry_run=args.dry_run,
+        mask_rules=args.mask_rules,
+        allow_burned_in=args.allow_burned_in,
+        accept_leaks_in=args.accept_leak_in or (),
+        mapping=args.mapping,
+        mapping_recipients=mapping_recipients,
+        progress=not args.quiet,
+    )
     if args.dry_run:
         for line in report.diff_lines():
             print(line)
@@ -91,13 +107,18 @@ def cmd_deid(args: argparse.Namespace) -> int:
 
 
 def cmd_reidentify(args: argparse.Namespace) -> int:
-    mapping = read_mapping(args.mapping, **unlock_args(args, args.mapping), purpose=args.purpose, purpose_text=args.purpose_text)
+    mapping = read_mapping(
+        args.mapping, **unlock_args(args, args.mapping), purpose=args.purpose, purpose_text=args.purpose_text
+    )
     data = (json.dumps(mapping, indent=2, sort_keys=True) + "\n").encode("utf-8")
     if args.output:
         with atomic_file(args.output, mode=0o600, overwrite=False) as fh:
             fh.write(data)
-        print(f"wrote the mapping of {len(mapping.get('patients', {}))} patient(s) to {args.output} "
-              "(identifying: protect or delete it when done)", file=sys.stderr)
+        print(
+            f"wrote the mapping of {len(mapping.get('patients', {}))} patient(s) to {args.output} "
+            "(identifying: protect or delete it when done)",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -106,8 +127,12 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
 
 def _why(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("why (recorded in the audit log)")
-    w.add_argument("--purpose", metavar="CODE", default=os.environ.get("MEDSEC_PURPOSE"),
-                   help="purpose of use, e.g. HRESCH (research), TREAT, EDU; default $MEDSEC_PURPOSE")
+    w.add_argument(
+        "--purpose",
+        metavar="CODE",
+        default=os.environ.get("MEDSEC_PURPOSE"),
+        help="purpose of use, e.g. HRESCH (research), TREAT, EDU; default $MEDSEC_PURPOSE",
+    )
     w.add_argument("--purpose-text", metavar="TEXT", help="free-text reason, e.g. a protocol number")
 
 
@@ -121,39 +146,70 @@ def _unlocking(p: argparse.ArgumentParser, what: str) -> None:
 def add_deid_commands(subparsers: Any) -> None:
     """Add ``deid`` and ``reidentify`` to the main parser's ``subparsers``."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser("deid", help="De-identify a study (PS3.15 Basic Profile + options) to DICOM or .msec.",
-                              description="De-identify a study with the DICOM PS3.15 Basic Profile and its options.",
-                              epilog=DEID_EPILOG, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "deid",
+        help="De-identify a study (PS3.15 Basic Profile + options) to DICOM or .msec.",
+        description="De-identify a study with the DICOM PS3.15 Basic Profile and its options.",
+        epilog=DEID_EPILOG,
+        formatter_class=fmt,
+    )
     p.set_defaults(func=cmd_deid)
     p.add_argument("source", metavar="SRC", help="DICOM file or folder, or an encrypted .msec study")
     p.add_argument("-o", "--output", metavar="OUT", help="new folder of DICOM files, or new .msec with --encrypt")
-    p.add_argument("--profile", choices=("basic",), default="basic",
-                   help="the Basic Application Level Confidentiality Profile (the only profile)")
-    p.add_argument("--option", action="append", choices=sorted(OPTIONS), metavar="OPTION",
-                   help="a profile option (repeatable); see the list below")
-    p.add_argument("--secret-file", metavar="F", help="project de-identification secret (>= 16 bytes); "
-                   "default $MEDSEC_DEID_SECRET_FILE; optional for --dry-run")
+    p.add_argument(
+        "--profile",
+        choices=("basic",),
+        default="basic",
+        help="the Basic Application Level Confidentiality Profile (the only profile)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        choices=sorted(OPTIONS),
+        metavar="OPTION",
+        help="a profile option (repeatable); see the list below",
+    )
+    p.add_argument(
+        "--secret-file",
+        metavar="F",
+        help="project de-identification secret (>= 16 bytes); default $MEDSEC_DEID_SECRET_FILE; optional for --dry-run",
+    )
     p.add_argument("--encrypt", action="store_true", help="write a new encrypted container instead of DICOM files")
     p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="recipient of --encrypt (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the per-element diff and the report; write nothing")
     p.add_argument("--mask-rules", metavar="FILE", help="burned-in text rectangles to blank (TOML or JSON)")
-    p.add_argument("--allow-burned-in", action="store_true",
-                   help="export flagged instances no rule masks (each override is audited)")
-    p.add_argument("--accept-leak-in", action="append", metavar="ELEMENT[:ORIGINAL]",
-                   help="let leak-scanner hits through: ELEMENT:ORIGINAL only ORIGINAL's value inside ELEMENT "
-                        "(as a refusal names it, e.g. Manufacturer:InstitutionName), ELEMENT any value there; "
-                        "keywords or gggg,eeee; repeatable; listed in the report and the audit record")
+    p.add_argument(
+        "--allow-burned-in",
+        action="store_true",
+        help="export flagged instances no rule masks (each override is audited)",
+    )
+    p.add_argument(
+        "--accept-leak-in",
+        action="append",
+        metavar="ELEMENT[:ORIGINAL]",
+        help="let leak-scanner hits through: ELEMENT:ORIGINAL only ORIGINAL's value inside ELEMENT "
+        "(as a refusal names it, e.g. Manufacturer:InstitutionName), ELEMENT any value there; "
+        "keywords or gggg,eeee; repeatable; listed in the report and the audit record",
+    )
     p.add_argument("--report", metavar="FILE", help="also write the conformance report as JSON")
     p.add_argument("--mapping", metavar="FILE", help="write the re-identification mapping, encrypted")
-    p.add_argument("--mapping-recipient", action="append", metavar="KEY.pub",
-                   help="who may read --mapping (repeatable; default the -r recipients)")
+    p.add_argument(
+        "--mapping-recipient",
+        action="append",
+        metavar="KEY.pub",
+        help="who may read --mapping (repeatable; default the -r recipients)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _unlocking(p, "an encrypted SRC")
     _why(p)
 
-    p = subparsers.add_parser("reidentify", help="Decrypt an export's mapping (audited re-identification).",
-                              description="Decrypt the pseudonym/UID/date-shift mapping written by "
-                                          "medsec deid --mapping.", epilog=REID_EPILOG, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "reidentify",
+        help="Decrypt an export's mapping (audited re-identification).",
+        description="Decrypt the pseudonym/UID/date-shift mapping written by medsec deid --mapping.",
+        epilog=REID_EPILOG,
+        formatter_class=fmt,
+    )
     p.set_defaults(func=cmd_reidentify)
     p.add_argument("mapping", metavar="MAPPING", help="mapping file written by medsec deid --mapping")
     p.add_argument("-o", "--output", metavar="FILE", help="write the mapping here (default: standard output)")

@@ -13,14 +13,29 @@ import numpy as np
 from ..audit import AuditLog, verify_log
 from ..container.header import inspect_study
 from ..container.writer import encrypt_study
-from ..keys.identity import generate_identity, load_identity, save_identity
 from ..deid.redaction import redacted_items
+from ..keys.identity import generate_identity, load_identity, save_identity
 from ..study.study import open_study
 from ..testdata import synthesize_series
 
-SHOWN = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Modality", "Manufacturer",
-         "InstitutionName", "ReferringPhysicianName", "StudyDescription", "SliceThickness",
-         "PixelSpacing", "Rows", "Columns", "BitsStored", "RescaleIntercept", "RescaleSlope")
+SHOWN = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "Modality",
+    "Manufacturer",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SliceThickness",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "BitsStored",
+    "RescaleIntercept",
+    "RescaleSlope",
+)
 
 
 def _identity(folder: Path, name: str, key_type: str):
@@ -28,7 +43,7 @@ def _identity(folder: Path, name: str, key_type: str):
     if key.exists():
         return load_identity(key)
     ident = generate_identity(key_type)
-    save_identity(ident, folder / name)          # demo only: unencrypted demo keys
+    save_identity(ident, folder / name)  # demo only: unencrypted demo keys
     return ident
 
 
@@ -47,13 +62,21 @@ def build_demo(folder: Path, slices: int = 24) -> tuple[Path, Path, Path]:
 
 def summary(study_path: Path, identity_path: Path, signer_pub: Path, audit_log: Path) -> str:
     lines = ["== public header (medsec inspect) ==", *inspect_study(study_path).lines(), ""]
-    with open_study(study_path, identity=identity_path, require_signer=signer_pub, purpose="EDU",
-                    purpose_text="medsec-nb demo", audit_log=audit_log) as study:
+    with open_study(
+        study_path,
+        identity=identity_path,
+        require_signer=signer_pub,
+        purpose="EDU",
+        purpose_text="medsec-nb demo",
+        audit_log=audit_log,
+    ) as study:
         lines.append(f"== opened with {study.key_id}; signature by {study.signer} verified ==")
         for n, s in enumerate(study.series):
             vol = s.volume(progress=False)
-            lines.append(f"series {n}: {s.modality}, {len(s)} instances, volume {vol.shape} {vol.dtype}, "
-                         f"values {int(vol.min())}..{int(vol.max())} (HU), mean {float(np.mean(vol)):.1f}")
+            lines.append(
+                f"series {n}: {s.modality}, {len(s)} instances, volume {vol.shape} {vol.dtype}, "
+                f"values {int(vol.min())}..{int(vol.max())} (HU), mean {float(np.mean(vol)):.1f}"
+            )
         lines.append("")
         lines.append("== first instance header, identifying values redacted ==")
         rows = {kw: (tag, val) for tag, kw, val in redacted_items(study.series[0].header(0))}
@@ -63,8 +86,10 @@ def summary(study_path: Path, identity_path: Path, signer_pub: Path, audit_log: 
                 lines.append(f"  {tag} {kw:<24} {val}")
     lines += ["", f"== audit trail ({audit_log}) =="]
     for rec in list(AuditLog(audit_log).records())[-2:]:
-        lines.append(f"  #{rec['seq']} {rec['action']} {rec['outcome']} by {rec['who']['os_user']} "
-                     f"for {rec['why']['purpose']} with {rec['who']['key_id']}")
+        lines.append(
+            f"  #{rec['seq']} {rec['action']} {rec['outcome']} by {rec['who']['os_user']} "
+            f"for {rec['why']['purpose']} with {rec['who']['key_id']}"
+        )
     report = verify_log(audit_log)
     lines.append(f"  chain: {'intact' if report.ok else 'BROKEN'}, {report.records} records")
     return "\n".join(lines)
@@ -77,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     study, ident, signer = build_demo(Path(args.dir))
     log = Path(args.dir) / "audit.jsonl"
     print(summary(study, ident, signer, log))
-    print(f"\nTry: medsec inspect {study}\n"
-          f"     MEDSEC_AUDIT_LOG={log} medsec verify {study} -i {ident} --require-signer {signer} --purpose EDU\n"
-          f"     MEDSEC_AUDIT_LOG={log} medsec audit show")
+    print(
+        f"\nTry: medsec inspect {study}\n"
+        f"     MEDSEC_AUDIT_LOG={log} medsec verify {study} -i {ident} --require-signer {signer} --purpose EDU\n"
+        f"     MEDSEC_AUDIT_LOG={log} medsec audit show"
+    )
     return 0
 
 

@@ -8,19 +8,20 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import NoReturn, Sequence, TextIO
+from typing import NoReturn, TextIO
 
-from ..core.version import __version__
 from ..access.gate import add_recipients, decrypt_study, verify_study
-from .audit import add_audit_commands
 from ..container.header import inspect_study
 from ..container.writer import encrypt_study
-from .deid import add_deid_commands
 from ..core.errors import MedsecError
-from ..keys.identity import KEY_TYPES, generate_identity, load_identity, save_identity
-from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
 from ..core.reading import current_source
+from ..core.version import __version__
+from ..keys.identity import KEY_TYPES, generate_identity, load_identity, save_identity
+from .audit import add_audit_commands
+from .deid import add_deid_commands
+from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -53,18 +54,24 @@ class _Parser(argparse.ArgumentParser):
 
 def _unlock_args(args: argparse.Namespace) -> dict:
     """identity or passphrase, and purpose keyword arguments for the API."""
-    out = {"purpose": args.purpose, "purpose_text": args.purpose_text} if args.purpose_text else {"purpose": args.purpose}
+    out = (
+        {"purpose": args.purpose, "purpose_text": args.purpose_text} if args.purpose_text else {"purpose": args.purpose}
+    )
     return {**out, **unlock_args(args, args.container)}
 
 
 # ---------------------------------------------------------------- commands
 
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     ident = generate_identity(args.type)
     if args.unencrypted:
         pw = None
-        print("medsec: warning: writing an UNENCRYPTED private key; protect the file (mode 0600) "
-              "and use it only for automation", file=sys.stderr)
+        print(
+            "medsec: warning: writing an UNENCRYPTED private key; protect the file (mode 0600) "
+            "and use it only for automation",
+            file=sys.stderr,
+        )
     elif args.key_passphrase_file:
         pw = read_secret_file(args.key_passphrase_file, "key passphrase")
     else:
@@ -85,11 +92,20 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         passphrase = prompt_secret(f"New passphrase for {args.output}", confirm=True)
     if not args.recipient and passphrase is None:
         raise MedsecError("give at least one recipient (-r KEY.pub) or --passphrase / --passphrase-file")
-    encrypt_study(args.source, args.output, recipients=args.recipient or (), passphrase=passphrase,
-                  signer=signer, chunk_size=args.chunk_size, progress=not args.quiet)
+    encrypt_study(
+        args.source,
+        args.output,
+        recipients=args.recipient or (),
+        passphrase=passphrase,
+        signer=signer,
+        chunk_size=args.chunk_size,
+        progress=not args.quiet,
+    )
     info = inspect_study(args.output)
-    print(f"wrote {args.output}: {info.instance_count} instances, {info.file_size} bytes, "
-          f"{len(info.recipients)} recipient(s), signer {info.signer or 'none'}")
+    print(
+        f"wrote {args.output}: {info.instance_count} instances, {info.file_size} bytes, "
+        f"{len(info.recipients)} recipient(s), signer {info.signer or 'none'}"
+    )
     return 0
 
 
@@ -103,10 +119,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    rep = verify_study(args.container, **_unlock_args(args), require_signer=args.require_signer,
-                       progress=not args.quiet)
-    print(f"OK {rep.path}: {rep.instance_count} instances, {rep.bytes_authenticated} bytes authenticated; "
-          f"signer {rep.signer or 'none (unsigned)'}; opened with {rep.key_id}")
+    rep = verify_study(
+        args.container, **_unlock_args(args), require_signer=args.require_signer, progress=not args.quiet
+    )
+    print(
+        f"OK {rep.path}: {rep.instance_count} instances, {rep.bytes_authenticated} bytes authenticated; "
+        f"signer {rep.signer or 'none (unsigned)'}; opened with {rep.key_id}"
+    )
     return 0
 
 
@@ -120,54 +139,78 @@ def cmd_add_recipient(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    files = decrypt_study(args.container, args.output, **_unlock_args(args), require_signer=args.require_signer,
-                          progress=not args.quiet)
-    print(f"exported {len(files)} plaintext DICOM files to {args.output} "
-          "(plaintext on disk: protect or delete it when done)")
+    files = decrypt_study(
+        args.container, args.output, **_unlock_args(args), require_signer=args.require_signer, progress=not args.quiet
+    )
+    print(
+        f"exported {len(files)} plaintext DICOM files to {args.output} "
+        "(plaintext on disk: protect or delete it when done)"
+    )
     return 0
 
 
 # ---------------------------------------------------------------- parser
 
+
 def _unlock_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("unlocking (one of; prompts for the study passphrase if neither is given)")
     g.add_argument("-i", "--identity", metavar="KEY", help="your private key file (.key)")
     g.add_argument("--passphrase-file", metavar="F", help="file holding the study passphrase")
-    p.add_argument("--key-passphrase-file", metavar="F",
-                   help="file holding the passphrase of the key file (else you are prompted)")
+    p.add_argument(
+        "--key-passphrase-file", metavar="F", help="file holding the passphrase of the key file (else you are prompted)"
+    )
     w = p.add_argument_group("why (recorded in the audit log with every decryption)")
-    w.add_argument("--purpose", metavar="CODE", default=os.environ.get("MEDSEC_PURPOSE"),
-                   help="purpose of use, e.g. TREAT, HRESCH (research), EDU; default $MEDSEC_PURPOSE")
+    w.add_argument(
+        "--purpose",
+        metavar="CODE",
+        default=os.environ.get("MEDSEC_PURPOSE"),
+        help="purpose of use, e.g. TREAT, HRESCH (research), EDU; default $MEDSEC_PURPOSE",
+    )
     w.add_argument("--purpose-text", metavar="TEXT", help="free-text reason, e.g. a protocol number")
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="medsec", formatter_class=fmt, epilog=MAIN_EPILOG,
-                     description="Encrypt, inspect, verify, share and export DICOM studies as .msec containers.")
+    parser = _Parser(
+        prog="medsec",
+        formatter_class=fmt,
+        epilog=MAIN_EPILOG,
+        description="Encrypt, inspect, verify, share and export DICOM studies as .msec containers.",
+    )
     parser.add_argument("--version", action="version", version=f"medsec-nb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, func, help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example,
-                           formatter_class=fmt)
+        p = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example, formatter_class=fmt)
         p.set_defaults(func=func)
         return p
 
-    p = add("keygen", cmd_keygen, "Generate a key pair: PREFIX.key (private) and PREFIX.pub (public).",
-            "medsec keygen --out site-a              # x25519 recipient key, passphrase prompted\n"
-            "  medsec keygen --out producer --type ed25519\n"
-            "  medsec keygen --out ci --unencrypted     # automation only")
+    p = add(
+        "keygen",
+        cmd_keygen,
+        "Generate a key pair: PREFIX.key (private) and PREFIX.pub (public).",
+        "medsec keygen --out site-a              # x25519 recipient key, passphrase prompted\n"
+        "  medsec keygen --out producer --type ed25519\n"
+        "  medsec keygen --out ci --unencrypted     # automation only",
+    )
     p.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
-    p.add_argument("--type", choices=KEY_TYPES, default="x25519",
-                   help="x25519 (default), p256 or rsa3072 to receive studies; ed25519 (or p256) to sign")
+    p.add_argument(
+        "--type",
+        choices=KEY_TYPES,
+        default="x25519",
+        help="x25519 (default), p256 or rsa3072 to receive studies; ed25519 (or p256) to sign",
+    )
     p.add_argument("--unencrypted", action="store_true", help="write the private key without a passphrase")
     p.add_argument("--key-passphrase-file", metavar="F", help="read the new key's passphrase from F")
     p.add_argument("--force", action="store_true", help="overwrite existing key files")
 
-    p = add("encrypt", cmd_encrypt, "Encrypt a DICOM study folder into one .msec container.",
-            "medsec encrypt CT_STUDY/ -o study.msec -r site-a.pub -r site-b.pub --sign producer.key\n"
-            "  medsec encrypt CT_STUDY/ -o study.msec --passphrase-file pw.txt")
+    p = add(
+        "encrypt",
+        cmd_encrypt,
+        "Encrypt a DICOM study folder into one .msec container.",
+        "medsec encrypt CT_STUDY/ -o study.msec -r site-a.pub -r site-b.pub --sign producer.key\n"
+        "  medsec encrypt CT_STUDY/ -o study.msec --passphrase-file pw.txt",
+    )
     p.add_argument("source", help="folder of DICOM files of one study (the folder is not modified)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="container to write (.msec)")
     p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
@@ -178,26 +221,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES", help="default 1 MiB")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = add("inspect", cmd_inspect, "Show a container's public header: no key needed, no patient data.",
-            "medsec inspect study.msec")
+    p = add(
+        "inspect",
+        cmd_inspect,
+        "Show a container's public header: no key needed, no patient data.",
+        "medsec inspect study.msec",
+    )
     p.add_argument("container")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("verify", cmd_verify, "Authenticate every byte of a container; writes no plaintext anywhere.",
-            "medsec verify study.msec -i site-a.key --require-signer producer.pub --purpose HRESCH")
+    p = add(
+        "verify",
+        cmd_verify,
+        "Authenticate every byte of a container; writes no plaintext anywhere.",
+        "medsec verify study.msec -i site-a.key --require-signer producer.pub --purpose HRESCH",
+    )
     p.add_argument("container")
     _unlock_options(p)
     p.add_argument("--require-signer", metavar="KEY.pub", help="fail unless signed by this key")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = add("add-recipient", cmd_add_recipient, "Give more public keys access; the payload is not re-encrypted.",
-            "medsec add-recipient study.msec -i site-a.key -r site-c.pub --purpose HRESCH")
+    p = add(
+        "add-recipient",
+        cmd_add_recipient,
+        "Give more public keys access; the payload is not re-encrypted.",
+        "medsec add-recipient study.msec -i site-a.key -r site-c.pub --purpose HRESCH",
+    )
     p.add_argument("container")
     p.add_argument("-r", "--recipient", action="append", required=True, metavar="KEY.pub")
     _unlock_options(p)
 
-    p = add("decrypt", cmd_decrypt, "Export the original DICOM files (plaintext!) to a new folder.",
-            "medsec decrypt study.msec -i site-a.key -o EXPORT/ --purpose HRESCH")
+    p = add(
+        "decrypt",
+        cmd_decrypt,
+        "Export the original DICOM files (plaintext!) to a new folder.",
+        "medsec decrypt study.msec -i site-a.key -o EXPORT/ --purpose HRESCH",
+    )
     p.add_argument("container")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="new (or empty) folder")
     _unlock_options(p)
@@ -211,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _QUOTED = re.compile(r"(?<!\w)b?'[^']*'|(?<!\w)b?\"[^\"]*\"")
 _LIBRARY_PATH = re.compile(r"\S*[/\\](?:site|dist)-packages[/\\]\S*")
-_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the medsec_nb package
+_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the medsec_nb package
 
 
 def warning_line(message: Warning | str, filename: str) -> str:
@@ -233,10 +292,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown: set[str] = set()
 
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: TextIO | None = None, line: str | None = None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         text = warning_line(message, filename)
-        if text not in shown:                  # the same warning about the same file: once
+        if text not in shown:  # the same warning about the same file: once
             shown.add(text)
             print(text, file=sys.stderr)
 
@@ -261,4 +326,3 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"medsec: internal error ({type(exc).__name__}); set MEDSEC_DEBUG=1 for details", file=sys.stderr)
     return 1
-

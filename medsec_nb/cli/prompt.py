@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..core.errors import MedsecError
 from ..keys.identity import load_identity
@@ -41,10 +42,12 @@ def prompt_secret(label: str, confirm: bool = False) -> bytes:
 
 def key_passphrase(args: argparse.Namespace, key_path: str) -> Callable[[], bytes]:
     """A callable asked only if the key file is encrypted."""
+
     def get() -> bytes:
         if getattr(args, "key_passphrase_file", None):
             return read_secret_file(args.key_passphrase_file, "key passphrase")
         return prompt_secret(f"Passphrase for key {key_path}")
+
     return get
 
 

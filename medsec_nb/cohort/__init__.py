@@ -4,7 +4,7 @@ See docs/COHORT.md. Needs the ``cohort`` extra (dask.distributed, fsspec, s3fs, 
 """
 
 from .core import Cohort, CohortResult
-from .transport import WorkerKeyMissingError
 from .privacy import PrivacyAccountant, PrivacyBudgetError
+from .transport import WorkerKeyMissingError
 
 __all__ = ["Cohort", "CohortResult", "PrivacyAccountant", "PrivacyBudgetError", "WorkerKeyMissingError"]

@@ -20,11 +20,11 @@ import hmac
 import secrets
 import threading
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from ..audit import AuditLog
-from ..audit import context, record
+from ..audit import AuditLog, context, record
 from ..core.errors import AuditUnavailableError
 
 _OP = "medsec_audit"
@@ -47,9 +47,9 @@ class AuditSink:
 
     def start(self, client: Any) -> str:
         """Listen next to ``client`` (on the interface that reaches its scheduler); returns the address."""
+        from distributed.comm import get_address_host, parse_address
         from distributed.core import Server
         from distributed.utils import get_ip
-        from distributed.comm import parse_address, get_address_host
 
         proto, _ = parse_address(client.scheduler.address)
         host = get_address_host(client.scheduler.address)
@@ -92,7 +92,7 @@ class ForwardingLog(AuditLog):
     attempt) in ``where``. ``on_written``, when set, is called in the sending thread once the
     client has written a record (the batch runner then opens the next study)."""
 
-    def __init__(self, sink: str, token: str, key_id: str | None, attempt: str):   # no local file: no super().__init__
+    def __init__(self, sink: str, token: str, key_id: str | None, attempt: str):  # no local file: no super().__init__
         self.sink = sink
         self._token = token
         self.user_key_id = key_id
@@ -102,22 +102,46 @@ class ForwardingLog(AuditLog):
     def __repr__(self) -> str:
         return f"ForwardingLog({self.sink!r})"
 
-    def append(self, *, action: str, outcome: str, purpose: str, event: str = "110103",
-               purpose_text: str | None = None, key_id: str | None = None,
-               study: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
-               who: Mapping[str, Any] | None = None, where: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def append(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        purpose: str,
+        event: str = "110103",
+        purpose_text: str | None = None,
+        key_id: str | None = None,
+        study: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        who: Mapping[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Send one record and wait until the client has written it; returns its fields and ``seq``."""
         from distributed import get_worker
         from distributed.utils import sync
 
         worker = get_worker()
-        place = {**context.where(), "worker": worker.address, "worker_name": str(worker.name),
-                 "worker_key": key_id, "attempt": self.attempt}
+        place = {
+            **context.where(),
+            "worker": worker.address,
+            "worker_name": str(worker.name),
+            "worker_key": key_id,
+            "attempt": self.attempt,
+        }
         rid = uuid.uuid4().hex
-        fields = dict(action=action, outcome=outcome, purpose=purpose, event=event, purpose_text=purpose_text,
-                      key_id=self.user_key_id, study=dict(study) if study else None,
-                      detail=dict(detail) if detail else None, who=context.who(), where={**place, "rid": rid})
-        partial = record.fields(**fields)                      # a malformed record fails here, not at the client
+        fields = dict(
+            action=action,
+            outcome=outcome,
+            purpose=purpose,
+            event=event,
+            purpose_text=purpose_text,
+            key_id=self.user_key_id,
+            study=dict(study) if study else None,
+            detail=dict(detail) if detail else None,
+            who=context.who(),
+            where={**place, "rid": rid},
+        )
+        partial = record.fields(**fields)  # a malformed record fails here, not at the client
 
         async def send() -> int:
             return await worker.rpc(self.sink).medsec_audit(token=self._token, rid=rid, fields=fields)
@@ -126,17 +150,20 @@ class ForwardingLog(AuditLog):
         for _ in range(_SEND_TRIES):
             try:
                 seq = sync(worker.loop, send)
-            except (OSError, asyncio.TimeoutError) as exc:       # comm closed or unreachable: resend (same rid)
+            except (OSError, asyncio.TimeoutError) as exc:  # comm closed or unreachable: resend (same rid)
                 last = exc
                 continue
-            except Exception as exc:                              # the client could not write it
-                raise AuditUnavailableError(f"cohort audit sink {self.sink}: record not written ({exc}); "
-                                            "the audited operation must not proceed") from None
+            except Exception as exc:  # the client could not write it
+                raise AuditUnavailableError(
+                    f"cohort audit sink {self.sink}: record not written ({exc}); the audited operation must not proceed"
+                ) from None
             if self.on_written is not None:
                 self.on_written()
             return {**partial, "seq": seq}
-        raise AuditUnavailableError(f"cohort audit sink {self.sink}: unreachable ({type(last).__name__}); "
-                                    "the audited operation must not proceed")
+        raise AuditUnavailableError(
+            f"cohort audit sink {self.sink}: unreachable ({type(last).__name__}); "
+            "the audited operation must not proceed"
+        )
 
 
 def new_attempt() -> str:

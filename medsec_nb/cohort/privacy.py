@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..core.errors import MedsecError
 
@@ -45,8 +45,9 @@ class PrivacyAccountant:
         """Charge ``epsilon``, or raise without charging if the budget would be exceeded."""
         with self._lock:
             if self.spent + epsilon > self.total * (1 + 1e-12):
-                raise PrivacyBudgetError(f"privacy budget exceeded: epsilon {epsilon:g} requested, "
-                                         f"{self.remaining:g} of {self.total:g} left")
+                raise PrivacyBudgetError(
+                    f"privacy budget exceeded: epsilon {epsilon:g} requested, {self.remaining:g} of {self.total:g} left"
+                )
             self.spent += epsilon
             self.releases.append(epsilon)
 
@@ -59,8 +60,9 @@ def check_release(bounds: tuple[float, float], epsilon: float) -> tuple[float, f
     except (TypeError, ValueError):
         raise PrivacyBudgetError("bounds=(lo, hi) and epsilon must be numbers") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise PrivacyBudgetError(f"bounds {bounds!r}: give finite (lo, hi) with lo < hi, fixed before "
-                                 "looking at the data")
+        raise PrivacyBudgetError(
+            f"bounds {bounds!r}: give finite (lo, hi) with lo < hi, fixed before looking at the data"
+        )
     if not (math.isfinite(eps) and eps > 0):
         raise PrivacyBudgetError(f"epsilon {epsilon!r}: give a positive, finite number")
     return lo, hi, eps
@@ -70,6 +72,7 @@ def mean_measurement(n: int, lo: float, hi: float, epsilon: float):
     """The OpenDP measurement (clamp, mean, Laplace) over ``n`` values and its noise scale,
     the smallest that keeps ``d_in = 2`` within ``epsilon``."""
     import opendp.prelude as dp
+
     dp.enable_features("contrib")
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=n), dp.symmetric_distance()
 
@@ -78,7 +81,7 @@ def mean_measurement(n: int, lo: float, hi: float, epsilon: float):
 
     scale = dp.binary_search_param(make, d_in=D_IN, d_out=epsilon)
     meas = make(scale)
-    if meas.map(D_IN) > epsilon:                 # binary search guarantees this; checked, not assumed
+    if meas.map(D_IN) > epsilon:  # binary search guarantees this; checked, not assumed
         raise PrivacyBudgetError("OpenDP measurement does not meet the requested epsilon")
     return meas, scale
 

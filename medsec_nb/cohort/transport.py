@@ -9,21 +9,22 @@ per study. Only wrapped and sealed keys travel."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from Crypto.Cipher import AES
 from Crypto.PublicKey import ECC
 from Crypto.Random import get_random_bytes
 
 from ..access.gate import open_audited
+from ..access.policy import Policy
 from ..audit import AuditLog
 from ..container.format import KEY_LEN, TAG_LEN
 from ..container.remote import FsspecFile, is_remote
 from ..container.stanzas import recipient_stanza, unwrap_with_identity
 from ..core.errors import AuthenticationError, FormatError, MedsecError
 from ..keys.identity import Identity, Recipient, generate_identity
-from ..access.policy import Policy
 
 _AAD = b"medsec-nb/v1 cohort transport\x00"
 _NONCE_LEN = 12
@@ -71,7 +72,7 @@ class Transport:
     rand: Callable[[int], bytes] = field(default=get_random_bytes, repr=False)
 
     @classmethod
-    def new(cls, workers: list[Recipient], rand: Callable[[int], bytes] = get_random_bytes) -> "Transport":
+    def new(cls, workers: list[Recipient], rand: Callable[[int], bytes] = get_random_bytes) -> Transport:
         """``rand``: the randomness source (fixed only for test vectors)."""
         tid = rand(_ID_LEN)
         keys = {r.key_id: rand(KEY_LEN) for r in workers}
@@ -90,7 +91,7 @@ def _aad(tid: bytes, url: str) -> bytes:
 
 
 def _seal(key: bytes, tid: bytes, url: str, study_key: bytes, rand: Callable[[int], bytes]) -> str:
-    nonce = rand(_NONCE_LEN)                             # the transport key seals many study keys
+    nonce = rand(_NONCE_LEN)  # the transport key seals many study keys
     c = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_LEN)
     c.update(_aad(tid, url))
     ct, tag = c.encrypt_and_digest(study_key)
@@ -118,17 +119,32 @@ def unseal(key: bytes, public: tuple[str, dict[str, dict[str, Any]]], url: str, 
     try:
         return c.decrypt_and_verify(raw[_NONCE_LEN:-TAG_LEN], raw[-TAG_LEN:])
     except ValueError:
-        raise AuthenticationError(f"{url}: sealed study key failed authentication (altered, or another "
-                                  "study's or round's)") from None
+        raise AuthenticationError(
+            f"{url}: sealed study key failed authentication (altered, or another study's or round's)"
+        ) from None
 
 
-def grant(url: str, identity: Identity, transport: Transport, *, purpose: str,
-          storage_options: dict[str, Any] | None, audit_log: AuditLog, policy: Policy | str | None,
-          ) -> dict[str, str]:
+def grant(
+    url: str,
+    identity: Identity,
+    transport: Transport,
+    *,
+    purpose: str,
+    storage_options: dict[str, Any] | None,
+    audit_log: AuditLog,
+    policy: Policy | str | None,
+) -> dict[str, str]:
     """Unwrap the study key of ``url`` here (policy-checked, recorded as ``cohort-grant``) and
     seal it for each worker of ``transport``. Returns {worker key id: sealed key}."""
-    box, _ = open_audited(url, op="cohort-grant", purpose=purpose, identity=identity, audit_log=audit_log,
-                          policy=policy, keep_study_key=True, source=source_for(url, storage_options))
+    box, _ = open_audited(
+        url,
+        op="cohort-grant",
+        purpose=purpose,
+        identity=identity,
+        audit_log=audit_log,
+        policy=policy,
+        keep_study_key=True,
+        source=source_for(url, storage_options),
+    )
     with box:
         return transport.seal(box.study_key, url)
-

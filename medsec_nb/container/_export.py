@@ -25,7 +25,7 @@ def export_container(box: Container, out_dir: Path, progress: bool = True) -> li
             for i in tqdm(range(len(rels)), unit="file", desc="decrypt", disable=None if progress else True):
                 target = tmp.joinpath(*rels[i].parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "xb") as fh:          # never over another instance's file
+                with open(target, "xb") as fh:  # never over another instance's file
                     fh.write(box.file_bytes(i))
                     os.fsync(fh.fileno())
     except FileExistsError as exc:

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable
 from itertools import chain, count
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO
 
 from Crypto.Hash import SHA256
 
 from ..core.errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
-from ..keys.identity import Identity, Passphrase, Recipient, resolve_passphrase, as_identity, as_recipient
+from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from . import signing
 from .files import LocalFile
-from .format import KeySchedule, Header, decode_header, index_segment, meta_segment, parse_json, pixel_segment, plaintext_length
+from .format import (
+    Header,
+    KeySchedule,
+    decode_header,
+    index_segment,
+    meta_segment,
+    parse_json,
+    pixel_segment,
+    plaintext_length,
+)
 from .segments import decrypt_segment
 from .stanzas import passphrase_stanza, unwrap_with_identity, unwrap_with_passphrase
 
@@ -39,8 +49,17 @@ def _entry_ok(e: Any, n_payload: int) -> bool:
 class Container:
     """An unlocked container: authenticated header and index, segments decrypted on demand."""
 
-    def __init__(self, path: Path, file: LocalFile, header: Header, ks: KeySchedule,
-                 entries: list[dict[str, Any]], signer: str | None, key_id: str, study_key: bytes | None):
+    def __init__(
+        self,
+        path: Path,
+        file: LocalFile,
+        header: Header,
+        ks: KeySchedule,
+        entries: list[dict[str, Any]],
+        signer: str | None,
+        key_id: str,
+        study_key: bytes | None,
+    ):
         self.path = path
         self.header = header
         self.signer = signer
@@ -67,14 +86,14 @@ class Container:
     def closed(self) -> bool:
         return self._ks is None
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _entry(self, i: int) -> dict[str, Any]:
-        entries = self.entries          # emptied by close(), possibly on another thread
+        entries = self.entries  # emptied by close(), possibly on another thread
         if self._ks is None or not entries:
             raise StudyClosedError(f"{self.path}: study is closed")
         return entries[i]
@@ -109,8 +128,7 @@ class Container:
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{self.path}: signed container lacks the hash of {what}") from None
 
-    def _decrypt(self, segment: int, loc: dict[str, Any], what: str, out: memoryview,
-                 check_hash: bool = True) -> None:
+    def _decrypt(self, segment: int, loc: dict[str, Any], what: str, out: memoryview, check_hash: bool = True) -> None:
         ks = self._keys()
         cs = self.header.body.chunk_size
         where = f"{self.path}: {what}"
@@ -118,8 +136,16 @@ class Container:
         if len(out) != n:
             raise FormatError(f"{where} holds {n} bytes, expected {len(out)}")
         ct = self._read_ct(loc, what)
-        decrypt_segment(ks.payload_key, self.header.body.file_id, segment, ct, cs,
-                        self._expected_hash(loc, what) if check_hash else None, out, where)
+        decrypt_segment(
+            ks.payload_key,
+            self.header.body.file_id,
+            segment,
+            ct,
+            cs,
+            self._expected_hash(loc, what) if check_hash else None,
+            out,
+            where,
+        )
 
     def _plain_len(self, loc: dict[str, Any]) -> int:
         return plaintext_length(loc["length"], self.header.body.chunk_size, str(self.path))
@@ -163,6 +189,7 @@ class Container:
         """Authenticate every byte of the payload (hashes when signed, every GCM tag);
         nothing is kept. Returns the container size checked."""
         from tqdm.auto import tqdm
+
         for i in tqdm(range(len(self.entries)), unit="inst", desc="verify", disable=None if progress else True):
             self.meta_bytes(i)
             self.pixel_view(i)
@@ -179,12 +206,12 @@ class Container:
             done += len(data)
 
 
-MAX_NAME_BYTES = 255           # one path component, as most file systems allow
-MAX_PATH_BYTES = 1024          # a whole stored relative path
+MAX_NAME_BYTES = 255  # one path component, as most file systems allow
+MAX_PATH_BYTES = 1024  # a whole stored relative path
 
 
 def _safe_part(part: str) -> bool:
-    if part in ("", ".", "..") or not part.isprintable():      # control characters, NUL, lone surrogates
+    if part in ("", ".", "..") or not part.isprintable():  # control characters, NUL, lone surrogates
         return False
     return len(part.encode("utf-8")) <= MAX_NAME_BYTES
 
@@ -193,17 +220,28 @@ def safe_relpath(rel: Any, i: int) -> PurePosixPath:
     """The stored relative path of an instance, or a neutral name if it is unsafe (absolute,
     ``..`` or ``.``, a control character, too long for a file system)."""
     p = PurePosixPath(rel) if isinstance(rel, str) else PurePosixPath("")
-    if not p.parts or p.is_absolute() or not all(_safe_part(part) for part in p.parts) \
-            or len(str(p).encode("utf-8")) > MAX_PATH_BYTES:
+    if (
+        not p.parts
+        or p.is_absolute()
+        or not all(_safe_part(part) for part in p.parts)
+        or len(str(p).encode("utf-8")) > MAX_PATH_BYTES
+    ):
         return PurePosixPath(f"instance_{i:05d}.dcm")
     return p
 
 
-def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
-                   passphrase: Passphrase = None, require_signer: Recipient | str | os.PathLike | None = None,
-                   *, identity_passphrase: Passphrase = None, _keep_study_key: bool = False,
-                   before_unlock: Callable[[Header], None] | None = None,
-                   source: Any = None, study_key: bytes | None = None) -> Container:
+def open_container(
+    path: str | os.PathLike,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    require_signer: Recipient | str | os.PathLike | None = None,
+    *,
+    identity_passphrase: Passphrase = None,
+    _keep_study_key: bool = False,
+    before_unlock: Callable[[Header], None] | None = None,
+    source: Any = None,
+    study_key: bytes | None = None,
+) -> Container:
     """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
     commitment and signature, decrypt the index. Instances stay encrypted until asked for.
 
@@ -257,7 +295,7 @@ def open_container(path: str | os.PathLike, identity: Identity | str | os.PathLi
         idx = bytearray(plaintext_length(b.index_length, b.chunk_size, where))
         if SHA256.new(box._read_ct(loc, "index")).digest() != b.index_sha256:
             raise AuthenticationError(f"{where}: index failed authentication (altered)")
-        box._decrypt(index_segment(), loc, "index", memoryview(idx), check_hash=False)   # checked just above
+        box._decrypt(index_segment(), loc, "index", memoryview(idx), check_hash=False)  # checked just above
         entries = _parse_index(bytes(idx), b.instance_count, b.index_offset, where)
         box.entries = entries
         return box
@@ -284,13 +322,14 @@ def export_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
 
     def free(p: PurePosixPath) -> bool:
         key = str(p).casefold()
-        return key not in files and key not in folders and \
-            not any(str(a).casefold() in files for a in p.parents[:-1])
+        return key not in files and key not in folders and not any(str(a).casefold() in files for a in p.parents[:-1])
 
     out = []
     for i, e in enumerate(entries):
-        names = chain([safe_relpath(e.get("path"), i), PurePosixPath(f"instance_{i:05d}.dcm")],
-                      (PurePosixPath(f"instance_{i:05d}_{k}.dcm") for k in count(1)))
+        names = chain(
+            [safe_relpath(e.get("path"), i), PurePosixPath(f"instance_{i:05d}.dcm")],
+            (PurePosixPath(f"instance_{i:05d}_{k}.dcm") for k in count(1)),
+        )
         p = next(c for c in names if free(c))
         files.add(str(p).casefold())
         folders.update(str(a).casefold() for a in p.parents[:-1])

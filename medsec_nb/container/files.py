@@ -25,8 +25,9 @@ class LocalFile:
         st = os.fstat(self.fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(self.fd)
-            raise MedsecError(f"{path}: is a folder, not a container" if stat.S_ISDIR(st.st_mode)
-                              else f"{path}: not a regular file")
+            raise MedsecError(
+                f"{path}: is a folder, not a container" if stat.S_ISDIR(st.st_mode) else f"{path}: not a regular file"
+            )
         self.size = st.st_size
 
     def readinto(self, offset: int, view: memoryview) -> int:

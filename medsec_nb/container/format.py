@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 import struct
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from Crypto.Hash import HMAC, SHA256
@@ -30,7 +30,7 @@ MIN_CHUNK_SIZE = 1 << 12
 MAX_CHUNK_SIZE = 1 << 26
 MAX_STANZAS_LEN = 1 << 20
 MAX_SIGNATURE_LEN = 1 << 16
-MAX_JSON_DEPTH = 16             # arrays and objects in the header blocks and the index (they use 4 at most)
+MAX_JSON_DEPTH = 16  # arrays and objects in the header blocks and the index (they use 4 at most)
 
 # body: suite u16, chunk_size u32, file_id 16, commitment 32, instance_count u32,
 #       payload_length u64, index_offset u64, index_length u64, index_sha256 32
@@ -61,11 +61,20 @@ class Body:
     suite: int = SUITE_AES256GCM_HKDF_SHA256
 
     def encode(self) -> bytes:
-        return _BODY.pack(self.suite, self.chunk_size, self.file_id, self.commitment, self.instance_count,
-                          self.payload_length, self.index_offset, self.index_length, self.index_sha256)
+        return _BODY.pack(
+            self.suite,
+            self.chunk_size,
+            self.file_id,
+            self.commitment,
+            self.instance_count,
+            self.payload_length,
+            self.index_offset,
+            self.index_length,
+            self.index_sha256,
+        )
 
     @classmethod
-    def decode(cls, raw: bytes, where: str) -> "Body":
+    def decode(cls, raw: bytes, where: str) -> Body:
         suite, cs, fid, com, n, plen, ioff, ilen, ihash = _BODY.unpack(raw)
         if suite != SUITE_AES256GCM_HKDF_SHA256:
             raise FormatError(f"{where}: unknown cipher suite {suite}")
@@ -84,7 +93,7 @@ class Header:
     body: Body
     stanzas: list[dict[str, Any]]
     signature: dict[str, Any] | None
-    raw: bytes          # every header byte before the MAC
+    raw: bytes  # every header byte before the MAC
     mac: bytes
     signature_raw: bytes
 
@@ -94,7 +103,7 @@ class Header:
         return len(self.raw) + MAC_LEN
 
     def signed_message(self) -> bytes:
-        return signed_message(self.version, self.raw[PREFIX_LEN:PREFIX_LEN + BODY_LEN])
+        return signed_message(self.version, self.raw[PREFIX_LEN : PREFIX_LEN + BODY_LEN])
 
 
 def signed_message(version: int, body: bytes) -> bytes:
@@ -118,7 +127,7 @@ def header_length(stanzas: list[dict[str, Any]], signature_len: int) -> int:
     return PREFIX_LEN + BODY_LEN + 4 + len(canonical_json(stanzas)) + 4 + signature_len + MAC_LEN
 
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)     # unterminated: to the end
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # unterminated: to the end
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
@@ -126,8 +135,10 @@ def _too_deep(text: str) -> bool:
     """Whether arrays and objects nest deeper than :data:`MAX_JSON_DEPTH` in the JSON ``text``
     (brackets in strings ignored), found without a recursive parser."""
     brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
-    return (brackets.count("[") + brackets.count("{") > MAX_JSON_DEPTH
-            and max(accumulate(1 if c in "[{" else -1 for c in brackets)) > MAX_JSON_DEPTH)
+    return (
+        brackets.count("[") + brackets.count("{") > MAX_JSON_DEPTH
+        and max(accumulate(1 if c in "[{" else -1 for c in brackets)) > MAX_JSON_DEPTH
+    )
 
 
 def parse_json(raw: bytes, where: str, what: str) -> Any:
@@ -156,17 +167,19 @@ def shown(value: Any, limit: int = 80) -> str:
 
 def check_magic(prefix: bytes, where: str) -> int:
     """Return the format version, or raise FormatError for a non-container."""
-    if len(prefix) < PREFIX_LEN or prefix[:len(MAGIC)] != MAGIC:
+    if len(prefix) < PREFIX_LEN or prefix[: len(MAGIC)] != MAGIC:
         raise FormatError(f"{where}: not a medsec container (bad magic bytes)")
     _, version = _PREFIX.unpack(prefix[:PREFIX_LEN])
     if version != VERSION:
-        raise FormatError(f"{where}: unsupported container format version {version} "
-                          f"(this medsec-nb reads version {VERSION})")
+        raise FormatError(
+            f"{where}: unsupported container format version {version} (this medsec-nb reads version {VERSION})"
+        )
     return version
 
 
 def decode_header(read, where: str) -> Header:
     """Parse a header with ``read(offset, length) -> bytes``; structural checks only."""
+
     def need(off: int, n: int) -> bytes:
         data = read(off, n)
         if len(data) != n:
@@ -206,9 +219,10 @@ class KeySchedule:
     payload_key: bytes
 
     @classmethod
-    def derive(cls, study_key: bytes, file_id: bytes) -> "KeySchedule":
+    def derive(cls, study_key: bytes, file_id: bytes) -> KeySchedule:
         def hk(info: bytes) -> bytes:
             return HKDF(study_key, KEY_LEN, file_id, SHA256, context=info)
+
         return cls(hk(_INFO_MAC), hk(_INFO_COMMIT), hk(_INFO_PAYLOAD))
 
     def header_mac(self, raw: bytes) -> bytes:

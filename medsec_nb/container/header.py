@@ -32,11 +32,11 @@ class ContainerInfo:
     file_size: int
     payload_length: int
     chunk_size: int
-    recipients: list[str]          # key ids (or "passphrase (...)")
+    recipients: list[str]  # key ids (or "passphrase (...)")
     passphrase: bool
     signer: str | None
-    signature_valid: bool | None   # over the public body; None when unsigned
-    complete: bool                 # file size matches the header
+    signature_valid: bool | None  # over the public body; None when unsigned
+    complete: bool  # file size matches the header
 
     def lines(self) -> list[str]:
         sig = "none"
@@ -66,8 +66,15 @@ def inspect_study(path: str | os.PathLike) -> ContainerInfo:
             valid = False
     b = header.body
     return ContainerInfo(
-        path=str(path), version=header.version, instance_count=b.instance_count, file_size=size,
-        payload_length=b.payload_length, chunk_size=b.chunk_size,
+        path=str(path),
+        version=header.version,
+        instance_count=b.instance_count,
+        file_size=size,
+        payload_length=b.payload_length,
+        chunk_size=b.chunk_size,
         recipients=[stanza_summary(s) for s in header.stanzas],
         passphrase=any(s.get("type") == "scrypt" for s in header.stanzas),
-        signer=signer, signature_valid=valid, complete=size == header.length + b.payload_length)
+        signer=signer,
+        signature_valid=valid,
+        complete=size == header.length + b.payload_length,
+    )

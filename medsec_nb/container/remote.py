@@ -23,6 +23,7 @@ class FsspecFile:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         import fsspec
+
         self.name = url
         try:
             self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -46,7 +47,7 @@ class FsspecFile:
 
     def readinto(self, offset: int, view: memoryview) -> int:
         data = self.read(offset, len(view))
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -56,6 +57,7 @@ class FsspecFile:
 def glob(pattern: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Sorted URLs (remote) or paths (local) matching ``pattern``."""
     import fsspec
+
     fs, path = fsspec.core.url_to_fs(pattern, **(storage_options or {}))
     found = sorted(fs.glob(path))
     return [fs.unstrip_protocol(p) for p in found] if is_remote(pattern) else found

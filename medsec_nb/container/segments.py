@@ -14,11 +14,12 @@ from Crypto.Hash import SHA256
 from ..core.errors import AuthenticationError, MedsecError
 from .format import TAG_LEN, chunk_count, chunk_nonce, ciphertext_length
 
-MAX_CHUNKS = (1 << 32) - 1      # chunk numbers are u32 in the nonce
+MAX_CHUNKS = (1 << 32) - 1  # chunk numbers are u32 in the nonce
 
 
-def encrypt_segment(key: bytes, file_id: bytes, segment: int, plaintext: bytes | memoryview,
-                    chunk_size: int, hashed: bool = True) -> tuple[bytearray, bytes | None]:
+def encrypt_segment(
+    key: bytes, file_id: bytes, segment: int, plaintext: bytes | memoryview, chunk_size: int, hashed: bool = True
+) -> tuple[bytearray, bytes | None]:
     """Return (ciphertext, SHA-256 of the ciphertext, or None unless ``hashed``)."""
     n = len(plaintext)
     if chunk_count(n, chunk_size) > MAX_CHUNKS or not 0 <= segment < 1 << 32:
@@ -29,20 +30,28 @@ def encrypt_segment(key: bytes, file_id: bytes, segment: int, plaintext: bytes |
     count = chunk_count(n, chunk_size)
     pos = 0
     for j in range(count):
-        piece = src[j * chunk_size:(j + 1) * chunk_size]
+        piece = src[j * chunk_size : (j + 1) * chunk_size]
         nonce = chunk_nonce(segment, j, j == count - 1)
         c = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_LEN)
         c.update(file_id + nonce)
         if len(piece):
-            c.encrypt(piece, output=view[pos:pos + len(piece)])
+            c.encrypt(piece, output=view[pos : pos + len(piece)])
         pos += len(piece)
-        view[pos:pos + TAG_LEN] = c.digest()
+        view[pos : pos + TAG_LEN] = c.digest()
         pos += TAG_LEN
     return out, SHA256.new(out).digest() if hashed else None
 
 
-def decrypt_segment(key: bytes, file_id: bytes, segment: int, ciphertext: bytes | bytearray | memoryview,
-                    chunk_size: int, expected_sha256: bytes | None, out: memoryview, what: str) -> None:
+def decrypt_segment(
+    key: bytes,
+    file_id: bytes,
+    segment: int,
+    ciphertext: bytes | bytearray | memoryview,
+    chunk_size: int,
+    expected_sha256: bytes | None,
+    out: memoryview,
+    what: str,
+) -> None:
     """Authenticate ``ciphertext`` and decrypt it into ``out`` (exactly the plaintext length).
 
     A SHA-256 from the authenticated index (signed containers) is checked before any
@@ -64,8 +73,8 @@ def decrypt_segment(key: bytes, file_id: bytes, segment: int, ciphertext: bytes 
         c.update(file_id + nonce)
         try:
             if m:
-                c.decrypt(ct[pos:pos + m], output=out[start:start + m])
-            c.verify(ct[pos + m:pos + m + TAG_LEN])
+                c.decrypt(ct[pos : pos + m], output=out[start : start + m])
+            c.verify(ct[pos + m : pos + m + TAG_LEN])
         except ValueError:
             out[:] = bytes(len(out))
             raise AuthenticationError(f"{what} failed authentication (tampered, reordered or wrong key)") from None

@@ -19,15 +19,18 @@ _ALG = {"ed25519": "ed25519", "p256": "ecdsa-p256-sha256"}
 def _signer(key: ECC.EccKey, alg: str):
     if alg == "ed25519":
         return eddsa.new(key, "rfc8032"), lambda m: m
-    return DSS.new(key, "deterministic-rfc6979" if key.has_private() else "fips-186-3",
-                   encoding="binary"), SHA256.new
+    return DSS.new(key, "deterministic-rfc6979" if key.has_private() else "fips-186-3", encoding="binary"), SHA256.new
 
 
 def _block(identity_or_recipient: Identity | Recipient, sig: bytes) -> dict[str, Any]:
     key = identity_or_recipient.key
     kind = identity_or_recipient.type
-    return {"alg": _ALG[kind], "kid": key_id_of(key),
-            "public_key": key.public_key().export_key(format="DER").hex(), "sig": sig.hex()}
+    return {
+        "alg": _ALG[kind],
+        "kid": key_id_of(key),
+        "public_key": key.public_key().export_key(format="DER").hex(),
+        "sig": sig.hex(),
+    }
 
 
 def check_signer(identity: Identity) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import pydicom
 from pydicom.encaps import generate_fragments
@@ -23,8 +24,14 @@ from ..core.errors import SourceError
 from ..core.reading import reading
 
 # (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data, LE and BE
-_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08",
-               b"\xe0\x7f\x09\x00", b"\x7f\xe0\x00\x09"}
+_PIXEL_TAGS = {
+    b"\xe0\x7f\x10\x00",
+    b"\x7f\xe0\x00\x10",
+    b"\xe0\x7f\x08\x00",
+    b"\x7f\xe0\x00\x08",
+    b"\xe0\x7f\x09\x00",
+    b"\x7f\xe0\x00\x09",
+}
 _NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
 
@@ -34,19 +41,19 @@ class SourceInstance:
     """One source file, parsed enough to index and split it."""
 
     data: bytes
-    entry: dict[str, Any]          # the index entry, without segment locations
-    value_offset: int              # Pixel Data value position in ``data`` (== len(data) if none)
+    entry: dict[str, Any]  # the index entry, without segment locations
+    value_offset: int  # Pixel Data value position in ``data`` (== len(data) if none)
     value_length: int
 
     @property
     def meta(self) -> bytes:
         v, n = self.value_offset, self.value_length
-        return self.data[:v] + self.data[v + n:] if n else self.data
+        return self.data[:v] + self.data[v + n :] if n else self.data
 
     @property
     def pixels(self) -> memoryview:
         v, n = self.value_offset, self.value_length
-        return memoryview(self.data)[v:v + n]
+        return memoryview(self.data)[v : v + n]
 
 
 def list_source_files(src: str | os.PathLike) -> list[Path]:
@@ -56,8 +63,9 @@ def list_source_files(src: str | os.PathLike) -> list[Path]:
         return [src]
     if not src.is_dir():
         raise SourceError(f"{src}: no such file or folder")
-    files = sorted(p for p in src.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    files = sorted(
+        p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    )
     if not files:
         raise SourceError(f"{src}: folder holds no files")
     return files
@@ -87,11 +95,21 @@ def _image(ds: pydicom.Dataset, ts: str, value_length: int, float_pixels: bool) 
     rescale = ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None
     # The fast path decodes raw little-endian monochrome samples itself; anything else
     # (compressed, big endian, colour, packed bits, a Modality LUT) goes through pydicom.
-    native = (ts in _NATIVE_LE and not float_pixels and samples == 1 and ba in (8, 16, 32) and "ModalityLUTSequence" not in ds
-              and value_length >= rows * cols * frames * ba // 8)
+    native = (
+        ts in _NATIVE_LE
+        and not float_pixels
+        and samples == 1
+        and ba in (8, 16, 32)
+        and "ModalityLUTSequence" not in ds
+        and value_length >= rows * cols * frames * ba // 8
+    )
     return {
-        "rows": rows, "columns": cols, "frames": frames, "samples": samples,
-        "bits_allocated": ba, "bits_stored": int(ds.get("BitsStored", ba)),
+        "rows": rows,
+        "columns": cols,
+        "frames": frames,
+        "samples": samples,
+        "bits_allocated": ba,
+        "bits_stored": int(ds.get("BitsStored", ba)),
         "pixel_representation": int(ds.get("PixelRepresentation", 0)),
         "photometric": str(ds.get("PhotometricInterpretation", "")),
         # as pydicom's apply_modality_lut: the rescale applies only when both attributes are present
@@ -102,15 +120,15 @@ def _image(ds: pydicom.Dataset, ts: str, value_length: int, float_pixels: bool) 
 
 
 def _pixel_value_span(data: bytes, tag_offset: int, implicit: bool, little: bool, where: str) -> tuple[int, int]:
-    if data[tag_offset:tag_offset + 4] not in _PIXEL_TAGS:
+    if data[tag_offset : tag_offset + 4] not in _PIXEL_TAGS:
         raise SourceError(f"{where}: could not locate the Pixel Data element")
     end = "<" if little else ">"
     if implicit:
         head = 8
-        length = int.from_bytes(data[tag_offset + 4:tag_offset + 8], "little")
+        length = int.from_bytes(data[tag_offset + 4 : tag_offset + 8], "little")
     else:
         head = 12
-        length = int.from_bytes(data[tag_offset + 8:tag_offset + 12], "little" if little else "big")
+        length = int.from_bytes(data[tag_offset + 8 : tag_offset + 12], "little" if little else "big")
     start = tag_offset + head
     if length != 0xFFFFFFFF:
         if start + length > len(data):
@@ -124,7 +142,7 @@ def _pixel_value_span(data: bytes, tag_offset: int, implicit: bool, little: bool
     except (ValueError, EOFError) as exc:
         raise SourceError(f"{where}: malformed encapsulated Pixel Data ({exc})") from None
     stop = buf.tell()
-    if data[stop - 4:stop] != _SEQ_DELIMITER or stop + 4 > len(data):
+    if data[stop - 4 : stop] != _SEQ_DELIMITER or stop + 4 > len(data):
         raise SourceError(f"{where}: encapsulated Pixel Data has no sequence delimiter (truncated?)")
     return start, stop + 4 - start
 
@@ -139,8 +157,10 @@ def _check_complete(ds: pydicom.Dataset, size: int, path: Path) -> None:
     if length is None or tell is None or length == 0xFFFFFFFF:
         return
     if tell + length != size:
-        raise SourceError(f"{path}: file ends {'inside' if tell + length > size else 'after'} its last "
-                          "element (truncated or corrupt DICOM file)")
+        raise SourceError(
+            f"{path}: file ends {'inside' if tell + length > size else 'after'} its last "
+            "element (truncated or corrupt DICOM file)"
+        )
 
 
 def read_source_instance(path: Path, rel: str) -> SourceInstance:
@@ -178,7 +198,7 @@ def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
     has_image = "Rows" in ds and "Columns" in ds
     if ts == DeflatedExplicitVRLittleEndian:
-        v, n = len(data), 0          # the dataset is deflated as a whole: stored unsplit
+        v, n = len(data), 0  # the dataset is deflated as a whole: stored unsplit
         has_pixels = has_image
     elif tag_offset < len(data):
         v, n = _pixel_value_span(data, tag_offset, implicit, little, str(path))
@@ -189,16 +209,20 @@ def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
         if has_image:
             raise SourceError(f"{path}: has image attributes but no Pixel Data (truncated file?)")
         _check_complete(ds, len(data), path)
-    float_pixels = bool(n) and data[tag_offset:tag_offset + 4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+    float_pixels = bool(n) and data[tag_offset : tag_offset + 4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
     entry = {
         "path": rel,
-        "sop": str(ds.SOPInstanceUID), "sop_class": str(ds.get("SOPClassUID", "")),
-        "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID),
-        "series_number": _number(ds.get("SeriesNumber")), "modality": str(ds.get("Modality", "")),
+        "sop": str(ds.SOPInstanceUID),
+        "sop_class": str(ds.get("SOPClassUID", "")),
+        "study": str(ds.StudyInstanceUID),
+        "series": str(ds.SeriesInstanceUID),
+        "series_number": _number(ds.get("SeriesNumber")),
+        "modality": str(ds.get("Modality", "")),
         "instance_number": _number(ds.get("InstanceNumber")),
         "position": _floats(ds.get("ImagePositionPatient"), 3),
         "orientation": _floats(ds.get("ImageOrientationPatient"), 6),
-        "transfer_syntax": ts, "size": len(data),
+        "transfer_syntax": ts,
+        "size": len(data),
         "pixel_tag_offset": tag_offset if n else None,
         "pixel_value_offset": v if n else None,
         "image": _image(ds, ts, n, float_pixels) if has_pixels else None,
@@ -219,8 +243,10 @@ def iter_source_instances(src: str | os.PathLike, files: list[Path]) -> Iterator
         if study is None:
             study = e["study"]
         elif e["study"] != study:
-            raise SourceError(f"{path}: belongs to another study than {files[0]} "
-                              "(a container holds one study; encrypt each study folder separately)")
+            raise SourceError(
+                f"{path}: belongs to another study than {files[0]} "
+                "(a container holds one study; encrypt each study folder separately)"
+            )
         if e["sop"] in seen:
             raise SourceError(f"{path}: same SOP Instance UID as {seen[e['sop']]} (duplicate instance)")
         seen[e["sop"]] = rel

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from Crypto.Cipher import AES, PKCS1_OAEP
 from Crypto.Hash import SHA256
@@ -17,9 +18,9 @@ from .format import KEY_LEN, TAG_LEN, shown
 
 WRAPPED_LEN = KEY_LEN + TAG_LEN
 SCRYPT_DEFAULT_LOG_N = 17
-SCRYPT_MIN_LOG_N = 10          # readers accept down to this (test vectors); writers default to 17
-SCRYPT_MAX_LOG_N = 18          # one step above the writers' default
-SCRYPT_MAX_WORK = 1 << 21      # N * r * p: twice the writers' default (2^17, r=8, p=1); memory 128 r N <= 256 MiB
+SCRYPT_MIN_LOG_N = 10  # readers accept down to this (test vectors); writers default to 17
+SCRYPT_MAX_LOG_N = 18  # one step above the writers' default
+SCRYPT_MAX_WORK = 1 << 21  # N * r * p: twice the writers' default (2^17, r=8, p=1); memory 128 r N <= 256 MiB
 _ZERO_NONCE = bytes(12)
 
 
@@ -49,8 +50,7 @@ def _hex(st: dict[str, Any], field: str, length: int | None, where: str) -> byte
     except (KeyError, TypeError, ValueError):
         raise FormatError(f"{where}: {shown(st.get('type'))} stanza has no valid {field!r}") from None
     if length is not None and len(value) != length:
-        raise FormatError(f"{where}: {shown(st.get('type'))} stanza {field!r} is {len(value)} bytes, "
-                          f"expected {length}")
+        raise FormatError(f"{where}: {shown(st.get('type'))} stanza {field!r} is {len(value)} bytes, expected {length}")
     return value
 
 
@@ -74,25 +74,44 @@ def _ec_curve(kind: str) -> str:
 
 # ---------------------------------------------------------------- wrapping
 
-def scrypt_stanza(study_key: bytes, passphrase: bytes, file_id: bytes, log_n: int = SCRYPT_DEFAULT_LOG_N,
-                  r: int = 8, p: int = 1, rand: Callable[[int], bytes] = get_random_bytes) -> dict[str, Any]:
+
+def scrypt_stanza(
+    study_key: bytes,
+    passphrase: bytes,
+    file_id: bytes,
+    log_n: int = SCRYPT_DEFAULT_LOG_N,
+    r: int = 8,
+    p: int = 1,
+    rand: Callable[[int], bytes] = get_random_bytes,
+) -> dict[str, Any]:
     _check_scrypt(log_n, r, p, "passphrase")
     salt = rand(16)
     wk = scrypt(passphrase, salt, KEY_LEN, N=1 << log_n, r=r, p=p)
-    return {"type": "scrypt", "salt": salt.hex(), "log_n": log_n, "r": r, "p": p,
-            "wrapped": _seal(wk, study_key, _aad("scrypt", file_id)).hex()}
+    return {
+        "type": "scrypt",
+        "salt": salt.hex(),
+        "log_n": log_n,
+        "r": r,
+        "p": p,
+        "wrapped": _seal(wk, study_key, _aad("scrypt", file_id)).hex(),
+    }
 
 
-def recipient_stanza(study_key: bytes, recipient: Recipient, file_id: bytes,
-                     rand: Callable[[int], bytes] = get_random_bytes) -> dict[str, Any]:
+def recipient_stanza(
+    study_key: bytes, recipient: Recipient, file_id: bytes, rand: Callable[[int], bytes] = get_random_bytes
+) -> dict[str, Any]:
     kind = recipient.type
     if kind in ("x25519", "p256"):
         eph = ECC.generate(curve=_ec_curve(kind), randfunc=rand)
         shared = DH.key_agreement(static_pub=recipient.key, eph_priv=eph, kdf=lambda z: z)
         epk, rpk = _ec_raw(eph), _ec_raw(recipient.key)
         wk = _ecdh_wrap_key(kind, shared, epk, rpk)
-        return {"type": kind, "kid": recipient.key_id, "epk": epk.hex(),
-                "wrapped": _seal(wk, study_key, _aad(kind, file_id)).hex()}
+        return {
+            "type": kind,
+            "kid": recipient.key_id,
+            "epk": epk.hex(),
+            "wrapped": _seal(wk, study_key, _aad(kind, file_id)).hex(),
+        }
     if kind.startswith("rsa"):
         oaep = PKCS1_OAEP.new(recipient.key, hashAlgo=SHA256, label=_aad("rsa-oaep-sha256", file_id), randfunc=rand)
         return {"type": "rsa-oaep-sha256", "kid": recipient.key_id, "wrapped": oaep.encrypt(study_key).hex()}
@@ -101,24 +120,32 @@ def recipient_stanza(study_key: bytes, recipient: Recipient, file_id: bytes,
 
 # ---------------------------------------------------------------- unwrapping
 
+
 def _check_scrypt(log_n: Any, r: Any, p: Any, where: str) -> None:
     """Refuse scrypt parameters outside the accepted cost (docs/FORMAT.md), before any derivation:
     they come from the file, and a hostile one could ask for minutes of work and gigabytes."""
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (log_n, r, p)):
         raise FormatError(f"{where}: scrypt parameters are not integers")
-    if not SCRYPT_MIN_LOG_N <= log_n <= SCRYPT_MAX_LOG_N or not 1 <= r <= 32 or not 1 <= p <= 16 \
-            or (1 << log_n) * r * p > SCRYPT_MAX_WORK:
-        raise FormatError(f"{where}: scrypt cost log_n={log_n} r={r} p={p} is outside the accepted bound "
-                          f"(N = 2^{SCRYPT_MIN_LOG_N} .. 2^{SCRYPT_MAX_LOG_N}, r <= 32, p <= 16, "
-                          f"N*r*p <= 2^{SCRYPT_MAX_WORK.bit_length() - 1})")
+    if (
+        not SCRYPT_MIN_LOG_N <= log_n <= SCRYPT_MAX_LOG_N
+        or not 1 <= r <= 32
+        or not 1 <= p <= 16
+        or (1 << log_n) * r * p > SCRYPT_MAX_WORK
+    ):
+        raise FormatError(
+            f"{where}: scrypt cost log_n={log_n} r={r} p={p} is outside the accepted bound "
+            f"(N = 2^{SCRYPT_MIN_LOG_N} .. 2^{SCRYPT_MAX_LOG_N}, r <= 32, p <= 16, "
+            f"N*r*p <= 2^{SCRYPT_MAX_WORK.bit_length() - 1})"
+        )
 
 
 def passphrase_stanza(stanzas: list[dict[str, Any]], where: str) -> dict[str, Any]:
     """The container's one scrypt stanza, its cost checked; raise before a passphrase is asked
     for a container that cannot be opened with one."""
     if not any(s.get("type") == "scrypt" for s in stanzas):
-        raise NoMatchingRecipientError(f"{where}: not passphrase-protected; it is encrypted to public keys "
-                                       f"({_key_ids(stanzas)})")
+        raise NoMatchingRecipientError(
+            f"{where}: not passphrase-protected; it is encrypted to public keys ({_key_ids(stanzas)})"
+        )
     if len(stanzas) != 1:
         raise FormatError(f"{where}: a passphrase stanza must be the only stanza")
     st = stanzas[0]
@@ -148,8 +175,9 @@ def unwrap_with_identity(stanzas: list[dict[str, Any]], identity: Identity, file
         key = _unwrap_one(st, identity, file_id, where)
         if key is not None:
             return key
-    raise AuthenticationError(f"{where}: the study key wrapped for {kid} failed authentication "
-                              "(recipient stanza altered)")
+    raise AuthenticationError(
+        f"{where}: the study key wrapped for {kid} failed authentication (recipient stanza altered)"
+    )
 
 
 def _unwrap_one(st: dict[str, Any], identity: Identity, file_id: bytes, where: str) -> bytes | None:
@@ -161,8 +189,7 @@ def _unwrap_one(st: dict[str, Any], identity: Identity, file_id: bytes, where: s
         epk = _hex(st, "epk", epk_len, where)
         wrapped = _hex(st, "wrapped", WRAPPED_LEN, where)
         try:
-            eph_pub = (DH.import_x25519_public_key(epk) if kind == "x25519"
-                       else ECC.import_key(epk, curve_name="P-256"))
+            eph_pub = DH.import_x25519_public_key(epk) if kind == "x25519" else ECC.import_key(epk, curve_name="P-256")
             shared = DH.key_agreement(static_priv=identity.key, eph_pub=eph_pub, kdf=lambda z: z)
         except ValueError:
             return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from Crypto.Random import get_random_bytes
 from tqdm.auto import tqdm
@@ -16,8 +17,25 @@ from ..core.atomic import atomic_file
 from ..core.errors import MedsecError, NoMatchingRecipientError, OutputError
 from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from . import signing
-from .format import DEFAULT_CHUNK_SIZE, FILE_ID_LEN, KEY_LEN, MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Body, KeySchedule, canonical_json, ciphertext_length, encode_header, header_length, index_segment, meta_segment, pixel_segment, signed_message
 from ._reader import Container
+from .format import (
+    DEFAULT_CHUNK_SIZE,
+    FILE_ID_LEN,
+    KEY_LEN,
+    MAC_LEN,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    Body,
+    KeySchedule,
+    canonical_json,
+    ciphertext_length,
+    encode_header,
+    header_length,
+    index_segment,
+    meta_segment,
+    pixel_segment,
+    signed_message,
+)
 from .segments import encrypt_segment
 from .sources import SourceInstance, iter_source_instances, list_source_files
 from .stanzas import SCRYPT_DEFAULT_LOG_N, recipient_stanza, scrypt_stanza
@@ -30,8 +48,14 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
         view, offset = view[n:], offset + n
 
 
-def _stanzas(study_key: bytes, file_id: bytes, recipients: list[Recipient], passphrase: bytes | None,
-             scrypt_log_n: int, rand: Callable[[int], bytes]) -> list[dict[str, Any]]:
+def _stanzas(
+    study_key: bytes,
+    file_id: bytes,
+    recipients: list[Recipient],
+    passphrase: bytes | None,
+    scrypt_log_n: int,
+    rand: Callable[[int], bytes],
+) -> list[dict[str, Any]]:
     if passphrase is not None and recipients:
         raise MedsecError("give recipients or a passphrase, not both (a passphrase stanza must be the only one)")
     if passphrase is not None:
@@ -47,11 +71,19 @@ def _stanzas(study_key: bytes, file_id: bytes, recipients: list[Recipient], pass
     return out
 
 
-def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: Iterable[Any] = (),
-                  passphrase: Passphrase = None, signer: Identity | str | os.PathLike | None = None, *,
-                  chunk_size: int = DEFAULT_CHUNK_SIZE, scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
-                  progress: bool = True, workers: int = 2,
-                  _rand: Callable[[int], bytes] = get_random_bytes) -> Path:
+def encrypt_study(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    recipients: Iterable[Any] = (),
+    passphrase: Passphrase = None,
+    signer: Identity | str | os.PathLike | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
+    progress: bool = True,
+    workers: int = 2,
+    _rand: Callable[[int], bytes] = get_random_bytes,
+) -> Path:
     """Encrypt the DICOM study in folder ``src`` to the container ``dest``; return ``dest``.
 
     ``recipients`` are public keys (Recipient, Identity or ``.pub`` paths); alternatively a
@@ -60,17 +92,35 @@ def encrypt_study(src: str | os.PathLike, dest: str | os.PathLike, recipients: I
     only when complete. ``_rand`` exists for deterministic test vectors only.
     """
     files = list_source_files(src)
-    return write_container(dest, iter_source_instances(src, files), len(files), recipients, passphrase, signer,
-                           chunk_size=chunk_size, scrypt_log_n=scrypt_log_n, progress=progress, workers=workers,
-                           _rand=_rand)
+    return write_container(
+        dest,
+        iter_source_instances(src, files),
+        len(files),
+        recipients,
+        passphrase,
+        signer,
+        chunk_size=chunk_size,
+        scrypt_log_n=scrypt_log_n,
+        progress=progress,
+        workers=workers,
+        _rand=_rand,
+    )
 
 
-def write_container(dest: str | os.PathLike, instances: Iterable[SourceInstance], total: int,
-                    recipients: Iterable[Any] = (), passphrase: Passphrase = None,
-                    signer: Identity | str | os.PathLike | None = None, *,
-                    chunk_size: int = DEFAULT_CHUNK_SIZE, scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
-                    progress: bool = True, workers: int = 2,
-                    _rand: Callable[[int], bytes] = get_random_bytes) -> Path:
+def write_container(
+    dest: str | os.PathLike,
+    instances: Iterable[SourceInstance],
+    total: int,
+    recipients: Iterable[Any] = (),
+    passphrase: Passphrase = None,
+    signer: Identity | str | os.PathLike | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
+    progress: bool = True,
+    workers: int = 2,
+    _rand: Callable[[int], bytes] = get_random_bytes,
+) -> Path:
     """Encrypt ``total`` already split ``instances`` (e.g. made in memory) to the container ``dest``."""
     dest = Path(dest)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -94,15 +144,31 @@ def write_container(dest: str | os.PathLike, instances: Iterable[SourceInstance]
     try:
         with atomic_file(dest, mode=0o644) as fh:
             fd = fh.fileno()
-            entries, payload_len = _write_instances(fd, hlen, ks.payload_key, file_id, chunk_size,
-                                                    instances, total,
-                                                    progress, workers, hashed=sign_id is not None)
+            entries, payload_len = _write_instances(
+                fd,
+                hlen,
+                ks.payload_key,
+                file_id,
+                chunk_size,
+                instances,
+                total,
+                progress,
+                workers,
+                hashed=sign_id is not None,
+            )
             index_pt = canonical_json({"instances": entries})
             index_ct, index_hash = encrypt_segment(ks.payload_key, file_id, index_segment(), index_pt, chunk_size)
             _pwrite_all(fd, index_ct, hlen + payload_len)
-            body = Body(chunk_size=chunk_size, file_id=file_id, commitment=ks.commitment,
-                        instance_count=len(entries), payload_length=payload_len + len(index_ct),
-                        index_offset=payload_len, index_length=len(index_ct), index_sha256=index_hash)
+            body = Body(
+                chunk_size=chunk_size,
+                file_id=file_id,
+                commitment=ks.commitment,
+                instance_count=len(entries),
+                payload_length=payload_len + len(index_ct),
+                index_offset=payload_len,
+                index_length=len(index_ct),
+                index_sha256=index_hash,
+            )
             sig_raw = b""
             if sign_id is not None:
                 sig_raw = canonical_json(signing.sign(sign_id, signed_message(1, body.encode())))
@@ -114,9 +180,18 @@ def write_container(dest: str | os.PathLike, instances: Iterable[SourceInstance]
     return dest
 
 
-def _write_instances(fd: int, base: int, key: bytes, file_id: bytes, chunk_size: int,
-                     instances: Iterable[SourceInstance], total: int, progress: bool,
-                     workers: int, hashed: bool) -> tuple[list[dict[str, Any]], int]:
+def _write_instances(
+    fd: int,
+    base: int,
+    key: bytes,
+    file_id: bytes,
+    chunk_size: int,
+    instances: Iterable[SourceInstance],
+    total: int,
+    progress: bool,
+    workers: int,
+    hashed: bool,
+) -> tuple[list[dict[str, Any]], int]:
     """Encrypt instances on worker threads (GCM and SHA-256 release the GIL) while the
     main thread reads and parses the next file; each job writes at its precomputed offset.
     Segment hashes are recorded only for signed containers (``hashed``)."""
@@ -176,8 +251,10 @@ def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
     if box.study_key is None:
         raise MedsecError(f"{path}: opened without keeping the study key")
     if any(s.get("type") == "scrypt" for s in header.stanzas):
-        raise MedsecError(f"{path}: passphrase-protected; public-key recipients cannot be added "
-                          "(re-encrypt the study to public keys instead)")
+        raise MedsecError(
+            f"{path}: passphrase-protected; public-key recipients cannot be added "
+            "(re-encrypt the study to public keys instead)"
+        )
     present = {s.get("kid") for s in header.stanzas}
     new = list({r.key_id: r for r in recips if r.key_id not in present}.values())
     for r in new:

@@ -1,1 +1,2 @@
-"""The bottom layer: errors, atomic writes, the process runtime (folders, verified OS user, Jupyter context, version)."""
+"""The bottom layer: errors, atomic writes, the process runtime (folders, verified OS user,
+Jupyter context, version)."""

@@ -6,8 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -72,7 +73,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for p in created:                      # folders this call made, innermost first
+        for p in created:  # folders this call made, innermost first
             with contextlib.suppress(OSError):
                 p.rmdir()
         raise

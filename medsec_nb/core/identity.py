@@ -13,7 +13,7 @@ def os_user() -> str:
     uid = os.geteuid()
     try:
         return pwd.getpwuid(uid).pw_name
-    except KeyError:                  # no passwd entry (some containers)
+    except KeyError:  # no passwd entry (some containers)
         return f"uid:{uid}"
 
 

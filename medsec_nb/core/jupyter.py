@@ -13,8 +13,8 @@ _KERNEL_FILE = re.compile(r"kernel-([0-9A-Za-z-]+)\.json$")
 def _kernel_id(ip: Any) -> str | None:
     """From the kernel's connection file: the kernel app's config, else ``-f FILE`` in argv."""
     config = getattr(ip, "config", None) or {}
-    app = config["IPKernelApp"] if "IPKernelApp" in config else {}
-    conn = app["connection_file"] if "connection_file" in app else None
+    app = config.get("IPKernelApp", {})
+    conn = app.get("connection_file", None)
     if not conn and "-f" in sys.argv[:-1]:
         conn = sys.argv[sys.argv.index("-f") + 1]
     m = _KERNEL_FILE.search(str(conn or ""))
@@ -43,4 +43,4 @@ def in_kernel() -> bool:
     """Whether this process is a Jupyter (ipykernel) kernel."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None          # ipykernel's shell has its kernel
+    return getattr(shell, "kernel", None) is not None  # ipykernel's shell has its kernel

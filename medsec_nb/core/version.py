@@ -6,5 +6,5 @@ from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("medsec-nb")
-except PackageNotFoundError:          # running from a source tree that was never installed
+except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"

@@ -4,5 +4,13 @@ from .engine import OPTIONS, Profile, deidentify, display_action, resolve
 from .keyed import DeidKeys
 from .scan import find_leaks, identifying_values
 
-__all__ = ["OPTIONS", "DeidKeys", "Profile", "deidentify", "display_action", "find_leaks",
-           "identifying_values", "resolve"]
+__all__ = [
+    "OPTIONS",
+    "DeidKeys",
+    "Profile",
+    "deidentify",
+    "display_action",
+    "find_leaks",
+    "identifying_values",
+    "resolve",
+]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -43,16 +43,41 @@ OPTION_CODES: dict[str, tuple[str, str]] = {
 #: Attributes with a combined code that are Type 1 or 2 in the common image IODs (CT, MR, US,
 #: CR/DX, SC) or the RT Plan IOD; every other combined code resolves to its strictest choice.
 IOD_TYPE: dict[str, int] = {
-    "ContentDate": 2, "ContentTime": 2, "ContrastBolusAgent": 2, "AcquisitionContextSequence": 2,
-    "RTPlanDate": 2, "RTPlanTime": 2,
+    "ContentDate": 2,
+    "ContentTime": 2,
+    "ContrastBolusAgent": 2,
+    "AcquisitionContextSequence": 2,
+    "RTPlanDate": 2,
+    "RTPlanTime": 2,
 }
 
 DUMMY_TEXT = "DEIDENTIFIED"
 _DUMMY: dict[str, object] = {
-    "AE": DUMMY_TEXT, "AS": "000D", "CS": DUMMY_TEXT, "DA": "19000101", "DT": "19000101000000",
-    "TM": "000000", "DS": "0", "IS": "0", "LO": DUMMY_TEXT, "LT": DUMMY_TEXT, "PN": DUMMY_TEXT,
-    "SH": DUMMY_TEXT, "ST": DUMMY_TEXT, "UC": DUMMY_TEXT, "UT": DUMMY_TEXT, "UR": "urn:x-deidentified",
-    "FL": 0.0, "FD": 0.0, "SL": 0, "SS": 0, "SV": 0, "UL": 0, "US": 0, "UV": 0, "AT": 0,
+    "AE": DUMMY_TEXT,
+    "AS": "000D",
+    "CS": DUMMY_TEXT,
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": DUMMY_TEXT,
+    "LT": DUMMY_TEXT,
+    "PN": DUMMY_TEXT,
+    "SH": DUMMY_TEXT,
+    "ST": DUMMY_TEXT,
+    "UC": DUMMY_TEXT,
+    "UT": DUMMY_TEXT,
+    "UR": "urn:x-deidentified",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+    "AT": 0,
 }
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _TEXT = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
@@ -61,9 +86,15 @@ SCRUB_MARKER = "[REMOVED]"
 _MAX_LEN = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
 _CONTENT_SEQUENCE = 0x0040A730
 #: The attribute holding a content item's value, by Value Type (PS3.3 C.17.3).
-_CONTENT_VALUE = {"TEXT": "TextValue", "DATETIME": "DateTime", "DATE": "Date", "TIME": "Time",
-                  "PNAME": "PersonName", "UIDREF": "UID"}
-_DROPPED = (0x04000561, 0xFFFAFFFA)   # Original Attributes Sequence, Digital Signatures Sequence
+_CONTENT_VALUE = {
+    "TEXT": "TextValue",
+    "DATETIME": "DateTime",
+    "DATE": "Date",
+    "TIME": "Time",
+    "PNAME": "PersonName",
+    "UIDREF": "UID",
+}
+_DROPPED = (0x04000561, 0xFFFAFFFA)  # Original Attributes Sequence, Digital Signatures Sequence
 
 
 @dataclass(frozen=True)
@@ -83,14 +114,14 @@ class Profile:
 
 def _resolve_combined(code: str, keyword: str) -> str:
     choices = code.rstrip("*").split("/")
-    if "U" in choices:                       # X/Z/U*: keep reference sequences, replace their UIDs
+    if "U" in choices:  # X/Z/U*: keep reference sequences, replace their UIDs
         return "U"
     kind = IOD_TYPE.get(keyword, 3)
     if kind == 1 and "D" in choices:
         return "D"
     if kind <= 2:
         return "Z" if "Z" in choices else "D"
-    return choices[0]                        # X, or Z for Z/D: the strictest choice
+    return choices[0]  # X, or Z for Z/D: the strictest choice
 
 
 def resolve(row: table.Row, profile: Profile) -> str:
@@ -150,7 +181,9 @@ def _effective(code: str, row: table.Row, vr: str) -> str:
 class _Run:
     """One de-identification of one dataset: profile, keys and the patient's derived values."""
 
-    def __init__(self, profile: Profile, keys: DeidKeys, patient_key: str, needles: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, profile: Profile, keys: DeidKeys, patient_key: str, needles: frozenset[str] = frozenset()
+    ) -> None:
         self.profile, self.keys = profile, keys
         self.pseudonym = keys.patient_pseudonym(patient_key)
         self.shift = dt.timedelta(days=keys.date_shift_days(patient_key))
@@ -168,7 +201,7 @@ class _Run:
                 del ds[tag]
                 continue
             row = table.lookup(tag)
-            if row is None:                       # kept: parsed only if it may be a sequence to walk
+            if row is None:  # kept: parsed only if it may be a sequence to walk
                 raw = ds.get_item(tag)
                 if not isinstance(raw, RawDataElement) or maybe_sequence(raw):
                     elem = ds[tag]
@@ -197,13 +230,13 @@ class _Run:
                 self._items(elem.value)
         elif code == "Z":
             elem.value = Sequence() if vr == "SQ" else (b"" if vr in _BINARY else None)
-        elif vr == "UI":                         # U, and D or C on a UID: keyed replacement
+        elif vr == "UI":  # U, and D or C on a UID: keyed replacement
             elem.value = self._uids(elem.value)
         elif code == "C" and vr in ("DA", "DT", "TM") and self.modified_dates:
             elem.value = self._shift(elem.value, vr)
         elif code == "C" and vr in _TEXT and self.clean_descriptors:
             elem.value = self.scrub(elem.value, _MAX_LEN.get(vr))
-        else:                                    # D, C and U on a VR that cannot hold a UID
+        else:  # D, C and U on a VR that cannot hold a UID
             elem.value = _dummy(vr)
 
     def scrub(self, value: object, max_len: int | None = None) -> object:
@@ -233,13 +266,14 @@ class _Run:
         if not names:
             return None
         name = names[0]
-        row = table.content_row(str(name.get("CodingSchemeDesignator", "")), str(name.get("CodeValue", "")),
-                                str(item.get("ValueType", "")))
+        row = table.content_row(
+            str(name.get("CodingSchemeDesignator", "")), str(name.get("CodeValue", "")), str(item.get("ValueType", ""))
+        )
         if row is None:
             return None
         codes = {row.options[o] for o in self.profile.options if o in row.options}
         code = "C" if "C" in codes else "K" if "K" in codes else row.basic
-        return code.split("/")[0]                 # X/D: the strictest choice, as for Table E.1-1
+        return code.split("/")[0]  # X/D: the strictest choice, as for Table E.1-1
 
     def _content_value(self, item: Dataset, code: str | None) -> None:
         value_type = str(item.get("ValueType", ""))
@@ -250,7 +284,7 @@ class _Run:
                     mv.NumericValue = "0"
             return
         elem = item[keyword]
-        if code in (None, "K"):                   # unlisted or kept: text is still scrubbed
+        if code in (None, "K"):  # unlisted or kept: text is still scrubbed
             if value_type == "TEXT":
                 elem.value = self.scrub(elem.value)
         elif value_type == "TEXT":
@@ -269,7 +303,7 @@ class _Run:
 
     def _shift(self, value: object, vr: str) -> object:
         if vr == "TM" or value in (None, ""):
-            return value                          # whole-day shifts leave times unchanged
+            return value  # whole-day shifts leave times unchanged
         values = list(value) if isinstance(value, MultiValue) else [value]
         return [self._shift_one(str(v), vr) for v in values] if len(values) > 1 else self._shift_one(str(values[0]), vr)
 
@@ -282,7 +316,7 @@ class _Run:
 
     def _private(self, ds: Dataset) -> None:
         keep_safe = "retain-safe-private" in self.profile.options
-        private = [t for t in ds.keys() if t.is_private]
+        private = [t for t in ds.keys() if t.is_private]  # noqa: SIM118 (iterating a Dataset yields elements)
         kept_blocks: set[tuple[int, int]] = set()
         for tag in private:
             if tag.element < 0x1000:
@@ -322,8 +356,12 @@ def _mark(ds: Dataset, profile: Profile) -> None:
         items.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(items)
     ds.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if "retain-long-modified-dates" in profile.options
-        else "UNMODIFIED" if "retain-long-full-dates" in profile.options else "REMOVED")
+        "MODIFIED"
+        if "retain-long-modified-dates" in profile.options
+        else "UNMODIFIED"
+        if "retain-long-full-dates" in profile.options
+        else "REMOVED"
+    )
 
 
 def _copy(ds: Dataset) -> Dataset:
@@ -333,14 +371,17 @@ def _copy(ds: Dataset) -> Dataset:
     new._dict = {}
     for tag, elem in ds._dict.items():
         if isinstance(elem, RawDataElement):
-            new._dict[tag] = elem                 # a named tuple: parsing it stores a new element in ``new``
+            new._dict[tag] = elem  # a named tuple: parsing it stores a new element in ``new``
             continue
         elem = copy.copy(elem)
         if elem.VR == "SQ":
             elem.value = Sequence([_copy(item) for item in elem.value or ()])
         new._dict[tag] = elem
-    new.__dict__.update(_pixel_array=None, _pixel_id={},
-                        _pixel_array_opts=dict(ds.__dict__.get("_pixel_array_opts", {"use_pdh": False})))
+    new.__dict__.update(
+        _pixel_array=None,
+        _pixel_id={},
+        _pixel_array_opts=dict(ds.__dict__.get("_pixel_array_opts", {"use_pdh": False})),
+    )
     meta = ds.__dict__.get("file_meta")
     if meta is not None:
         new.file_meta = _copy(meta)
@@ -363,4 +404,3 @@ def deidentify(ds: Dataset, profile: Profile, keys: DeidKeys, *, identifying: It
         run.clean(meta, top=False)
     _mark(out, profile)
     return out
-

@@ -13,19 +13,20 @@ import io
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from tqdm.auto import tqdm
 
-from ..core.atomic import atomic_dir
 from ..container.sources import SourceInstance, split_instance
 from ..container.writer import write_container
+from ..core.atomic import atomic_dir
 from ..core.errors import MedsecError, OutputError
 from ..core.reading import reading
 from . import table
@@ -48,6 +49,7 @@ _SHOWN_HITS = 5
 def implementation_version_name() -> str:
     """Implementation Version Name (0002,0013) of the files medsec-nb writes (SH: at most 16)."""
     from ..core.version import __version__
+
     return f"MEDSEC_NB_{__version__}"[:16]
 
 
@@ -62,7 +64,7 @@ class Change:
     path: str
     keyword: str
     vr: str
-    action: str            # kept | removed | replaced | emptied | uid-replaced | shifted | pseudonymised | added
+    action: str  # kept | removed | replaced | emptied | uid-replaced | shifted | pseudonymised | added
     old: pydicom.DataElement | None = field(default=None, repr=False)
     new: pydicom.DataElement | None = field(default=None, repr=False)
 
@@ -92,7 +94,7 @@ class ExportReport:
     burned_in: list[dict[str, str]] = field(default_factory=list)
     leak_hits: int = 0
     accepted_leaks: list[dict[str, str]] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)   # filled for dry runs only
+    changes: list[Change] = field(default_factory=list)  # filled for dry runs only
 
     def add(self, changes: list[Change], keep_changes: bool) -> None:
         for c in changes:
@@ -113,42 +115,56 @@ class ExportReport:
             if row is not None:
                 by_rule.setdefault(row.basic, Counter()).update(counts)
         return {
-            "standard": f"DICOM PS3.15 {table.EDITION} Table E.1-1 (Basic Profile), Table E.3.4-1 and "
-                        "E.3.10-1 (2023b)",
-            "profile": ["basic", *self.profile], "instances": self.instances, "output": self.output,
-            "encrypted": self.encrypted, "dry_run": self.dry_run,
+            "standard": f"DICOM PS3.15 {table.EDITION} Table E.1-1 (Basic Profile), Table E.3.4-1 and E.3.10-1 (2023b)",
+            "profile": ["basic", *self.profile],
+            "instances": self.instances,
+            "output": self.output,
+            "encrypted": self.encrypted,
+            "dry_run": self.dry_run,
             "actions": dict(sorted(self.actions.items())),
             "by_basic_profile_code": {k: dict(sorted(v.items())) for k, v in sorted(by_rule.items())},
             "attributes": {k: dict(sorted(v.items())) for k, v in sorted(self.attributes.items())},
             "private_elements_removed": self.private_removed,
-            "burned_in": self.burned_in, "leak_scan": {"instances_scanned": self.instances, "hits": self.leak_hits,
-                                         "accepted": self.accepted_leaks},
+            "burned_in": self.burned_in,
+            "leak_scan": {"instances_scanned": self.instances, "hits": self.leak_hits, "accepted": self.accepted_leaks},
         }
 
     def summary(self) -> str:
         """A short human summary."""
         verb = "would de-identify" if self.dry_run else "de-identified"
-        where = "" if self.dry_run or not self.output else f" -> {self.output}" + (" (encrypted)" if self.encrypted else "")
-        lines = [f"{verb} {self.instances} instance(s){where}; profile basic"
-                 + "".join(f" +{o}" for o in self.profile)]
-        lines.append("  " + ", ".join(f"{n} {a}" for a, n in sorted(self.actions.items()) if a != "kept")
-                     + f"; {self.actions.get('kept', 0)} kept")
+        where = (
+            "" if self.dry_run or not self.output else f" -> {self.output}" + (" (encrypted)" if self.encrypted else "")
+        )
+        lines = [f"{verb} {self.instances} instance(s){where}; profile basic" + "".join(f" +{o}" for o in self.profile)]
+        lines.append(
+            "  "
+            + ", ".join(f"{n} {a}" for a, n in sorted(self.actions.items()) if a != "kept")
+            + f"; {self.actions.get('kept', 0)} kept"
+        )
         changed = sorted((k for k, v in self.attributes.items() if set(v) - {"kept"}))
         if changed:
-            lines.append(f"  attributes changed ({len(changed)}): " + ", ".join(changed[:12])
-                         + (", ..." if len(changed) > 12 else ""))
+            lines.append(
+                f"  attributes changed ({len(changed)}): "
+                + ", ".join(changed[:12])
+                + (", ..." if len(changed) > 12 else "")
+            )
         if self.private_removed:
             lines.append(f"  private elements removed: {self.private_removed}")
         for b in self.burned_in:
             lines.append(f"  burned-in: {b['instance']}: {b['reason']} -> {b['outcome']}")
-        lines.append(f"  leak scan: {self.instances} output(s) scanned, {self.leak_hits} hit(s)"
-                     + (f", {len(self.accepted_leaks)} accepted by --accept-leak-in" if self.accepted_leaks else ""))
+        lines.append(
+            f"  leak scan: {self.instances} output(s) scanned, {self.leak_hits} hit(s)"
+            + (f", {len(self.accepted_leaks)} accepted by --accept-leak-in" if self.accepted_leaks else "")
+        )
         return "\n".join(lines)
 
     def diff_lines(self) -> list[str]:
         """The dry-run diff: one line per changed element, identifying values redacted."""
-        return [f"{c.path:<28} {c.keyword or '?':<34} {c.action:<13} {c.before} -> {c.after}"
-                for c in self.changes if c.action != "kept"]
+        return [
+            f"{c.path:<28} {c.keyword or '?':<34} {c.action:<13} {c.before} -> {c.after}"
+            for c in self.changes
+            if c.action != "kept"
+        ]
 
 
 def _redacted(elem: pydicom.DataElement | RawDataElement) -> str:
@@ -174,16 +190,16 @@ def _shown(elem: pydicom.DataElement | RawDataElement) -> str:
 def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
     """Element by element, at every depth: what de-identification did (before values redacted)."""
     out: list[Change] = []
-    raw_before, raw_after = dict(before.items()), dict(after.items())   # elements as stored: no parsing
+    raw_before, raw_after = dict(before.items()), dict(after.items())  # elements as stored: no parsing
     for tag in sorted(raw_before):
         where = f"{path}({tag.group:04X},{tag.element:04X})"
         keyword = keyword_for_tag(tag) or where
         shared = raw_before[tag]
         other = raw_after.get(tag)
-        if other is shared:                                           # the same element object: kept
+        if other is shared:  # the same element object: kept
             out.append(Change(where, keyword, shared.VR or "UN", "kept", shared, shared))
             continue
-        if other is None:                                             # removed: no need to parse it
+        if other is None:  # removed: no need to parse it
             out.append(Change(where, keyword, shared.VR or "UN", "removed", shared))
             continue
         elem, new = before[tag], after[tag]
@@ -219,14 +235,15 @@ def diff(before: Dataset, after: Dataset, path: str = "") -> list[Change]:
 
 
 def _encode(ds: Dataset, where: str) -> bytes:
-    ds.preamble = b"\x00" * 128                 # a source preamble may hold anything
+    ds.preamble = b"\x00" * 128  # a source preamble may hold anything
     buf = io.BytesIO()
     try:
         with reading(where):
             ds.save_as(buf, enforce_file_format=True)
     except Exception as exc:  # pydicom raises many types for unencodable values
-        raise MedsecError(f"{where}: de-identified instance cannot be written as DICOM ({type(exc).__name__}: "
-                          f"{str(exc)[:200]})") from None
+        raise MedsecError(
+            f"{where}: de-identified instance cannot be written as DICOM ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     return buf.getvalue()
 
 
@@ -238,7 +255,7 @@ class ExportSettings:
     keys: DeidKeys
     mask_rules: tuple[MaskRule, ...] = ()
     allow_burned_in: bool = False
-    accept_leaks_in: frozenset[int] = frozenset()              # elements where any hit is accepted
+    accept_leaks_in: frozenset[int] = frozenset()  # elements where any hit is accepted
     accept_leak_pairs: frozenset[tuple[int, int]] = frozenset()  # (element, original attribute) accepted
 
     def accepts(self, leak: Leak) -> bool:
@@ -246,8 +263,9 @@ class ExportSettings:
         every original attribute whose value it holds."""
         if leak.tag in self.accept_leaks_in:
             return True
-        return bool(leak.originals) and all((leak.tag, tag_for_keyword(k)) in self.accept_leak_pairs
-                                            for k in leak.originals)
+        return bool(leak.originals) and all(
+            (leak.tag, tag_for_keyword(k)) in self.accept_leak_pairs for k in leak.originals
+        )
 
 
 def parse_accept(text: str) -> int | tuple[int, int]:
@@ -264,15 +282,23 @@ def _described(leak: Leak, names: dict[str, str]) -> str:
 
 def _leak_error(name: str, leaks: list[Leak]) -> LeakError:
     """One line: which original attribute's value is in which output element, and the overrides."""
-    names = {k: f"{k} ({tag >> 16:04X},{tag & 0xFFFF:04X})" for leak in leaks for k in leak.originals
-             if (tag := tag_for_keyword(k)) is not None}
+    names = {
+        k: f"{k} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        for leak in leaks
+        for k in leak.originals
+        if (tag := tag_for_keyword(k)) is not None
+    }
     shown = leaks[:_SHOWN_HITS]
     hits = "; ".join(_described(leak, names) for leak in shown)
     more = f"; and {len(leaks) - len(shown)} more" if len(leaks) > len(shown) else ""
-    overrides = " ".join(dict.fromkeys(f"--accept-leak-in {leak.keyword}:{k}"
-                                       for leak in shown for k in leak.originals)) or "--accept-leak-in ELEMENT"
-    return LeakError(f"{name}: the de-identified output still holds {hits}{more} (values not shown); nothing was "
-                     f"written. If these values may stay, re-run with {overrides} (audited)")
+    overrides = (
+        " ".join(dict.fromkeys(f"--accept-leak-in {leak.keyword}:{k}" for leak in shown for k in leak.originals))
+        or "--accept-leak-in ELEMENT"
+    )
+    return LeakError(
+        f"{name}: the de-identified output still holds {hits}{more} (values not shown); nothing was "
+        f"written. If these values may stay, re-run with {overrides} (audited)"
+    )
 
 
 def parse_tag(text: str) -> int:
@@ -286,8 +312,9 @@ def parse_tag(text: str) -> int:
     return tag
 
 
-def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
-                        report: ExportReport, keep_changes: bool = False) -> Dataset:
+def deidentify_instance(
+    name: str, ds: Dataset, settings: ExportSettings, report: ExportReport, keep_changes: bool = False
+) -> Dataset:
     """One instance: burned-in check and masking, de-identification, leak scan; adds to ``report``.
 
     Raises BurnedInError for a flagged instance no rule masked (unless allowed) and LeakError if
@@ -296,21 +323,26 @@ def deidentify_instance(name: str, ds: Dataset, settings: ExportSettings,
     reason = burned_in_reason(ds)
     work = ds
     if reason is not None:
-        work = copy.deepcopy(ds)               # masking replaces pixel data: never the caller's
+        work = copy.deepcopy(ds)  # masking replaces pixel data: never the caller's
         rule = mask_burned_in(work, settings.mask_rules, name) if settings.mask_rules else None
         if rule is not None:
             report.burned_in.append({"instance": name, "reason": reason, "outcome": f"masked by rule {rule!r}"})
         elif settings.allow_burned_in:
             report.burned_in.append({"instance": name, "reason": reason, "outcome": "exported unmasked (override)"})
         else:
-            raise BurnedInError(f"{name}: may carry burned-in text ({reason}); add a --mask-rules rule that "
-                                "masks it, leave it out, or override with --allow-burned-in (audited)")
-    sources = identifying_sources(ds)         # first: parses the original's elements once, for both
+            raise BurnedInError(
+                f"{name}: may carry burned-in text ({reason}); add a --mask-rules rule that "
+                "masks it, leave it out, or override with --allow-burned-in (audited)"
+            )
+    sources = identifying_sources(ds)  # first: parses the original's elements once, for both
     out = deidentify(work, settings.profile, settings.keys, identifying=list(sources))
     _written_by_medsec(out)
     leaks = [leak for leak in scan_leaks(out, sources) if leak.where not in _OWN_META]
-    report.accepted_leaks.extend({"instance": os.path.basename(name), "element": leak.where,
-                                  "original": ", ".join(leak.originals)} for leak in leaks if settings.accepts(leak))
+    report.accepted_leaks.extend(
+        {"instance": os.path.basename(name), "element": leak.where, "original": ", ".join(leak.originals)}
+        for leak in leaks
+        if settings.accepts(leak)
+    )
     leaks = [leak for leak in leaks if not settings.accepts(leak)]
     if leaks:
         report.leak_hits += len(leaks)
@@ -329,8 +361,14 @@ def _written_by_medsec(ds: Dataset) -> None:
     ds.file_meta.ImplementationVersionName = implementation_version_name()
 
 
-def _deidentified(items: Iterable[tuple[str, Dataset]], settings: ExportSettings, report: ExportReport,
-                  total: int, progress: bool, keep_changes: bool) -> Iterator[tuple[str, Dataset]]:
+def _deidentified(
+    items: Iterable[tuple[str, Dataset]],
+    settings: ExportSettings,
+    report: ExportReport,
+    total: int,
+    progress: bool,
+    keep_changes: bool,
+) -> Iterator[tuple[str, Dataset]]:
     bar = tqdm(total=total, unit="file", desc="de-identify", disable=None if progress else True)
     try:
         for name, ds in items:
@@ -346,16 +384,25 @@ def _out_name(ds: Dataset) -> str | None:
     return f"{ds.SOPInstanceUID}.dcm" if "SOPInstanceUID" in ds else None
 
 
-def export_instances(items: Iterable[tuple[str, Dataset]], total: int, output: str | os.PathLike | None,
-                     settings: ExportSettings, *, recipients: Iterable[Any] = (), passphrase: Any = None,
-                     dry_run: bool = False, progress: bool = True) -> ExportReport:
+def export_instances(
+    items: Iterable[tuple[str, Dataset]],
+    total: int,
+    output: str | os.PathLike | None,
+    settings: ExportSettings,
+    *,
+    recipients: Iterable[Any] = (),
+    passphrase: Any = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> ExportReport:
     """De-identify ``total`` (name, dataset) pairs and write them to ``output``: a new folder of
     ``<new SOP Instance UID>.dcm`` files, or, given ``recipients`` or a ``passphrase``, a new
     container (plaintext never on disk). ``dry_run`` writes nothing and keeps the per-element diff."""
     recipients = list(recipients)
     encrypt = bool(recipients) or passphrase is not None
-    report = ExportReport(sorted(settings.profile.options), output=None if dry_run else str(output),
-                          encrypted=encrypt, dry_run=dry_run)
+    report = ExportReport(
+        sorted(settings.profile.options), output=None if dry_run else str(output), encrypted=encrypt, dry_run=dry_run
+    )
     stream = _deidentified(items, settings, report, total, progress, keep_changes=dry_run)
     if dry_run:
         for _ in stream:
@@ -365,14 +412,18 @@ def export_instances(items: Iterable[tuple[str, Dataset]], total: int, output: s
         raise MedsecError("an output (folder or .msec container) is required unless this is a dry run")
     output = Path(output)
     if encrypt:
+
         def split() -> Iterator[SourceInstance]:
             studies: set[str] = set()
             for n, (name, ds) in enumerate(stream):
                 studies.add(str(ds.get("StudyInstanceUID", "")))
                 if len(studies) > 1:
-                    raise MedsecError(f"{name}: belongs to another study than the first instance "
-                                      "(a container holds one study; export each study separately)")
+                    raise MedsecError(
+                        f"{name}: belongs to another study than the first instance "
+                        "(a container holds one study; export each study separately)"
+                    )
                 yield split_instance(_encode(ds, name), _out_name(ds) or f"instance{n:06d}.dcm", name)
+
         write_container(output, split(), total, recipients, passphrase, progress=False)
         return report
     try:
@@ -389,4 +440,3 @@ def export_instances(items: Iterable[tuple[str, Dataset]], total: int, output: s
     except OSError as exc:
         raise OutputError(f"{output}: cannot write ({exc.strerror or exc}); nothing was left behind") from None
     return report
-

@@ -11,9 +11,9 @@ MIN_SECRET_LEN = 16
 MAX_SHIFT_DAYS = 3652
 
 
-@lru_cache(maxsize=4096)      # in memory only: the UIDs of a study repeat in every instance
+@lru_cache(maxsize=4096)  # in memory only: the UIDs of a study repeat in every instance
 def _mac(key: bytes, label: str, value: str) -> bytes:
-    return HMAC.new(key, f"{label}\x00{value}".encode("utf-8"), SHA256).digest()
+    return HMAC.new(key, f"{label}\x00{value}".encode(), SHA256).digest()
 
 
 @dataclass(frozen=True)

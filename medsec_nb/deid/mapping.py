@@ -12,16 +12,17 @@ import base64
 import hmac
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from Crypto.Random import get_random_bytes
 
-from ..core.atomic import atomic_file
 from ..container.format import FILE_ID_LEN, KEY_LEN, KeySchedule, canonical_json, parse_json, plaintext_length
 from ..container.segments import decrypt_segment, encrypt_segment
 from ..container.stanzas import recipient_stanza, scrypt_stanza, unwrap_with_identity, unwrap_with_passphrase
+from ..core.atomic import atomic_file
 from ..core.errors import AuthenticationError, FormatError, MedsecError
 from ..keys.identity import Identity, Passphrase, as_identity, as_recipient, resolve_passphrase
 from .keyed import DeidKeys
@@ -55,12 +56,19 @@ class RecordingKeys(DeidKeys):
 
     def mapping(self) -> dict[str, Any]:
         """Original Patient ID (or name) -> pseudonym and date shift (days back); original UID -> new UID."""
-        return {"patients": {k: dict(v) for k, v in sorted(self.patients.items())},
-                "uids": dict(sorted(self.uids.items()))}
+        return {
+            "patients": {k: dict(v) for k, v in sorted(self.patients.items())},
+            "uids": dict(sorted(self.uids.items())),
+        }
 
 
-def seal_mapping(mapping: dict[str, Any], recipients: Iterable[Any] = (), passphrase: Passphrase = None,
-                 *, note: dict[str, Any] | None = None) -> bytes:
+def seal_mapping(
+    mapping: dict[str, Any],
+    recipients: Iterable[Any] = (),
+    passphrase: Passphrase = None,
+    *,
+    note: dict[str, Any] | None = None,
+) -> bytes:
     """The mapping encrypted to ``recipients`` (public keys) or a ``passphrase``; ``note`` is a public,
     non-identifying header field (e.g. the export's de-identified Study Instance UIDs)."""
     recips = [as_recipient(r) for r in recipients]
@@ -69,18 +77,36 @@ def seal_mapping(mapping: dict[str, Any], recipients: Iterable[Any] = (), passph
         raise MedsecError("seal the mapping to recipients (public keys) or to a passphrase (exactly one)")
     key, file_id = get_random_bytes(KEY_LEN), get_random_bytes(FILE_ID_LEN)
     ks = KeySchedule.derive(key, file_id)
-    stanzas = [scrypt_stanza(key, pw, file_id)] if pw is not None else \
-        [recipient_stanza(key, r, file_id) for r in dict.fromkeys(recips)]
-    header = {"format": FORMAT, "version": VERSION, "file_id": file_id.hex(), "commitment": ks.commitment.hex(),
-              "stanzas": stanzas, "note": note or {}}
+    stanzas = (
+        [scrypt_stanza(key, pw, file_id)]
+        if pw is not None
+        else [recipient_stanza(key, r, file_id) for r in dict.fromkeys(recips)]
+    )
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "file_id": file_id.hex(),
+        "commitment": ks.commitment.hex(),
+        "stanzas": stanzas,
+        "note": note or {},
+    }
     ct, _ = encrypt_segment(ks.payload_key, file_id, 0, canonical_json(mapping), _CHUNK, hashed=False)
-    sealed = {**header, "header_mac": ks.header_mac(canonical_json(header)).hex(),
-              "ciphertext": base64.b64encode(bytes(ct)).decode("ascii")}
+    sealed = {
+        **header,
+        "header_mac": ks.header_mac(canonical_json(header)).hex(),
+        "ciphertext": base64.b64encode(bytes(ct)).decode("ascii"),
+    }
     return (json.dumps(sealed, indent=1) + "\n").encode("utf-8")
 
 
-def write_mapping(path: str | os.PathLike, mapping: dict[str, Any], recipients: Iterable[Any] = (),
-                  passphrase: Passphrase = None, *, note: dict[str, Any] | None = None) -> Path:
+def write_mapping(
+    path: str | os.PathLike,
+    mapping: dict[str, Any],
+    recipients: Iterable[Any] = (),
+    passphrase: Passphrase = None,
+    *,
+    note: dict[str, Any] | None = None,
+) -> Path:
     """Seal the mapping and write it atomically (mode 0600) to ``path`` (not overwritten if present)."""
     data = seal_mapping(mapping, recipients, passphrase, note=note)
     with atomic_file(path, mode=0o600, overwrite=False) as fh:
@@ -110,15 +136,25 @@ def read_sealed(path: str | os.PathLike) -> SealedMapping:
         raise FormatError(f"{path}: not a medsec-nb mapping file")
     if raw.get("version") != VERSION:
         raise FormatError(f"{path}: mapping file version {raw.get('version')!r} is not supported (expected {VERSION})")
-    for name, kind in (("file_id", str), ("commitment", str), ("stanzas", list), ("note", dict),
-                       ("header_mac", str), ("ciphertext", str)):
+    for name, kind in (
+        ("file_id", str),
+        ("commitment", str),
+        ("stanzas", list),
+        ("note", dict),
+        ("header_mac", str),
+        ("ciphertext", str),
+    ):
         if not isinstance(raw.get(name), kind):
             raise FormatError(f"{path}: mapping file field {name!r} is missing or malformed")
     return SealedMapping(path, raw["file_id"], raw["note"], raw)
 
 
-def open_mapping(sealed: SealedMapping, identity: Identity | str | os.PathLike | None = None,
-                 passphrase: Passphrase = None, identity_passphrase: Passphrase = None) -> dict[str, Any]:
+def open_mapping(
+    sealed: SealedMapping,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    identity_passphrase: Passphrase = None,
+) -> dict[str, Any]:
     """Decrypt and authenticate a mapping (the audited entry point is ``medsec_nb.study.export``)."""
     raw, where = sealed.raw, str(sealed.path)
     try:
@@ -136,8 +172,7 @@ def open_mapping(sealed: SealedMapping, identity: Identity | str | os.PathLike |
         key = unwrap_with_passphrase(raw["stanzas"], pw, file_id, where)
     ks = KeySchedule.derive(key, file_id)
     header = {k: raw[k] for k in ("format", "version", "file_id", "commitment", "stanzas", "note")}
-    if not hmac.compare_digest(ks.commitment, commitment) or \
-            not ks.check_header_mac(canonical_json(header), mac):
+    if not hmac.compare_digest(ks.commitment, commitment) or not ks.check_header_mac(canonical_json(header), mac):
         raise AuthenticationError(f"{where}: mapping header failed authentication (altered)")
     out = bytearray(plaintext_length(len(ct), _CHUNK, where))
     decrypt_segment(ks.payload_key, file_id, 0, ct, _CHUNK, None, memoryview(out), f"{where}: mapping")

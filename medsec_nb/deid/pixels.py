@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -25,13 +25,24 @@ from ..core.errors import MedsecError
 RISKY_MODALITIES = frozenset({"US", "IVUS", "OT", "SC", "XC", "ES", "GM", "SM", "DOC", "OP", "OPT", "IO"})
 #: SOP classes made as screenshots or captures: Secondary Capture (single and multi-frame), ultrasound,
 #: VL photographic/endoscopic/microscopic and video, encapsulated PDF.
-RISKY_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
-    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4", "1.2.840.10008.5.1.4.1.1.6.1",
-    "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.77.1.1",
-    "1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.77.1.2", "1.2.840.10008.5.1.4.1.1.77.1.4",
-    "1.2.840.10008.5.1.4.1.1.77.1.4.1", "1.2.840.10008.5.1.4.1.1.104.1",
-})
+RISKY_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.2",
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.104.1",
+    }
+)
 
 
 class MaskRuleError(MedsecError):
@@ -57,7 +68,9 @@ def burned_in_reason(ds: Dataset) -> str | None:
         return f"modality {modality} commonly carries burned-in text"
     sop_class = str(ds.get("SOPClassUID", "")).strip()
     if sop_class in RISKY_SOP_CLASSES:
-        return f"SOP class {UID(sop_class).name} (a capture) commonly carries burned-in text"   # named: no UID in records
+        return (
+            f"SOP class {UID(sop_class).name} (a capture) commonly carries burned-in text"  # named: no UID in records
+        )
     return None
 
 
@@ -92,7 +105,9 @@ def load_mask_rules(path: str | os.PathLike) -> tuple[MaskRule, ...]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise MaskRuleError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({exc})") from None
+        raise MaskRuleError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({exc})"
+        ) from None
     rules = data.get("rule") if isinstance(data, dict) else None
     if not isinstance(rules, list) or not rules:
         raise MaskRuleError(f"{path}: needs a non-empty list 'rule' ([[rule]] tables in TOML)")
@@ -120,11 +135,16 @@ def _rule(raw: Any, where: str) -> MaskRule:
         raise MaskRuleError(f"{where}: 'rectangles' must be a non-empty list of [x, y, width, height]")
     out = []
     for r in rects:
-        if not (isinstance(r, list) and len(r) == 4 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                            for v in r)) or r[0] < 0 or r[1] < 0 \
-                or r[2] <= 0 or r[3] <= 0:
-            raise MaskRuleError(f"{where}: rectangle {r!r} is not [x, y, width, height] with x, y >= 0 "
-                                "and width, height > 0")
+        if (
+            not (isinstance(r, list) and len(r) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in r))
+            or r[0] < 0
+            or r[1] < 0
+            or r[2] <= 0
+            or r[3] <= 0
+        ):
+            raise MaskRuleError(
+                f"{where}: rectangle {r!r} is not [x, y, width, height] with x, y >= 0 and width, height > 0"
+            )
         out.append(tuple(r))
     return MaskRule(name.strip(), dict(match), tuple(out))
 
@@ -137,21 +157,23 @@ def mask_burned_in(ds: Dataset, rules: tuple[MaskRule, ...], where: str = "insta
         return None
     try:
         if ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.decompress()                   # written back uncompressed (explicit VR little endian)
+            ds.decompress()  # written back uncompressed (explicit VR little endian)
         arr = ds.pixel_array.copy()
     except Exception as exc:  # pydicom raises many types for pixel data it cannot decode
-        raise MedsecError(f"{where}: rule {rule.name!r} matches but its pixel data cannot be decoded "
-                          f"({type(exc).__name__})") from None
+        raise MedsecError(
+            f"{where}: rule {rule.name!r} matches but its pixel data cannot be decoded ({type(exc).__name__})"
+        ) from None
     rows, cols = int(ds.Rows), int(ds.Columns)
     samples, frames = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("NumberOfFrames", 1) or 1)
     shaped = arr.reshape((frames, rows, cols, samples) if samples > 1 else (frames, rows, cols))
     for x, y, w, h in rule.rectangles:
         if x + w > cols or y + h > rows:
-            raise MedsecError(f"{where}: rule {rule.name!r} rectangle [{x}, {y}, {w}, {h}] lies outside "
-                              f"the {cols}x{rows} image")
-        shaped[:, y:y + h, x:x + w] = 0
+            raise MedsecError(
+                f"{where}: rule {rule.name!r} rectangle [{x}, {y}, {w}, {h}] lies outside the {cols}x{rows} image"
+            )
+        shaped[:, y : y + h, x : x + w] = 0
     ds.PixelData = np.ascontiguousarray(shaped).tobytes()
     if samples > 1:
-        ds.PlanarConfiguration = 0             # pixel_array is colour-by-pixel whatever the source was
+        ds.PlanarConfiguration = 0  # pixel_array is colour-by-pixel whatever the source was
     ds.BurnedInAnnotation = "NO"
     return rule.name

@@ -4,8 +4,8 @@ reachable by explicit attribute access (``ds.PatientName``). All HTML is escaped
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
-from typing import Iterable
 
 import pydicom
 from pydicom.dataset import FileDataset
@@ -14,8 +14,10 @@ from .redaction import REDACTED, redacted_items
 
 _PIXEL_DATA = 0x7FE00010
 NOTE = "identifying values are redacted in every display"
-_MARK_HTML = ('<span class="medsec-redacted" style="background:#333;color:#fff;padding:0 .3em;'
-              f'border-radius:2px">{escape(REDACTED)}</span>')
+_MARK_HTML = (
+    '<span class="medsec-redacted" style="background:#333;color:#fff;padding:0 .3em;'
+    f'border-radius:2px">{escape(REDACTED)}</span>'
+)
 TAG_HEAD = ("tag", "keyword", "value")
 
 
@@ -25,8 +27,9 @@ def _cell(value: str) -> str:
 
 def html_table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     th = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{_cell(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -61,7 +64,7 @@ class _Redacting:
 
     def __getitem__(self, key):
         value = super().__getitem__(key)
-        if isinstance(value, pydicom.Dataset):                 # a slice of the dataset
+        if isinstance(value, pydicom.Dataset):  # a slice of the dataset
             return redacted(value)
         if value.VR == "SQ":
             for item in value.value:

@@ -9,7 +9,7 @@ and physician identity and every private element are hidden.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import pydicom
 from pydicom.tag import Tag
@@ -37,8 +37,9 @@ def make_profile(name: str = "basic", options: Iterable[str] = ()) -> Profile:
     options = frozenset(options)
     unknown = options - OPTIONS
     if unknown:
-        raise ValueError(f"unknown redaction option(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(sorted(OPTIONS))}")
+        raise ValueError(
+            f"unknown redaction option(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(OPTIONS))}"
+        )
     return Profile(options)
 
 
@@ -68,8 +69,7 @@ def is_identifying(elem: pydicom.DataElement, profile: Profile | None = None, cr
     return elem.VR == "PN" or display_action(elem.tag, profile or _current, creator) != "keep"
 
 
-def display_value(elem: pydicom.DataElement, limit: int = 64, profile: Profile | None = None,
-                  creator: str = "") -> str:
+def display_value(elem: pydicom.DataElement, limit: int = 64, profile: Profile | None = None, creator: str = "") -> str:
     """The value as it may be shown: redacted if identifying, sequences and bulk data summarised."""
     if is_identifying(elem, profile, creator):
         return REDACTED
@@ -83,7 +83,7 @@ def summary_value(elem: pydicom.DataElement, limit: int = 64) -> str:
     if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
         return f"<{elem.VR}, {len(elem.value or b'')} bytes>"
     text = str(elem.value)
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def tag_text(tag: int) -> str:
@@ -97,5 +97,8 @@ def redacted_items(ds: pydicom.Dataset, profile: Profile | None = None) -> Itera
     for elem in ds:
         if elem.tag == 0x7FE00010:
             continue
-        yield (tag_text(elem.tag), elem.keyword or "(private)",
-               display_value(elem, profile=profile, creator=private_creator(ds, elem.tag)))
+        yield (
+            tag_text(elem.tag),
+            elem.keyword or "(private)",
+            display_value(elem, profile=profile, creator=private_creator(ds, elem.tag)),
+        )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
 
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -20,11 +20,25 @@ BULK_MIN_LEN = 6
 _BULK = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x54001010})
 
 IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "PatientBirthDate", "PatientAddress", "PatientTelephoneNumbers",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
-    "OperatorsName", "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "RequestingPhysician",
+    "OperatorsName",
+    "AccessionNumber",
 )
 
 _IDENTIFYING_TAGS = frozenset(tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS)
@@ -53,8 +67,9 @@ def _searchable_as_bytes(ds: Dataset) -> bool:
     return all(str(v).strip() in _BYTE_SEARCHABLE for v in values)
 
 
-def _walk(ds: Dataset, path: str = "", raw_ok: bool | None = None,
-          parse: frozenset[int] = frozenset()) -> Iterator[tuple[str, object, object]]:
+def _walk(
+    ds: Dataset, path: str = "", raw_ok: bool | None = None, parse: frozenset[int] = frozenset()
+) -> Iterator[tuple[str, object, object]]:
     """(path, element, value) for every element at every depth, file meta included.
 
     Unparsed non-sequence elements (outside ``parse``) are yielded as their raw bytes when the
@@ -65,8 +80,7 @@ def _walk(ds: Dataset, path: str = "", raw_ok: bool | None = None,
     for source in ([meta] if meta is not None else []) + [ds]:
         for tag in list(source.keys()):
             elem = source.get_item(tag)
-            if not (raw_ok and isinstance(elem, RawDataElement) and int(tag) not in parse
-                    and not maybe_sequence(elem)):
+            if not (raw_ok and isinstance(elem, RawDataElement) and int(tag) not in parse and not maybe_sequence(elem)):
                 elem = source[tag]
             where = f"{path}({tag.group:04X},{tag.element:04X})"
             if elem.VR == "SQ":
@@ -108,9 +122,9 @@ def identifying_values(ds: Dataset) -> set[str]:
 class Leak:
     """A scanner hit: which output element holds the value of which original attributes."""
 
-    where: str                       # element path and VR, e.g. "(0008,9215)[0]/(0008,0070) LO"
-    tag: int                         # the output element's tag
-    originals: tuple[str, ...]       # keywords of the original attributes whose value was found
+    where: str  # element path and VR, e.g. "(0008,9215)[0]/(0008,0070) LO"
+    tag: int  # the output element's tag
+    originals: tuple[str, ...]  # keywords of the original attributes whose value was found
 
     @property
     def keyword(self) -> str:
@@ -158,7 +172,7 @@ def _vr(elem: object) -> str:
     vr = getattr(elem, "VR", None)
     if vr is None:
         try:
-            vr = dictionary_VR(elem.tag)        # type: ignore[attr-defined]
+            vr = dictionary_VR(elem.tag)  # type: ignore[attr-defined]
         except KeyError:
             vr = None
     return vr or "UN"
@@ -166,8 +180,13 @@ def _vr(elem: object) -> str:
 
 def _byte_needles(values: set[str]) -> set[bytes]:
     """Values as bytes in the usual encodings, upper-cased as ``bytes.upper`` does (ASCII letters)."""
-    return {form.encode(enc).upper() for v in values for form in (v, v.upper(), v.lower())
-            for enc in ("utf-8", "latin-1", "utf-16-le") if _encodable(form, enc)}
+    return {
+        form.encode(enc).upper()
+        for v in values
+        for form in (v, v.upper(), v.lower())
+        for enc in ("utf-8", "latin-1", "utf-16-le")
+        if _encodable(form, enc)
+    }
 
 
 def _encodable(text: str, encoding: str) -> bool:

@@ -57,8 +57,18 @@ def rows() -> tuple[Row, ...]:
     out = []
     for r in csv.DictReader(io.StringIO(_read("table_e1_1.csv"))):
         opts = {name: r[col] for name, col in OPTION_COLUMNS.items() if r[col]}
-        out.append(Row(r["tag"], r["keyword"], r["name"], r["vr"], r["retired_in_dictionary"],
-                       r["in_std_composite_iod"], r["basic_profile_action"], opts))
+        out.append(
+            Row(
+                r["tag"],
+                r["keyword"],
+                r["name"],
+                r["vr"],
+                r["retired_in_dictionary"],
+                r["in_std_composite_iod"],
+                r["basic_profile_action"],
+                opts,
+            )
+        )
     return tuple(out)
 
 
@@ -150,8 +160,9 @@ def structured_content() -> dict[tuple[str, str], tuple[ContentRow, ...]]:
     out: dict[tuple[str, str], list[ContentRow]] = {}
     for r in csv.DictReader(io.StringIO(_read("table_e3_4_1_clean_structured_content.csv"))):
         opts = {name: r[col] for name, col in CSC_OPTION_COLUMNS.items() if r[col]}
-        row = ContentRow(r["Code Meaning"], r["Code Value"], r["Coding Scheme Designator"], r["Value Type"],
-                         r["Basic Prof."], opts)
+        row = ContentRow(
+            r["Code Meaning"], r["Code Value"], r["Coding Scheme Designator"], r["Value Type"], r["Basic Prof."], opts
+        )
         out.setdefault((row.scheme, row.value), []).append(row)
     return {k: tuple(v) for k, v in out.items()}
 

@@ -1,7 +1,33 @@
 """Keys: identities (private keys) and recipients (public keys), their files and key ids."""
 
-from .identity import (KEY_TYPES, Identity, Passphrase, Recipient, as_identity, as_recipient, generate_identity,
-                       key_id_of, load_identity, load_recipient, private_pem, resolve_passphrase, save_identity)
+from .identity import (
+    KEY_TYPES,
+    Identity,
+    Passphrase,
+    Recipient,
+    as_identity,
+    as_recipient,
+    generate_identity,
+    key_id_of,
+    load_identity,
+    load_recipient,
+    private_pem,
+    resolve_passphrase,
+    save_identity,
+)
 
-__all__ = ["KEY_TYPES", "Identity", "Passphrase", "Recipient", "as_identity", "as_recipient", "generate_identity",
-           "key_id_of", "load_identity", "load_recipient", "private_pem", "resolve_passphrase", "save_identity"]
+__all__ = [
+    "KEY_TYPES",
+    "Identity",
+    "Passphrase",
+    "Recipient",
+    "as_identity",
+    "as_recipient",
+    "generate_identity",
+    "key_id_of",
+    "load_identity",
+    "load_recipient",
+    "private_pem",
+    "resolve_passphrase",
+    "save_identity",
+]

@@ -8,10 +8,10 @@ passphrase is given; public keys as SubjectPublicKeyInfo PEM. A key id is
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Union
 
 from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC, RSA
@@ -24,14 +24,14 @@ KEY_TYPES = ("x25519", "p256", "rsa3072", "ed25519")
 MIN_RSA_BITS = 3072
 KEY_FILE_PROTECTION = "scryptAndAES256-GCM"
 
-Passphrase = Union[str, bytes, Callable[[], Union[str, bytes]], None]
-PyKey = Union[ECC.EccKey, RSA.RsaKey]
+Passphrase = str | bytes | Callable[[], str | bytes] | None
+PyKey = ECC.EccKey | RSA.RsaKey
 
 
 def key_type_of(key: PyKey) -> str:
     """The medsec type name of a pycryptodome key ("x25519", "p256", "rsa3072", "ed25519")."""
     if isinstance(key, RSA.RsaKey):
-        return "rsa%d" % key.size_in_bits()
+        return f"rsa{key.size_in_bits()}"
     curve = key.curve.lower()
     if curve in ("curve25519", "x25519"):
         return "x25519"
@@ -69,7 +69,7 @@ class Recipient:
         return key_type_of(self.key)
 
     @cached_property
-    def key_id(self) -> str:          # keys are immutable: computed once
+    def key_id(self) -> str:  # keys are immutable: computed once
         return key_id_of(self.key)
 
     def pem(self) -> str:
@@ -159,8 +159,9 @@ def private_pem(identity: Identity, passphrase: Passphrase = None) -> str:
     return key.export_key(format="PEM", passphrase=pw, protection=KEY_FILE_PROTECTION)
 
 
-def save_identity(identity: Identity, prefix: str | os.PathLike, passphrase: Passphrase = None,
-                  *, overwrite: bool = False) -> tuple[Path, Path]:
+def save_identity(
+    identity: Identity, prefix: str | os.PathLike, passphrase: Passphrase = None, *, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write ``prefix.key`` (private, mode 0600) and ``prefix.pub``; return both paths."""
     prefix = Path(prefix)
     key_path = prefix.with_name(prefix.name + ".key")

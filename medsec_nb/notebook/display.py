@@ -46,10 +46,14 @@ def _study_parts(study: Study) -> tuple[str, str, list[tuple[str, ...]]]:
     if study.closed:
         return f"Study {name} (closed)", "", []
     title = f"Study {name}: {len(study.series)} series, {study.instance_count} instances"
-    facts = (f"opened with {study.key_id}; signer {study.signer or 'none (unsigned)'}; "
-             f"purpose {study.purpose or 'not given'}")
-    rows = [(str(n), s.modality or "-", _number(s.number), str(len(s)), _image_size(_series_entries(s)))
-            for n, s in enumerate(study.series)]
+    facts = (
+        f"opened with {study.key_id}; signer {study.signer or 'none (unsigned)'}; "
+        f"purpose {study.purpose or 'not given'}"
+    )
+    rows = [
+        (str(n), s.modality or "-", _number(s.number), str(len(s)), _image_size(_series_entries(s)))
+        for n, s in enumerate(study.series)
+    ]
     return title, facts, rows
 
 
@@ -66,12 +70,13 @@ def study_html(study: Study) -> str:
     title, facts, rows = _study_parts(study)
     if not facts:
         return f"<div class='medsec-study'><b>{escape(title)}</b></div>"
-    return (f"<div class='medsec-study'><b>{escape(title)}</b><br><small>{escape(facts)}</small>"
-            f"{html_table(_STUDY_HEAD, rows)}<small>{escape(NOTE)}</small></div>")
+    return (
+        f"<div class='medsec-study'><b>{escape(title)}</b><br><small>{escape(facts)}</small>"
+        f"{html_table(_STUDY_HEAD, rows)}<small>{escape(NOTE)}</small></div>"
+    )
 
 
 # -- series -----------------------------------------------------------------------------------
-
 
 
 def _series_parts(series: Series) -> tuple[str, list[tuple[str, str, str]]]:
@@ -83,7 +88,7 @@ def _series_parts(series: Series) -> tuple[str, list[tuple[str, str, str]]]:
         g = series.geometry
         summary += ", spacing (z, y, x) " + " x ".join(f"{v:g}" for v in g.spacing) + " mm"
         summary += " (uneven slice gaps)" if g.uneven else ""
-    except MedsecError:       # no image in the series
+    except MedsecError:  # no image in the series
         pass
     return summary, list(redacted_items(series.header(0)))
 
@@ -101,5 +106,7 @@ def series_html(series: Series) -> str:
     summary, items = _series_parts(series)
     if not items:
         return f"<div class='medsec-series'><b>{escape(summary)}</b></div>"
-    return (f"<div class='medsec-series'><b>{escape(summary)}</b><details><summary>first instance header"
-            f"</summary>{html_table(TAG_HEAD, items)}</details><small>{escape(NOTE)}</small></div>")
+    return (
+        f"<div class='medsec-series'><b>{escape(summary)}</b><details><summary>first instance header"
+        f"</summary>{html_table(TAG_HEAD, items)}</details><small>{escape(NOTE)}</small></div>"
+    )

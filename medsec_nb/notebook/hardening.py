@@ -17,15 +17,15 @@ _PR_SET_DUMPABLE = 4
 class Hardening:
     """What :func:`harden_process` achieved in this process."""
 
-    core_dumps_disabled: bool      #: RLIMIT_CORE is 0 (soft and hard)
-    undumpable: bool               #: Linux PR_SET_DUMPABLE is 0: no core, no same-user ptrace or /proc/PID/mem
-    swap: tuple[str, ...]          #: active swap devices or files (from /proc/swaps); empty if none or unknown
+    core_dumps_disabled: bool  #: RLIMIT_CORE is 0 (soft and hard)
+    undumpable: bool  #: Linux PR_SET_DUMPABLE is 0: no core, no same-user ptrace or /proc/PID/mem
+    swap: tuple[str, ...]  #: active swap devices or files (from /proc/swaps); empty if none or unknown
 
 
 def _limit_core() -> bool:
     try:
         import resource
-    except ImportError:          # not POSIX
+    except ImportError:  # not POSIX
         return False
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -38,7 +38,7 @@ def _set_undumpable() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)       # the C library already loaded in this process
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded in this process
         return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

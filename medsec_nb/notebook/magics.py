@@ -17,8 +17,8 @@ import keyword
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -26,9 +26,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, List, TraitError, Unicode, observe, validate
 
 from ..core.errors import MedsecError
-from .hardening import harden_process
 from ..deid.redaction import PROFILE_NAMES, make_profile, set_profile
 from ..study.study import Study, open_study
+from .hardening import harden_process
 
 
 class MagicError(MedsecError):
@@ -47,26 +47,36 @@ def ask_secret(prompt: str) -> str:
     try:
         return getpass.getpass(prompt)
     except StdinNotImplementedError:
-        raise MedsecError("this frontend cannot ask for a passphrase (no stdin); run the cell from "
-                          "JupyterLab, Notebook or an IPython terminal") from None
+        raise MedsecError(
+            "this frontend cannot ask for a passphrase (no stdin); run the cell from "
+            "JupyterLab, Notebook or an IPython terminal"
+        ) from None
 
 
-def open_interactive(path: str | os.PathLike, *, identity: str | os.PathLike | None = None,
-                     use_passphrase: bool = False, purpose: str | None = None,
-                     require_signer: str | os.PathLike | None = None, audit_log: str | os.PathLike | None = None,
-                     ask: Callable[[str], str] = ask_secret) -> Study:
+def open_interactive(
+    path: str | os.PathLike,
+    *,
+    identity: str | os.PathLike | None = None,
+    use_passphrase: bool = False,
+    purpose: str | None = None,
+    require_signer: str | os.PathLike | None = None,
+    audit_log: str | os.PathLike | None = None,
+    ask: Callable[[str], str] = ask_secret,
+) -> Study:
     """``open_study``, asking for whatever secret is needed.
 
     With an ``identity`` (a key file), its passphrase is asked only if the file is encrypted;
     with ``use_passphrase`` or no identity, the study passphrase is asked.
     """
     path = Path(path).expanduser()
-    common = {"purpose": purpose, "require_signer": Path(require_signer).expanduser() if require_signer else None,
-              "audit_log": audit_log}
+    common = {
+        "purpose": purpose,
+        "require_signer": Path(require_signer).expanduser() if require_signer else None,
+        "audit_log": audit_log,
+    }
     if identity is not None and not use_passphrase:
         key = Path(identity).expanduser()
-        return open_study(path, identity=key, identity_passphrase=lambda: ask(f"Passphrase for key {key}: "),
-                          **common)
+        return open_study(path, identity=key, identity_passphrase=lambda: ask(f"Passphrase for key {key}: "), **common)
     return open_study(path, passphrase=lambda: ask(f"Passphrase for study {path.name}: "), **common)
 
 
@@ -109,24 +119,27 @@ def _concise(fn: Callable, *args, **kwargs):
 class MedsecMagics(Magics):
     """Open encrypted studies into the notebook namespace (``%config MedsecMagics`` to configure)."""
 
-    default_identity = Unicode(None, allow_none=True,
-                               help="Private key file used when --identity is not given.").tag(config=True)
-    default_purpose = Unicode(None, allow_none=True,
-                              help="Purpose of use (e.g. TREAT, HRESCH, EDU) when --purpose is not given."
-                              ).tag(config=True)
-    redaction_profile = Enum(PROFILE_NAMES, default_value="basic",
-                             help="Display redaction profile: 'basic', the PS3.15 Basic Profile "
-                                  "('conservative' is its former name)."
-                             ).tag(config=True)
-    redaction_options = List(Unicode(), default_value=[],
-                             help="PS3.15 profile options applied to every display, e.g. "
-                                  "['retain-long-full-dates'] (names: medsec_nb.deid.OPTIONS)."
-                             ).tag(config=True)
-    audit_log = Unicode(None, allow_none=True,
-                        help="Audit log file (default: $MEDSEC_AUDIT_LOG, else the user's data folder)."
-                        ).tag(config=True)
-    harden = Bool(True, help="Disable core dumps and ptrace (harden_process) before opening a study."
-                  ).tag(config=True)
+    default_identity = Unicode(None, allow_none=True, help="Private key file used when --identity is not given.").tag(
+        config=True
+    )
+    default_purpose = Unicode(
+        None, allow_none=True, help="Purpose of use (e.g. TREAT, HRESCH, EDU) when --purpose is not given."
+    ).tag(config=True)
+    redaction_profile = Enum(
+        PROFILE_NAMES,
+        default_value="basic",
+        help="Display redaction profile: 'basic', the PS3.15 Basic Profile ('conservative' is its former name).",
+    ).tag(config=True)
+    redaction_options = List(
+        Unicode(),
+        default_value=[],
+        help="PS3.15 profile options applied to every display, e.g. "
+        "['retain-long-full-dates'] (names: medsec_nb.deid.OPTIONS).",
+    ).tag(config=True)
+    audit_log = Unicode(
+        None, allow_none=True, help="Audit log file (default: $MEDSEC_AUDIT_LOG, else the user's data folder)."
+    ).tag(config=True)
+    harden = Bool(True, help="Disable core dumps and ptrace (harden_process) before opening a study.").tag(config=True)
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
@@ -148,13 +161,24 @@ class MedsecMagics(Magics):
 
     @magic_arguments()
     @argument("path", help="the encrypted study (.msec)")
-    @argument("--identity", "-i", metavar="KEY",
-              help="private key file; default: the %%%%secure_session's, then MedsecMagics.default_identity")
-    @argument("--passphrase-prompt", action="store_true",
-              help="open with the study passphrase instead of a key (asked without echo)")
-    @argument("--purpose", "-p", metavar="P",
-              help="purpose of use recorded with the access (e.g. HRESCH); default: the %%%%secure_session's, "
-                   "then MedsecMagics.default_purpose, then $MEDSEC_PURPOSE")
+    @argument(
+        "--identity",
+        "-i",
+        metavar="KEY",
+        help="private key file; default: the %%%%secure_session's, then MedsecMagics.default_identity",
+    )
+    @argument(
+        "--passphrase-prompt",
+        action="store_true",
+        help="open with the study passphrase instead of a key (asked without echo)",
+    )
+    @argument(
+        "--purpose",
+        "-p",
+        metavar="P",
+        help="purpose of use recorded with the access (e.g. HRESCH); default: the %%%%secure_session's, "
+        "then MedsecMagics.default_purpose, then $MEDSEC_PURPOSE",
+    )
     @argument("--as", dest="name", metavar="NAME", help="variable to bind (default: from the file name)")
     @argument("--require-signer", metavar="PUB", help="refuse the study unless signed by this public key")
     @line_magic
@@ -167,8 +191,7 @@ class MedsecMagics(Magics):
             %load_secure_study data/ct_chest.msec --identity ~/.medsec/me.key --purpose HRESCH --as ct
         """
         args = parse_argstring(self.load_secure_study, line)
-        args.path, args.identity, args.require_signer = map(_unquote, (args.path, args.identity,
-                                                                       args.require_signer))
+        args.path, args.identity, args.require_signer = map(_unquote, (args.path, args.identity, args.require_signer))
         if args.identity and args.passphrase_prompt:
             raise UsageError("give --identity or --passphrase-prompt, not both")
         name = args.name or study_name(args.path)
@@ -176,11 +199,15 @@ class MedsecMagics(Magics):
             raise UsageError(f"--as {name!r} is not a valid Python name")
         if self.harden:
             harden_process()
-        study = _concise(open_interactive, args.path,
-                         identity=args.identity or self._session.get("identity") or self.default_identity,
-                         use_passphrase=args.passphrase_prompt, require_signer=args.require_signer,
-                         purpose=args.purpose or self._session.get("purpose") or self.default_purpose,
-                         audit_log=self.audit_log)
+        study = _concise(
+            open_interactive,
+            args.path,
+            identity=args.identity or self._session.get("identity") or self.default_identity,
+            use_passphrase=args.passphrase_prompt,
+            require_signer=args.require_signer,
+            purpose=args.purpose or self._session.get("purpose") or self.default_purpose,
+            audit_log=self.audit_log,
+        )
         previous = self.loaded.pop(name, None)
         if previous is not None and previous is not study:
             unload(previous)
@@ -189,8 +216,12 @@ class MedsecMagics(Magics):
         return study
 
     @magic_arguments()
-    @argument("names", nargs="*", metavar="NAME",
-              help="variables to close and remove (default: every study %%load_secure_study bound)")
+    @argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="variables to close and remove (default: every study %%load_secure_study bound)",
+    )
     @line_magic
     def unload_secure_study(self, line: str) -> None:
         """Close studies (dropping keys, index and viewer caches) and remove their variables."""
@@ -249,10 +280,12 @@ def close_registered(study_id: str) -> bool:
     as ``%unload_secure_study`` when the magics bound it, else its viewers and the study. False if
     no such open study."""
     from . import registry
+
     study = registry.lookup(study_id)
     if study is None:
         return False
     from IPython import get_ipython
+
     ip = get_ipython()
     magics = ip.magics_manager.registry.get(MedsecMagics.__name__) if ip is not None else None
     names = [n for n, s in magics.loaded.items() if s is study] if magics is not None else []

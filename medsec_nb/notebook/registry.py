@@ -27,10 +27,10 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.atomic import atomic_file
 from ..audit import AuditLog, context
-from ..core import runtime
 from ..audit.record import utc_now
+from ..core import runtime
+from ..core.atomic import atomic_file
 from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 _lock = threading.Lock()
 _open: dict[str, tuple[weakref.ref, dict[str, Any]]] = {}
-_ids: "weakref.WeakKeyDictionary[Study, str]" = weakref.WeakKeyDictionary()
-_kernel: list[str | None] = []       # the kernel id, looked up once
-_logs: dict[str, AuditLog] = {}      # audit logs of the studies opened here: checkpointed at exit
+_ids: weakref.WeakKeyDictionary[Study, str] = weakref.WeakKeyDictionary()
+_kernel: list[str | None] = []  # the kernel id, looked up once
+_logs: dict[str, AuditLog] = {}  # audit logs of the studies opened here: checkpointed at exit
 
 
 def runtime_dir() -> Path:
@@ -70,21 +70,30 @@ def _publish(kernel_id: str) -> None:
         with atomic_file(path, mode=0o600) as fh:
             fh.write(json.dumps(data, sort_keys=True).encode("utf-8"))
     except OSError as exc:
-        warnings.warn(f"the list of open studies for the lab panel was not updated ({exc.strerror or exc})",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"the list of open studies for the lab panel was not updated ({exc.strerror or exc})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
-def opened(study: "Study") -> str | None:
+def opened(study: Study) -> str | None:
     """Publish ``study`` as open in this kernel; returns its registry id (None outside a kernel)."""
     kernel_id = _kernel_id()
     if kernel_id is None:
         return None
     who = context.who()
     study_id = secrets.token_hex(8)
-    entry = {"id": study_id, "name": os.path.basename(study.path), "instances": study.instance_count,
-             "purpose": study.purpose, "user": who["os_user"], "opened": utc_now()}
+    entry = {
+        "id": study_id,
+        "name": os.path.basename(study.path),
+        "instances": study.instance_count,
+        "purpose": study.purpose,
+        "user": who["os_user"],
+        "opened": utc_now(),
+    }
     log = study._access.log
-    where = os.path.abspath(log.path)            # the notebook may change directory before exit
+    where = os.path.abspath(log.path)  # the notebook may change directory before exit
     with _lock:
         _open[study_id] = (weakref.ref(study), entry)
         _ids[study] = study_id
@@ -103,11 +112,14 @@ def _checkpoint_at_exit() -> None:
         try:
             log.checkpoint()
         except (MedsecError, OSError) as exc:
-            print(f"medsec: warning: {log.checkpoints_path}: no checkpoint written at kernel shutdown ({exc}); "
-                  "run `medsec audit checkpoint`", file=sys.__stderr__)
+            print(
+                f"medsec: warning: {log.checkpoints_path}: no checkpoint written at kernel shutdown ({exc}); "
+                "run `medsec audit checkpoint`",
+                file=sys.__stderr__,
+            )
 
 
-def withdrawn(study: "Study") -> None:
+def withdrawn(study: Study) -> None:
     """Withdraw ``study`` (closed); nothing happens if it was never published."""
     with _lock:
         study_id = _ids.pop(study, None)
@@ -115,7 +127,7 @@ def withdrawn(study: "Study") -> None:
             _publish(_kernel_id())
 
 
-def lookup(study_id: str) -> "Study | None":
+def lookup(study_id: str) -> Study | None:
     """The open study published under ``study_id`` in this process, if any."""
     with _lock:
         item = _open.get(study_id)

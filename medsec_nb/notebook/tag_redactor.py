@@ -13,27 +13,28 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import ipywidgets as w
 import pydicom
 
-from ..deid import OPTIONS, Profile, display_action
-from ..deid.scan import IDENTIFYING_KEYWORDS
-from ..core.errors import MedsecError
-from ..deid.redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
 from ..access.reveal import element_path
+from ..core.errors import MedsecError
+from ..deid import OPTIONS, Profile, display_action
+from ..deid.redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
+from ..deid.scan import IDENTIFYING_KEYWORDS
 
 if TYPE_CHECKING:
     from ..study.study import Series, Study
 
 OVERRIDES = ("keep", "redact")
-PROFILE = "profile"          # the override toggle's "no override" choice
+PROFILE = "profile"  # the override toggle's "no override" choice
 _PIXEL_DATA = 0x7FE00010
 _IDENTITY = frozenset(IDENTIFYING_KEYWORDS)
-_REDACTORS: "weakref.WeakSet[TagRedactor]" = weakref.WeakSet()
+_REDACTORS: weakref.WeakSet[TagRedactor] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TagRow:
     keyword: str
     vr: str
     depth: int
-    action: str           # keep, remove or replace (under the profile; inherited inside a removed sequence)
+    action: str  # keep, remove or replace (under the profile; inherited inside a removed sequence)
     override: str | None  # keep, redact or None
     shown: str
 
@@ -56,12 +57,15 @@ def check_override(elem: pydicom.DataElement, choice: str) -> None:
     if choice not in OVERRIDES:
         raise ValueError(f"unknown override {choice!r}; choose one of {', '.join(OVERRIDES)}")
     if choice == "keep" and (elem.VR == "PN" or elem.keyword in _IDENTITY or elem.tag.is_private):
-        raise ValueError(f"{elem.keyword or 'a private element'} cannot be kept on display; "
-                         "reveal it with a justification instead (audited)")
+        raise ValueError(
+            f"{elem.keyword or 'a private element'} cannot be kept on display; "
+            "reveal it with a justification instead (audited)"
+        )
 
 
-def _walk(ds: pydicom.Dataset, steps: list[tuple[int, int | None]], inherited: str | None,
-          profile: Profile) -> Iterator[tuple[pydicom.DataElement, list[tuple[int, int | None]], str, str]]:
+def _walk(
+    ds: pydicom.Dataset, steps: list[tuple[int, int | None]], inherited: str | None, profile: Profile
+) -> Iterator[tuple[pydicom.DataElement, list[tuple[int, int | None]], str, str]]:
     for elem in ds:
         if elem.tag == _PIXEL_DATA:
             continue
@@ -83,12 +87,15 @@ def tag_rows(ds: pydicom.Dataset, profile: Profile, overrides: Mapping[str, str]
         override = overrides.get(path)
         if override == "redact":
             shown = REDACTED
-        elif override == "keep":      # never on identity (see check_override)
+        elif override == "keep":  # never on identity (see check_override)
             shown = summary_value(elem)
         else:
             shown = REDACTED if action != "keep" else display_value(elem, profile=profile, creator=creator)
-        rows.append(TagRow(path, tag_text(elem.tag), elem.keyword or "(private)", elem.VR, len(steps) - 1,
-                           action, override, shown))
+        rows.append(
+            TagRow(
+                path, tag_text(elem.tag), elem.keyword or "(private)", elem.VR, len(steps) - 1, action, override, shown
+            )
+        )
     return rows
 
 
@@ -98,21 +105,25 @@ def rows_html(rows: list[TagRow]) -> str:
     body = []
     for r in rows:
         action = r.action + (f" &rarr; {r.override}" if r.override else "")
-        value = (f"<span class='medsec-redacted' style='background:#333;color:#fff;padding:0 .3em'>"
-                 f"{escape(REDACTED)}</span>" if r.shown == REDACTED else escape(r.shown))
+        value = (
+            f"<span class='medsec-redacted' style='background:#333;color:#fff;padding:0 .3em'>{escape(REDACTED)}</span>"
+            if r.shown == REDACTED
+            else escape(r.shown)
+        )
         pad = f"padding-left:{1.2 * r.depth:.1f}em"
-        body.append(f"<tr><td style='{pad}'>{escape(r.tag)}</td><td style='{pad}'>{escape(r.keyword)}</td>"
-                    f"<td>{escape(r.vr)}</td><td>{action}</td><td>{value}</td></tr>")
+        body.append(
+            f"<tr><td style='{pad}'>{escape(r.tag)}</td><td style='{pad}'>{escape(r.keyword)}</td>"
+            f"<td>{escape(r.vr)}</td><td>{action}</td><td>{value}</td></tr>"
+        )
     return f"<table class='medsec-tags'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 class TagRedactor(w.VBox):
     """Tag table of instance ``i`` of a series, profile option toggles, display overrides, audited reveal."""
 
-    _open = False      # until __init__ completes (ipywidgets calls close() from __del__)
+    _open = False  # until __init__ completes (ipywidgets calls close() from __del__)
 
-    def __init__(self, series: Series, i: int = 0, *, profile: Profile | None = None,
-                 reveal_seconds: float = 30.0):
+    def __init__(self, series: Series, i: int = 0, *, profile: Profile | None = None, reveal_seconds: float = 30.0):
         """``profile``: the starting profile (default: the current display profile);
         ``reveal_seconds``: how long a revealed value stays on screen."""
         self._series, self._index = series, i
@@ -121,22 +132,27 @@ class TagRedactor(w.VBox):
         self.overrides: dict[str, str] = {}
         self.reveal_seconds = reveal_seconds
         self._timer: threading.Timer | asyncio.TimerHandle | None = None
-        self._elements = {element_path(steps): elem for elem, steps, _, _ in _walk(self._header, [], None,
-                                                                                   self.profile)}
+        self._elements = {
+            element_path(steps): elem for elem, steps, _, _ in _walk(self._header, [], None, self.profile)
+        }
         self._open = True
-        self.option_boxes = {o: w.Checkbox(value=o in self.profile.options, description=o, indent=False)
-                             for o in sorted(OPTIONS)}
+        self.option_boxes = {
+            o: w.Checkbox(value=o in self.profile.options, description=o, indent=False) for o in sorted(OPTIONS)
+        }
         self.table = w.HTML()
         self.tag = w.Dropdown(options=list(self._elements), description="tag")
         self.override = w.ToggleButtons(options=[PROFILE, *OVERRIDES], value=PROFILE, description="display")
-        self.justification = w.Text(placeholder="why this value is needed (recorded in the audit log)",
-                                    description="reason")
+        self.justification = w.Text(
+            placeholder="why this value is needed (recorded in the audit log)", description="reason"
+        )
         self.reveal_button = w.Button(description="reveal (audited)", button_style="warning")
         self.revealed = w.HTML()
         self.status = w.Label()
-        self._parts = [w.GridBox(list(self.option_boxes.values()),
-                                 layout=w.Layout(grid_template_columns="repeat(2, 50%)")),
-                       w.HBox([self.tag, self.override]), w.HBox([self.justification, self.reveal_button])]
+        self._parts = [
+            w.GridBox(list(self.option_boxes.values()), layout=w.Layout(grid_template_columns="repeat(2, 50%)")),
+            w.HBox([self.tag, self.override]),
+            w.HBox([self.justification, self.reveal_button]),
+        ]
         super().__init__([self._parts[0], self.table, *self._parts[1:], self.revealed, self.status])
         for box in self.option_boxes.values():
             box.observe(self._option_changed, "value")
@@ -191,8 +207,10 @@ class TagRedactor(w.VBox):
             self.status.value = f"not revealed: {type(exc).__name__}: {exc}"
             return None
         self.justification.value = ""
-        self.revealed.value = (f"<b>{escape(path)}</b>: <code>{escape(value)}</code> "
-                               f"<small>(revealed and audited; hidden in {self.reveal_seconds:g} s)</small>")
+        self.revealed.value = (
+            f"<b>{escape(path)}</b>: <code>{escape(value)}</code> "
+            f"<small>(revealed and audited; hidden in {self.reveal_seconds:g} s)</small>"
+        )
         self.status.value = "revealed; the reveal and its reason are in the audit log"
         self._schedule_hide()
         return value
@@ -208,7 +226,7 @@ class TagRedactor(w.VBox):
     def _schedule_hide(self) -> None:
         try:
             self._timer = asyncio.get_running_loop().call_later(self.reveal_seconds, self.hide_revealed)
-        except RuntimeError:          # no running loop (plain Python): a timer thread
+        except RuntimeError:  # no running loop (plain Python): a timer thread
             timer = threading.Timer(self.reveal_seconds, self.hide_revealed)
             timer.daemon = True
             timer.start()
@@ -217,7 +235,7 @@ class TagRedactor(w.VBox):
     def _option_changed(self, change: dict) -> None:
         chosen = {o for o, box in self.option_boxes.items() if box.value}
         dates = {"retain-long-full-dates", "retain-long-modified-dates"}
-        if dates <= chosen:           # they exclude each other: keep the one just ticked
+        if dates <= chosen:  # they exclude each other: keep the one just ticked
             chosen -= dates - {change["owner"].description}
         self.set_options(chosen)
 
@@ -247,8 +265,17 @@ class TagRedactor(w.VBox):
         self._header = None
         self._elements = {}
         self.table.value = ""
-        for child in (*self.option_boxes.values(), self.table, self.tag, self.override, self.justification,
-                      self.reveal_button, self.revealed, self.status, *self._parts):
+        for child in (
+            *self.option_boxes.values(),
+            self.table,
+            self.tag,
+            self.override,
+            self.justification,
+            self.reveal_button,
+            self.revealed,
+            self.status,
+            *self._parts,
+        ):
             child.close()
         super().close()
 

@@ -36,7 +36,7 @@ AUTO = "auto"
 #: Longest displayed side in screen pixels; larger images are scaled down.
 MAX_DISPLAY = 1024
 _DPI = 100
-_VIEWERS: "weakref.WeakSet[SliceViewer]" = weakref.WeakSet()
+_VIEWERS: weakref.WeakSet[SliceViewer] = weakref.WeakSet()
 
 
 def apply_window(array: np.ndarray, width: float, level: float) -> np.ndarray:
@@ -76,15 +76,19 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     about twice as fast as Pillow's adaptive filtering, for a slightly larger file)."""
     rows, cols = pixels.shape[:2]
     colour = 2 if pixels.ndim == 3 else 0
-    lines = np.zeros((rows, 1 + pixels[0].size), np.uint8)       # each line: filter byte 0, then samples
+    lines = np.zeros((rows, 1 + pixels[0].size), np.uint8)  # each line: filter byte 0, then samples
     lines[:, 1:] = pixels.reshape(rows, -1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", cols, rows, 8, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(lines.tobytes(), 1))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(lines.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _colour_to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -108,8 +112,14 @@ class _Canvas:
         self.canvas = FigureCanvasAgg(self.fig)
         ax = self.fig.add_axes((0, 0, 1, 1))
         ax.set_axis_off()
-        self.image = ax.imshow(np.zeros(shape, np.uint8), cmap="gray", vmin=0, vmax=255, aspect=aspect,
-                               interpolation="nearest" if scale == 1.0 else "antialiased")
+        self.image = ax.imshow(
+            np.zeros(shape, np.uint8),
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            aspect=aspect,
+            interpolation="nearest" if scale == 1.0 else "antialiased",
+        )
 
     def png(self, frame: np.ndarray) -> bytes:
         self.image.set_data(frame)
@@ -121,7 +131,7 @@ class _Canvas:
 class SliceViewer(w.VBox):
     """Slider over every frame of a series, window/level presets, one decrypted instance at a time."""
 
-    _open = False      # until __init__ completes (ipywidgets calls close() from __del__)
+    _open = False  # until __init__ completes (ipywidgets calls close() from __del__)
 
     def __init__(self, series: Series, *, index: int | None = None, preset: str = AUTO, cache_size: int = 8):
         """``index``: first frame shown (default: the middle one); ``preset``: a WINDOW_PRESETS name
@@ -129,8 +139,12 @@ class SliceViewer(w.VBox):
         if preset != AUTO and preset not in WINDOW_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose {AUTO!r} or one of {', '.join(WINDOW_PRESETS)}")
         box = series._study._open_box()
-        self._frames = [(i, f) for i, k in enumerate(series._idx) if box.entries[k].get("image")
-                        for f in range(box.entries[k]["image"]["frames"])]
+        self._frames = [
+            (i, f)
+            for i, k in enumerate(series._idx)
+            if box.entries[k].get("image")
+            for f in range(box.entries[k]["image"]["frames"])
+        ]
         if not self._frames:
             raise MedsecError(f"{box.path}: series {series.modality or '?'} #{series.number} holds no images")
         self._series = series
@@ -141,8 +155,13 @@ class SliceViewer(w.VBox):
         self._canvas: _Canvas | None = None
         self._open = True
         last = len(self._frames) - 1
-        self.slider = w.IntSlider(value=last // 2 if index is None else min(max(index, 0), last), min=0, max=last,
-                                  description="slice", continuous_update=True)
+        self.slider = w.IntSlider(
+            value=last // 2 if index is None else min(max(index, 0), last),
+            min=0,
+            max=last,
+            description="slice",
+            continuous_update=True,
+        )
         self.window = w.Dropdown(options=[AUTO, *WINDOW_PRESETS], value=preset, description="window")
         self.image = w.Image(format="png")
         self.status = w.Label()
@@ -174,9 +193,9 @@ class SliceViewer(w.VBox):
             return
         pos = self.slider.value
         try:
-            self._series._study._open_box()      # raises once the study is closed, even on a cache hit
+            self._series._study._open_box()  # raises once the study is closed, even on a cache hit
             frame = self._frame(pos)
-        except MedsecError as exc:          # e.g. the study was closed: drop what we hold
+        except MedsecError as exc:  # e.g. the study was closed: drop what we hold
             self._cache.clear()
             self.status.value = f"{type(exc).__name__}: {exc}"
             return
@@ -198,7 +217,7 @@ class SliceViewer(w.VBox):
             return
         self._open = False
         self._cache.clear()
-        self._canvas = None          # the only reference to the figure and the pixels it holds
+        self._canvas = None  # the only reference to the figure and the pixels it holds
         self.image.value = b""
         self.status.value = "closed"
         _VIEWERS.discard(self)

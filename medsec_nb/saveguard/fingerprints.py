@@ -26,28 +26,41 @@ import secrets
 import threading
 import warnings
 import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pydicom
 from Crypto.Hash import BLAKE2s
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
-from ..core.atomic import atomic_file
 from ..core import runtime
+from ..core.atomic import atomic_file
+from ..core.errors import MedsecError
 from ..core.jupyter import in_kernel
 from ..core.runtime import data_dir, write_once
 from ..deid.scan import IDENTIFYING_KEYWORDS, MIN_LEN
-from ..core.errors import MedsecError
 
 #: Elements whose values are guarded, besides the leak scanner's identifying keywords.
 GUARDED_KEYWORDS = frozenset(IDENTIFYING_KEYWORDS) | {
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthTime", "StudyID",
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "IssuerOfPatientID",
-    "OtherPatientIDs", "MilitaryRank", "MedicalRecordLocator", "PatientInsurancePlanCodeSequence",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "PatientBirthTime",
+    "StudyID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+    "IssuerOfPatientID",
+    "OtherPatientIDs",
+    "MilitaryRank",
+    "MedicalRecordLocator",
+    "PatientInsurancePlanCodeSequence",
 }
 _DATE_VRS = ("DA", "DT")
 _TOKEN = re.compile(r"[^\W_]+")
@@ -55,8 +68,20 @@ _TOKEN = re.compile(r"[^\W_]+")
 #: token (slower: used only in texts where a digit, a ``T`` and a digit meet).
 _TOKEN_ISO = re.compile(r"\d+(?=[Tt]\d)|(?!(?<=\d)[Tt]\d)[^\W_]+")
 _ISO_T = re.compile(r"\d[Tt]\d")
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
-           "october", "november", "december")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 _FP_BYTES = 16
 FORMAT = 1
 
@@ -115,7 +140,7 @@ def _name_variants(value: PersonName) -> set[tuple[str, ...]]:
     parts = [_toks(p) for p in (value.family_name, value.given_name, value.middle_name)]
     family, given, middle = parts
     out = {_toks(str(value)), family + given + middle, given + middle + family, given + family, family + given}
-    out |= {p for p in parts if p}                        # each part alone ("Doe", "John")
+    out |= {p for p in parts if p}  # each part alone ("Doe", "John")
     out |= {("".join(p),) for p in parts if len(p) > 1}  # a part written without its punctuation ("OBrien")
     return out
 
@@ -181,7 +206,7 @@ class Fingerprints:
     lengths: set[int] = field(default_factory=set)
 
     @classmethod
-    def of(cls, key: bytes, variants: Iterable[tuple[str, ...]]) -> "Fingerprints":
+    def of(cls, key: bytes, variants: Iterable[tuple[str, ...]]) -> Fingerprints:
         fp = cls()
         variants = set(variants)
         fp.full = {fingerprint(key, v) for v in variants}
@@ -189,7 +214,7 @@ class Fingerprints:
         fp.lengths = {len(v) for v in variants}
         return fp
 
-    def update(self, other: "Fingerprints") -> None:
+    def update(self, other: Fingerprints) -> None:
         self.full |= other.full
         self.first |= other.first
         self.lengths |= other.lengths
@@ -198,11 +223,12 @@ class Fingerprints:
         return {"full": sorted(self.full), "first": sorted(self.first), "lengths": sorted(self.lengths)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Fingerprints":
+    def from_json(cls, data: dict[str, Any]) -> Fingerprints:
         return cls(set(data["full"]), set(data["first"]), {int(n) for n in data["lengths"]})
 
 
 # -- publication by the process that opened studies ---------------------------------------------
+
 
 @dataclass
 class _Entry:
@@ -213,7 +239,7 @@ class _Entry:
 
 
 _lock = threading.Lock()
-_entries: "weakref.WeakKeyDictionary[Any, _Entry]" = weakref.WeakKeyDictionary()
+_entries: weakref.WeakKeyDictionary[Any, _Entry] = weakref.WeakKeyDictionary()
 _published: dict[str, dict[str, Any]] = {}
 
 
@@ -232,7 +258,7 @@ def _write() -> None:
 
 def _fingerprints(study: Any) -> Fingerprints:
     variants = identifying_variants(study.series[0].header(0)) if study.series else set()
-    for series in study.series:      # other series: same patient; their UIDs come from the index
+    for series in study.series:  # other series: same patient; their UIDs come from the index
         variants.add(_toks(series.uid))
     return Fingerprints.of(guard_key(), variants)
 
@@ -240,10 +266,14 @@ def _fingerprints(study: Any) -> Fingerprints:
 def _store(entry: _Entry, study: Any, path: str) -> None:
     try:
         fp = _fingerprints(study)
-    except Exception as exc:       # an unparsable header (or a study closed at once): say so
+    except Exception as exc:  # an unparsable header (or a study closed at once): say so
         if not entry.withdrawn:
-            warnings.warn(f"{path}: save guard cannot read its identifying values ({type(exc).__name__}); "
-                          "saved notebooks are not checked for them", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: save guard cannot read its identifying values ({type(exc).__name__}); "
+                "saved notebooks are not checked for them",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return
     with _lock:
         if entry.withdrawn:
@@ -312,6 +342,7 @@ def _withdraw_all() -> None:
 
 # -- reading by the server --------------------------------------------------------------------
 
+
 def load_published(folder: Path | None = None) -> Fingerprints:
     """The union of every process's published fingerprints; a malformed file raises MedsecError
     (the save guard then refuses the save rather than guess)."""
@@ -319,7 +350,7 @@ def load_published(folder: Path | None = None) -> Fingerprints:
     for path in sorted((folder or runtime_dir()).glob("*.json")):
         try:
             text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:           # withdrawn meanwhile
+        except FileNotFoundError:  # withdrawn meanwhile
             continue
         except OSError as exc:
             raise MedsecError(f"{path}: cannot read save guard fingerprints ({exc.strerror})") from None
@@ -327,6 +358,7 @@ def load_published(folder: Path | None = None) -> Fingerprints:
             for study in json.loads(text)["studies"].values():
                 out.update(Fingerprints.from_json(study))
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise MedsecError(f"{path}: not a save guard fingerprint file; remove it if no kernel "
-                              "has a study open") from None
+            raise MedsecError(
+                f"{path}: not a save guard fingerprint file; remove it if no kernel has a study open"
+            ) from None
     return out

@@ -36,10 +36,12 @@ MARKER = "\u2588 redacted by medsec save guard"
 #: (instance UIDs; version numbers and addresses are shorter or start otherwise).
 _UID = re.compile(r"(?<![\w.])[12]\.(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*)){1,}(?!\w|\.\d)")
 _UID_MIN_LEN = 20
-_STANDARD_UID = "1.2.840.10008."      # SOP classes, transfer syntaxes: public, not identifying
+_STANDARD_UID = "1.2.840.10008."  # SOP classes, transfer syntaxes: public, not identifying
 #: ANSI control sequences (colours, cursor moves: ESC [ or CSI, parameters, final byte) and HTML
 #: character references (``&#x27;``, ``&#39;``, ``&apos;``), undone in a second view of each text.
-_ESCAPE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|&(?:#[xX][0-9a-fA-F]{1,6}|#\d{1,7}|[A-Za-z][A-Za-z0-9]{1,31});?")
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|&(?:#[xX][0-9a-fA-F]{1,6}|#\d{1,7}|[A-Za-z][A-Za-z0-9]{1,31});?"
+)
 #: Base64 payloads (not text): left alone, except PNG text chunks. ``+xml``/``+json`` types are text.
 _BINARY_TYPES = ("image/", "audio/", "video/", "font/")
 _BINARY = frozenset({"application/pdf", "application/octet-stream", "application/zip", "application/gzip"})
@@ -73,7 +75,7 @@ class _View:
                 continue
             if m.start() > pos:
                 self.pieces.append((at, pos, m.start(), True))
-                parts.append(text[pos:m.start()])
+                parts.append(text[pos : m.start()])
                 at += m.start() - pos
             if repl:
                 self.pieces.append((at, m.start(), m.end(), False))
@@ -118,8 +120,11 @@ def _replace(text: str, spans: list[Span], marker: str) -> tuple[str, int]:
 
 
 def _uid_spans(text: str) -> list[Span]:
-    return [m.span() for m in _UID.finditer(text)
-            if len(m.group()) >= _UID_MIN_LEN and not m.group().startswith(_STANDARD_UID)]
+    return [
+        m.span()
+        for m in _UID.finditer(text)
+        if len(m.group()) >= _UID_MIN_LEN and not m.group().startswith(_STANDARD_UID)
+    ]
 
 
 class Matcher:
@@ -154,8 +159,8 @@ class Matcher:
         for i, (tok, start, _) in enumerate(toks):
             if start < end or not self._is_first(tok):
                 continue
-            for n in self.lengths:               # the longest match first
-                if i + n <= len(toks) and self._is_value(tuple(words[i:i + n])):
+            for n in self.lengths:  # the longest match first
+                if i + n <= len(toks) and self._is_value(tuple(words[i : i + n])):
                     end = toks[i + n - 1][2]
                     found.append((start, end))
                     break
@@ -209,10 +214,11 @@ class _Guard:
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = self.text(k) if isinstance(k, str) else k
-            while key in out:                      # two keys redacted alike: keep both values
+            while key in out:  # two keys redacted alike: keep both values
                 key += "\u2588"
-            out[key] = self.mime(k, v) if isinstance(k, str) and is_binary(k) else (
-                v if k == "buffers" else self.walk(v))
+            out[key] = (
+                self.mime(k, v) if isinstance(k, str) and is_binary(k) else (v if k == "buffers" else self.walk(v))
+            )
         return out
 
     def mime(self, mime: str, body: Any) -> Any:
@@ -249,12 +255,13 @@ class _Guard:
             return body
         kept, pos, dropped = [data[:8]], 8, False
         while pos + 12 <= len(data):
-            size = int.from_bytes(data[pos:pos + 4], "big")
+            size = int.from_bytes(data[pos : pos + 4], "big")
             end = pos + 12 + size
             if end > len(data):
                 break
-            if data[pos + 4:pos + 8] in _PNG_TEXT and self._png_text_has_value(data[pos + 4:pos + 8],
-                                                                                 data[pos + 8:end - 4]):
+            if data[pos + 4 : pos + 8] in _PNG_TEXT and self._png_text_has_value(
+                data[pos + 4 : pos + 8], data[pos + 8 : end - 4]
+            ):
                 dropped = True
             else:
                 kept.append(data[pos:end])
@@ -271,12 +278,12 @@ class _Guard:
                 text = rest.decode("latin-1")
             elif kind == b"zTXt":
                 text = _inflate(rest[1:]).decode("latin-1")
-            else:                                  # iTXt: flag, method, language, translated keyword, text
+            else:  # iTXt: flag, method, language, translated keyword, text
                 translated, _, body = rest[2:].partition(b"\x00")[2].partition(b"\x00")
                 body = _inflate(body) if rest[:1] == b"\x01" else body
                 text = f"{translated.decode('utf-8', 'replace')} {body.decode('utf-8', 'replace')}"
         except (zlib.error, ValueError):
-            self.count += 1                        # unreadable: not checked, so not kept
+            self.count += 1  # unreadable: not checked, so not kept
             return True
         before = self.count
         self.text(f"{keyword.decode('latin-1')} {text}")
@@ -291,8 +298,7 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: str = MARKER,
-                   uids: bool = True) -> int:
+def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: str = MARKER, uids: bool = True) -> int:
     """Redact, in place, every output of ``nb`` (nbformat JSON) and its saved widget state: values
     matching ``fps`` and, with ``uids``, any DICOM-looking instance UID; return how many."""
     guard = _Guard(Matcher(fps, key, marker, uids))
@@ -309,12 +315,16 @@ def guard_notebook(nb: dict[str, Any], fps: Fingerprints, key: bytes, marker: st
 class SaveGuard(Configurable):
     """The pre-save hook (``c.SaveGuard.mode = "block"`` refuses saves instead of redacting)."""
 
-    mode = Enum(("redact", "block"), default_value="redact",
-                help="redact: replace identifying values in outputs with the marker; block: refuse the save."
-                ).tag(config=True)
+    mode = Enum(
+        ("redact", "block"),
+        default_value="redact",
+        help="redact: replace identifying values in outputs with the marker; block: refuse the save.",
+    ).tag(config=True)
     marker = Unicode(MARKER, help="Text that replaces an identifying value.").tag(config=True)
-    uids = Bool(True, help="While a study is open, also replace any DICOM-looking instance UID "
-                           "(not 1.2.840.10008.*) in outputs.").tag(config=True)
+    uids = Bool(
+        True,
+        help="While a study is open, also replace any DICOM-looking instance UID (not 1.2.840.10008.*) in outputs.",
+    ).tag(config=True)
 
     def pre_save(self, model: dict[str, Any], path: str, contents_manager: Any = None, **kwargs: Any) -> None:
         """ContentsManager pre-save hook: redact (or refuse) a notebook about to be saved."""
@@ -331,17 +341,24 @@ class SaveGuard(Configurable):
                 found = guard_notebook(content, fps, guard_key(), self.marker, self.uids)
             if found:
                 self._record(path, found)
-        except Exception as exc:       # fail closed: jupyter_server would save anyway on other errors
+        except Exception as exc:  # fail closed: jupyter_server would save anyway on other errors
             what = str(exc) if isinstance(exc, MedsecError) else type(exc).__name__
             raise HTTPError(500, f"medsec save guard could not check {path}; not saved: {what}") from None
         if found and self.mode == "block":
-            raise HTTPError(409, f"medsec save guard: {path} not saved: {found} identifying value(s) of an "
-                                 "open study in its outputs; clear those outputs and save again")
+            raise HTTPError(
+                409,
+                f"medsec save guard: {path} not saved: {found} identifying value(s) of an "
+                "open study in its outputs; clear those outputs and save again",
+            )
 
     def _record(self, path: str, found: int) -> None:
-        AuditLog().append(action="save-guard", outcome="denied" if self.mode == "block" else "success",
-                          event=EVENT_SECURITY, purpose="HOPERAT",
-                          detail={"notebook": path, "values": found, "mode": self.mode})
+        AuditLog().append(
+            action="save-guard",
+            outcome="denied" if self.mode == "block" else "success",
+            event=EVENT_SECURITY,
+            purpose="HOPERAT",
+            detail={"notebook": path, "values": found, "mode": self.mode},
+        )
 
 
 def _copy(value: Any) -> Any:

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..notebook import registry
 from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
 from ..audit.record import utc_now
 from ..core.errors import AuditRecordError, MedsecError
+from ..notebook import registry
 from . import views
 
 CLOSE_TIMEOUT = 20.0
@@ -89,8 +90,9 @@ async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
         kernel = s.get("kernel") or {}
         notebooks[kernel.get("id")] = s.get("path")
     km = handler.kernel_manager
-    kernels = {kid: {"name": km.get_kernel(kid).kernel_name, "notebook": notebooks.get(kid)}
-               for kid in km.list_kernel_ids()}
+    kernels = {
+        kid: {"name": km.get_kernel(kid).kernel_name, "notebook": notebooks.get(kid)} for kid in km.list_kernel_ids()
+    }
     entries = await asyncio.get_running_loop().run_in_executor(None, registry.read_all)
     return views.kernel_studies(entries, kernels)
 
@@ -126,8 +128,9 @@ class AuditExportHandler(_Base):
             return export.dicom_xml(records)
 
         data = await self._run(build)
-        ctype, name = (("application/fhir+json", "audit-fhir.json") if fmt == "fhir"
-                       else ("application/xml", "audit-dicom.xml"))
+        ctype, name = (
+            ("application/fhir+json", "audit-fhir.json") if fmt == "fhir" else ("application/xml", "audit-dicom.xml")
+        )
         self.set_header("Content-Type", ctype)
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(data)
@@ -149,8 +152,7 @@ class CloseHandler(_Base):
             raise _bad("study_id: expected the 16 hex digit id from /medsec/studies")
         if not isinstance(kid, str) or kid not in self.kernel_manager:
             raise _bad(f"kernel_id {kid!r}: no such running kernel")
-        if not any(s["id"] == sid for k in await running_studies(self) if k["kernel_id"] == kid
-                   for s in k["studies"]):
+        if not any(s["id"] == sid for k in await running_studies(self) if k["kernel_id"] == kid for s in k["studies"]):
             raise tornado.web.HTTPError(404, f"study {sid} is not open in kernel {kid}")
         closed = await close_in_kernel(self.kernel_manager.get_kernel(kid), sid)
         self.finish(json.dumps({"closed": closed}))
@@ -163,8 +165,9 @@ async def close_in_kernel(kernel_manager: Any, study_id: str, timeout: float = C
     client = kernel_manager.client()
     client.start_channels()
     try:
-        reply = await client.execute("", silent=True, store_history=False, user_expressions={"closed": expr},
-                                     reply=True, timeout=timeout)
+        reply = await client.execute(
+            "", silent=True, store_history=False, user_expressions={"closed": expr}, reply=True, timeout=timeout
+        )
     except TimeoutError:
         raise tornado.web.HTTPError(504, "the kernel did not answer in time (busy?); try again") from None
     finally:
@@ -195,8 +198,13 @@ class InspectHandler(_Base):
 def setup_handlers(web_app: Any) -> None:
     """Register the endpoints under ``<base_url>/medsec/``."""
     base = url_path_join(web_app.settings["base_url"], "medsec")
-    routes = [("studies", StudiesHandler), ("studies/close", CloseHandler), ("audit", AuditPageHandler),
-              ("audit/verify", AuditVerifyHandler), ("audit/export", AuditExportHandler),
-              ("audit/checkpoint", AuditCheckpointHandler), ("inspect", InspectHandler)]
+    routes = [
+        ("studies", StudiesHandler),
+        ("studies/close", CloseHandler),
+        ("audit", AuditPageHandler),
+        ("audit/verify", AuditVerifyHandler),
+        ("audit/export", AuditExportHandler),
+        ("audit/checkpoint", AuditCheckpointHandler),
+        ("inspect", InspectHandler),
+    ]
     web_app.add_handlers(".*$", [(url_path_join(base, path), handler) for path, handler in routes])
-

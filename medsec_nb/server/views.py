@@ -8,8 +8,9 @@ the studies list holds what the registry publishes (file name, counts, purpose, 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..audit import checkpoint as ckpt
 from ..audit.page import Page
@@ -23,10 +24,17 @@ def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
     """The columns of the panel's audit table for one record."""
     who, study, why = rec.get("who") or {}, rec.get("study") or {}, rec.get("why") or {}
     sha = study.get("container_sha256")
-    return {"seq": rec.get("seq"), "time": rec.get("time"), "user": who.get("os_user"),
-            "action": rec.get("action"), "outcome": rec.get("outcome"), "purpose": why.get("purpose"),
-            "study": sha[:16] if isinstance(sha, str) else None, "instances": study.get("instances"),
-            "kernel_id": (rec.get("where") or {}).get("kernel_id")}
+    return {
+        "seq": rec.get("seq"),
+        "time": rec.get("time"),
+        "user": who.get("os_user"),
+        "action": rec.get("action"),
+        "outcome": rec.get("outcome"),
+        "purpose": why.get("purpose"),
+        "study": sha[:16] if isinstance(sha, str) else None,
+        "instances": study.get("instances"),
+        "kernel_id": (rec.get("where") or {}).get("kernel_id"),
+    }
 
 
 def page_json(page: Page) -> dict[str, Any]:
@@ -48,15 +56,27 @@ def chain_status(log: str | os.PathLike | None = None) -> dict[str, Any]:
     yet written (no file or empty, no checkpoint) is reported as intact with 0 records."""
     path = log_path(log)
     if (not path.exists() or path.stat().st_size == 0) and not checkpoints_path(path).exists():
-        return {"ok": True, "records": 0, "checkpoints": 0, "first_bad_line": None,
-                "message": f"{path}: no audit records yet", "last_checkpoint": None}
+        return {
+            "ok": True,
+            "records": 0,
+            "checkpoints": 0,
+            "first_bad_line": None,
+            "message": f"{path}: no audit records yet",
+            "last_checkpoint": None,
+        }
     report = verify_log(log)
     try:
         last = last_checkpoint(log)
     except MedsecError:
         last = None
-    return {"ok": report.ok, "records": report.records, "checkpoints": report.checkpoints,
-            "first_bad_line": report.first_bad_line, "message": report.message, "last_checkpoint": last}
+    return {
+        "ok": report.ok,
+        "records": report.records,
+        "checkpoints": report.checkpoints,
+        "first_bad_line": report.first_bad_line,
+        "message": report.message,
+        "last_checkpoint": last,
+    }
 
 
 def kernel_studies(entries: Iterable[dict[str, Any]], kernels: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,14 +88,27 @@ def kernel_studies(entries: Iterable[dict[str, Any]], kernels: dict[str, dict[st
         if kid in kernels:
             by_kernel.setdefault(kid, []).extend(
                 {k: s.get(k) for k in ("id", "name", "instances", "purpose", "user", "opened")}
-                for s in entry["studies"] if isinstance(s, dict))
-    return [{"kernel_id": kid, **info, "studies": sorted(by_kernel.get(kid, []), key=lambda s: str(s["opened"]))}
-            for kid, info in kernels.items()]
+                for s in entry["studies"]
+                if isinstance(s, dict)
+            )
+    return [
+        {"kernel_id": kid, **info, "studies": sorted(by_kernel.get(kid, []), key=lambda s: str(s["opened"]))}
+        for kid, info in kernels.items()
+    ]
 
 
 def public_header(path: Path) -> dict[str, Any]:
     """The public header of a container (what ``medsec inspect`` prints): no key, no PHI."""
     info = inspect_study(path)
-    return {"name": path.name, "version": info.version, "instances": info.instance_count, "bytes": info.file_size,
-            "chunk_size": info.chunk_size, "recipients": info.recipients, "passphrase": info.passphrase,
-            "signer": info.signer, "signature_valid": info.signature_valid, "complete": info.complete}
+    return {
+        "name": path.name,
+        "version": info.version,
+        "instances": info.instance_count,
+        "bytes": info.file_size,
+        "chunk_size": info.chunk_size,
+        "recipients": info.recipients,
+        "passphrase": info.passphrase,
+        "signer": info.signer,
+        "signature_valid": info.signature_valid,
+        "complete": info.complete,
+    }

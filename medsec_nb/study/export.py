@@ -9,25 +9,26 @@ Reading a mapping back is re-identification: policy action ``reveal-tag``, audit
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 from Crypto.Hash import SHA256
 from Crypto.Random import get_random_bytes
 
 from ..access.gate import EVENT_EXPORT, EVENT_SECURITY, Access, new_access
+from ..access.policy import Policy
 from ..audit import AuditLog
 from ..audit.record import is_uid
 from ..container.sources import list_source_files
+from ..core.errors import MedsecError, OutputError, SourceError
+from ..core.reading import reading
 from ..deid import DeidKeys, Profile
 from ..deid.export import ExportReport, ExportSettings, export_instances, parse_accept
 from ..deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from ..deid.pixels import MaskRule, burned_in_reason, load_mask_rules
-from ..core.errors import MedsecError, OutputError, SourceError
 from ..keys.identity import Identity, Passphrase
-from ..access.policy import Policy
-from ..core.reading import reading
 
 if TYPE_CHECKING:
     from .study import Study
@@ -46,7 +47,7 @@ def _file_items(files: list[Path]) -> Iterator[tuple[str, pydicom.Dataset]]:
         yield str(path), _read(path)
 
 
-def _study_items(study: "Study") -> Iterator[tuple[str, pydicom.Dataset]]:
+def _study_items(study: Study) -> Iterator[tuple[str, pydicom.Dataset]]:
     n = 0
     for series in study.series:
         for ds in series:
@@ -67,9 +68,11 @@ def _keys(secret: bytes | DeidKeys | None, dry_run: bool) -> RecordingKeys:
         secret = secret.secret
     if secret is None:
         if not dry_run:
-            raise MedsecError("a de-identification secret is required (>= 16 bytes; the same secret gives the "
-                              "same pseudonyms, UIDs and date shifts in every export)")
-        secret = get_random_bytes(32)        # a dry run writes nothing; any key shows the changes
+            raise MedsecError(
+                "a de-identification secret is required (>= 16 bytes; the same secret gives the "
+                "same pseudonyms, UIDs and date shifts in every export)"
+            )
+        secret = get_random_bytes(32)  # a dry run writes nothing; any key shows the changes
     try:
         return RecordingKeys(secret)
     except ValueError as exc:
@@ -82,8 +85,7 @@ def _accepts(items: Iterable[str | int]) -> tuple[frozenset[int], frozenset[tupl
         parsed = [i if isinstance(i, int) else parse_accept(i) for i in items]
     except ValueError as exc:
         raise MedsecError(f"accept_leaks_in: {exc}") from None
-    return (frozenset(p for p in parsed if isinstance(p, int)),
-            frozenset(p for p in parsed if isinstance(p, tuple)))
+    return (frozenset(p for p in parsed if isinstance(p, int)), frozenset(p for p in parsed if isinstance(p, tuple)))
 
 
 def _profile(profile: Profile | Iterable[str]) -> Profile:
@@ -96,17 +98,31 @@ def _profile(profile: Profile | Iterable[str]) -> Profile:
 
 
 def _summary(report: ExportReport) -> dict[str, Any]:
-    return {"profile": ["basic", *report.profile], "encrypted": report.encrypted, "dry_run": report.dry_run,
-            "actions": [f"{a}={n}" for a, n in sorted(report.actions.items())],
-            "burned_in": len(report.burned_in),
-            "accepted_leaks": sorted({a["element"].split(" ")[0] for a in report.accepted_leaks})}
+    return {
+        "profile": ["basic", *report.profile],
+        "encrypted": report.encrypted,
+        "dry_run": report.dry_run,
+        "actions": [f"{a}={n}" for a, n in sorted(report.actions.items())],
+        "burned_in": len(report.burned_in),
+        "accepted_leaks": sorted({a["element"].split(" ")[0] for a in report.accepted_leaks}),
+    }
 
 
-def _run(access: Access, items: Iterable[tuple[str, pydicom.Dataset]], total: int,
-         output: str | os.PathLike | None, settings: ExportSettings, *, recipients: list[Any],
-         passphrase: Passphrase, dry_run: bool, progress: bool,
-         mapping: str | os.PathLike | None, mapping_recipients: list[Any] | None,
-         mapping_passphrase: Passphrase) -> ExportReport:
+def _run(
+    access: Access,
+    items: Iterable[tuple[str, pydicom.Dataset]],
+    total: int,
+    output: str | os.PathLike | None,
+    settings: ExportSettings,
+    *,
+    recipients: list[Any],
+    passphrase: Passphrase,
+    dry_run: bool,
+    progress: bool,
+    mapping: str | os.PathLike | None,
+    mapping_recipients: list[Any] | None,
+    mapping_passphrase: Passphrase,
+) -> ExportReport:
     if not dry_run:
         if output is None:
             raise MedsecError("an output (-o folder, or a .msec container with recipients) is required")
@@ -120,16 +136,30 @@ def _run(access: Access, items: Iterable[tuple[str, pydicom.Dataset]], total: in
     items = _override_audited(access, items, settings) if settings.allow_burned_in else items
     report = access.audited(
         "deid-export",
-        lambda: export_instances(items, total, output, settings, recipients=recipients, passphrase=passphrase,
-                                 dry_run=dry_run, progress=progress),
-        event=EVENT_EXPORT, instances=total, detail=_summary)
+        lambda: export_instances(
+            items,
+            total,
+            output,
+            settings,
+            recipients=recipients,
+            passphrase=passphrase,
+            dry_run=dry_run,
+            progress=progress,
+        ),
+        event=EVENT_EXPORT,
+        instances=total,
+        detail=_summary,
+    )
     if mapping is not None and not dry_run:
         keys = settings.keys
         assert isinstance(keys, RecordingKeys)
         note = {"studies": sorted({keys.uids.get(u) for u in _study_uids(access)} - {None})}
-        access.audited("deid-mapping", lambda: write_mapping(mapping, keys.mapping(), mapping_recipients or (),
-                                                              mapping_passphrase, note=note),
-                       event=EVENT_EXPORT, detail=lambda p: {"mapping": os.path.basename(p)})
+        access.audited(
+            "deid-mapping",
+            lambda: write_mapping(mapping, keys.mapping(), mapping_recipients or (), mapping_passphrase, note=note),
+            event=EVENT_EXPORT,
+            detail=lambda p: {"mapping": os.path.basename(p)},
+        )
     return report
 
 
@@ -138,41 +168,67 @@ def _study_uids(access: Access) -> list[str]:
     return [uid] if uid else []
 
 
-def _override_audited(access: Access, items: Iterable[tuple[str, pydicom.Dataset]],
-                      settings: ExportSettings) -> Iterator[tuple[str, pydicom.Dataset]]:
+def _override_audited(
+    access: Access, items: Iterable[tuple[str, pydicom.Dataset]], settings: ExportSettings
+) -> Iterator[tuple[str, pydicom.Dataset]]:
     """Record each burned-in override (an instance flagged and not masked) before it is exported."""
     for name, ds in items:
         reason = burned_in_reason(ds)
         if reason is not None and not any(r.matches(ds) for r in settings.mask_rules):
-            access.record("burned-in-override", event=EVENT_SECURITY,
-                          detail={"instance": os.path.basename(name), "reason": reason})
+            access.record(
+                "burned-in-override",
+                event=EVENT_SECURITY,
+                detail={"instance": os.path.basename(name), "reason": reason},
+            )
         yield name, ds
 
 
-def _plain_access(study_uid: str, purpose: str | None, purpose_text: str | None,
-                  audit_log: AuditLog | str | os.PathLike | None,
-                  policy: Policy | str | os.PathLike | None) -> Access:
+def _plain_access(
+    study_uid: str,
+    purpose: str | None,
+    purpose_text: str | None,
+    audit_log: AuditLog | str | os.PathLike | None,
+    policy: Policy | str | os.PathLike | None,
+) -> Access:
     """Access for a plain DICOM source: the policy object is its Study Instance UID. A malformed
     one (not a DICOM UID: it may hold any text) is not recorded; the policy object is then its SHA-256."""
     valid = is_uid(study_uid)
-    access = new_access(purpose=purpose, purpose_text=purpose_text, study={"study_uid": study_uid} if valid else {},
-                        audit_log=audit_log, policy=policy)
+    access = new_access(
+        purpose=purpose,
+        purpose_text=purpose_text,
+        study={"study_uid": study_uid} if valid else {},
+        audit_log=audit_log,
+        policy=policy,
+    )
     obj = None if valid else SHA256.new(study_uid.encode("utf-8", "replace")).hexdigest()
     access.authorize("export", "deid-export", obj=obj)
     return access
 
 
-def export_deidentified(source: "str | os.PathLike | Study", output: str | os.PathLike | None = None, *,
-                        options: Iterable[str] | Profile = (), secret: bytes | DeidKeys | None = None,
-                        purpose: str | None = None, purpose_text: str | None = None,
-                        identity: Identity | str | os.PathLike | None = None, passphrase: Passphrase = None,
-                        identity_passphrase: Passphrase = None,
-                        recipients: Iterable[Any] = (), output_passphrase: Passphrase = None,
-                        dry_run: bool = False, mask_rules: str | os.PathLike | Iterable[MaskRule] | None = None,
-                        allow_burned_in: bool = False, accept_leaks_in: Iterable[str | int] = (), mapping: str | os.PathLike | None = None,
-                        mapping_recipients: Iterable[Any] | None = None, mapping_passphrase: Passphrase = None,
-                        progress: bool = True, audit_log: AuditLog | str | os.PathLike | None = None,
-                        policy: Policy | str | os.PathLike | None = None) -> ExportReport:
+def export_deidentified(
+    source: str | os.PathLike | Study,
+    output: str | os.PathLike | None = None,
+    *,
+    options: Iterable[str] | Profile = (),
+    secret: bytes | DeidKeys | None = None,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    identity_passphrase: Passphrase = None,
+    recipients: Iterable[Any] = (),
+    output_passphrase: Passphrase = None,
+    dry_run: bool = False,
+    mask_rules: str | os.PathLike | Iterable[MaskRule] | None = None,
+    allow_burned_in: bool = False,
+    accept_leaks_in: Iterable[str | int] = (),
+    mapping: str | os.PathLike | None = None,
+    mapping_recipients: Iterable[Any] | None = None,
+    mapping_passphrase: Passphrase = None,
+    progress: bool = True,
+    audit_log: AuditLog | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+) -> ExportReport:
     """De-identify a study (a DICOM file or folder, a ``.msec`` container, or an open Study) with the
     PS3.15 Basic Profile plus ``options``, and write it to ``output``: a new folder of DICOM files, or,
     with ``recipients`` (public keys) or ``output_passphrase``, a new encrypted container (no plaintext
@@ -184,11 +240,18 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
     value there (keywords or tags); they are listed in the report and the audit record. Returns the
     conformance report.
     """
-    settings = ExportSettings(_profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in,
-                              *_accepts(accept_leaks_in))
-    kw = dict(recipients=list(recipients), passphrase=output_passphrase, dry_run=dry_run, progress=progress,
-              mapping=mapping, mapping_recipients=list(mapping_recipients or ()),
-              mapping_passphrase=mapping_passphrase)
+    settings = ExportSettings(
+        _profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in, *_accepts(accept_leaks_in)
+    )
+    kw = dict(
+        recipients=list(recipients),
+        passphrase=output_passphrase,
+        dry_run=dry_run,
+        progress=progress,
+        mapping=mapping,
+        mapping_recipients=list(mapping_recipients or ()),
+        mapping_passphrase=mapping_passphrase,
+    )
     if not isinstance(source, (str, os.PathLike)):
         study = source
         study._open_box()
@@ -196,9 +259,18 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
         return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".msec":
-        from .study import open_study      # the study layer opens containers
-        with open_study(src, identity, passphrase, purpose=purpose, purpose_text=purpose_text,
-                        identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy) as study:
+        from .study import open_study  # the study layer opens containers
+
+        with open_study(
+            src,
+            identity,
+            passphrase,
+            purpose=purpose,
+            purpose_text=purpose_text,
+            identity_passphrase=identity_passphrase,
+            audit_log=audit_log,
+            policy=policy,
+        ) as study:
             study._access.authorize("export", "deid-export")
             return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
     files = list_source_files(src)
@@ -211,20 +283,37 @@ def export_deidentified(source: "str | os.PathLike | Study", output: str | os.Pa
     return _run(access, _file_items(files), len(files), output, settings, **kw)
 
 
-def read_mapping(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
-                 passphrase: Passphrase = None, *, identity_passphrase: Passphrase = None,
-                 purpose: str | None = None, purpose_text: str | None = None,
-                 audit_log: AuditLog | str | os.PathLike | None = None,
-                 policy: Policy | str | os.PathLike | None = None) -> dict[str, Any]:
+def read_mapping(
+    path: str | os.PathLike,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    *,
+    identity_passphrase: Passphrase = None,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    audit_log: AuditLog | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Decrypt an export's mapping for authorised re-identification: the policy must allow
     ``reveal-tag`` for ``purpose`` on the mapping (by its file id or the de-identified study UIDs),
     and the read is recorded (action ``reidentify``) before the mapping is returned."""
     sealed = read_sealed(path)
     studies = [s for s in sealed.note.get("studies", []) if isinstance(s, str)]
-    access = new_access(purpose=purpose, purpose_text=purpose_text,
-                        study={"study_uid": studies[0]} if studies else {}, audit_log=audit_log, policy=policy)
+    access = new_access(
+        purpose=purpose,
+        purpose_text=purpose_text,
+        study={"study_uid": studies[0]} if studies else {},
+        audit_log=audit_log,
+        policy=policy,
+    )
     access.authorize("reveal-tag", "reidentify", {"mapping": sealed.file_id}, obj=sealed.file_id, projects=studies)
-    return access.audited("reidentify", lambda: open_mapping(sealed, identity, passphrase, identity_passphrase),
-                          event=EVENT_SECURITY,
-                          detail=lambda m: {"mapping": sealed.file_id, "patients": len(m.get("patients", {})),
-                                            "uids": len(m.get("uids", {}))})
+    return access.audited(
+        "reidentify",
+        lambda: open_mapping(sealed, identity, passphrase, identity_passphrase),
+        event=EVENT_SECURITY,
+        detail=lambda m: {
+            "mapping": sealed.file_id,
+            "patients": len(m.get("patients", {})),
+            "uids": len(m.get("uids", {})),
+        },
+    )

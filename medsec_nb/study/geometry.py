@@ -26,12 +26,12 @@ GAP_RTOL, GAP_ATOL = 0.01, 1e-3
 class Geometry:
     """Where the voxels of ``volume()`` are in patient coordinates (DICOM LPS, mm)."""
 
-    shape: tuple[int, int, int]                  #: (z, y, x), as ``volume().shape`` for monochrome images
-    spacing: tuple[float, float, float]          #: mm between voxel centres along z, y, x
-    origin: tuple[float, float, float]           #: patient (x, y, z) of voxel [0, 0, 0]
-    direction: tuple[tuple[float, float, float], ...]   #: row i: patient unit vector of array axis i (z, y, x)
-    uneven: bool                                 #: slice gaps differ (or repeat): ``spacing[0]`` is their median
-    z_source: str                                #: "positions", "SpacingBetweenSlices", "SliceThickness" or "default"
+    shape: tuple[int, int, int]  #: (z, y, x), as ``volume().shape`` for monochrome images
+    spacing: tuple[float, float, float]  #: mm between voxel centres along z, y, x
+    origin: tuple[float, float, float]  #: patient (x, y, z) of voxel [0, 0, 0]
+    direction: tuple[tuple[float, float, float], ...]  #: row i: patient unit vector of array axis i (z, y, x)
+    uneven: bool  #: slice gaps differ (or repeat): ``spacing[0]`` is their median
+    z_source: str  #: "positions", "SpacingBetweenSlices", "SliceThickness" or "default"
 
     @property
     def affine(self) -> np.ndarray:
@@ -60,8 +60,9 @@ def _positive(value: Any) -> float | None:
     return v if v > 0 else None
 
 
-def _z_spacing(positions: list[list[float] | None], normal: np.ndarray, header: pydicom.Dataset,
-               one_frame_each: bool) -> tuple[float, bool, str]:
+def _z_spacing(
+    positions: list[list[float] | None], normal: np.ndarray, header: pydicom.Dataset, one_frame_each: bool
+) -> tuple[float, bool, str]:
     if one_frame_each and len(positions) > 1 and all(p is not None for p in positions):
         gaps = np.diff(np.asarray(positions, dtype=np.float64) @ normal)
         step = float(np.median(gaps))
@@ -85,8 +86,9 @@ def series_geometry(series: Series) -> Geometry:
     entries = [e for _, e in images]
     img = entries[0]["image"]
     frames = sum(e["image"]["frames"] for e in entries)
-    orientation = next((e["orientation"] for e in entries if e.get("orientation")), None) \
-        or [float(v) for v in header.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
+    orientation = next((e["orientation"] for e in entries if e.get("orientation")), None) or [
+        float(v) for v in header.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])
+    ]
     row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
     normal = np.cross(row_dir, col_dir)
     positions = [e.get("position") for e in entries]

@@ -9,28 +9,29 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
 from pydicom.pixels import apply_modality_lut
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm.auto import tqdm
 
-from ..saveguard import fingerprints as guard
-from ..notebook import registry
-from ..container.format import plaintext_length
 from ..access.gate import Access, open_audited
+from ..access.policy import Policy
+from ..access.reveal import check_justification, element_at
 from ..audit import AuditLog
 from ..container._reader import Container
-from ..deid.redacted import redacted
-from ..access.reveal import check_justification, element_at
+from ..container.format import plaintext_length
 from ..core.errors import MedsecError, StudyClosedError
+from ..deid.redacted import redacted
 from ..keys.identity import Identity, Passphrase, Recipient
-from ..access.policy import Policy
+from ..notebook import registry
+from ..saveguard import fingerprints as guard
 
 #: Decrypting threads per study unless ``open_study(..., threads=)`` says otherwise.
 DEFAULT_THREADS = 2
@@ -45,13 +46,16 @@ def _threads(n: int | None) -> int:
     return n
 
 
-_ENCODINGS = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
-              (False, False): ExplicitVRBigEndian}
+_ENCODINGS = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
 
 
 def _parse(data: bytes | bytearray, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
     ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
-    ds.buffer = None      # pydicom keeps the source buffer otherwise (a second copy of the file)
+    ds.buffer = None  # pydicom keeps the source buffer otherwise (a second copy of the file)
     if "TransferSyntaxUID" not in ds.file_meta and ds.original_encoding in _ENCODINGS:
         # a file without File Meta (pydicom's OT-PAL-8-face.dcm): the syntax its encoding shows,
         # in memory only, so that its pixels can be decoded
@@ -75,8 +79,17 @@ def _assemble(entry: dict[str, Any], meta: bytearray, pixels: bytes | None) -> p
     del meta[t:v]
     ds = _parse(meta)
     tag = (int.from_bytes(head[0:2], order) << 16) | int.from_bytes(head[2:4], order)
-    ds[tag] = RawDataElement(Tag(tag), None if implicit else head[4:6].decode("ascii"), length, pixels, v,
-                             implicit, order == "little", True, False)
+    ds[tag] = RawDataElement(
+        Tag(tag),
+        None if implicit else head[4:6].decode("ascii"),
+        length,
+        pixels,
+        v,
+        implicit,
+        order == "little",
+        True,
+        False,
+    )
     return ds
 
 
@@ -92,8 +105,11 @@ def _slice_order(entries: list[dict[str, Any]]) -> list[int]:
     def key(k: int) -> tuple:
         e = entries[k]
         pos = e.get("position")
-        dist = (pos[0] * normal[0] + pos[1] * normal[1] + pos[2] * normal[2]
-                if pos is not None and normal is not None else None)
+        dist = (
+            pos[0] * normal[0] + pos[1] * normal[1] + pos[2] * normal[2]
+            if pos is not None and normal is not None
+            else None
+        )
         inst = e.get("instance_number")
         return (dist is None, dist or 0.0, inst is None, inst or 0.0, e["sop"])
 
@@ -107,13 +123,15 @@ def _stored_dtype(img: dict[str, Any]) -> np.dtype:
 
 def _output_dtype(imgs: list[dict[str, Any]]) -> np.dtype:
     """Integer when every rescale is integral and the range fits, else float64 (as pydicom)."""
-    if all(i["slope"] == 1.0 and i["intercept"] == 0.0 for i in imgs) and \
-            len({_stored_dtype(i) for i in imgs}) == 1:
+    if all(i["slope"] == 1.0 and i["intercept"] == 0.0 for i in imgs) and len({_stored_dtype(i) for i in imgs}) == 1:
         return _stored_dtype(imgs[0])
     if all(i["slope"] == 1.0 and float(i["intercept"]).is_integer() for i in imgs):
         lo = min((-(1 << (i["bits_stored"] - 1)) if i["pixel_representation"] else 0) + i["intercept"] for i in imgs)
-        hi = max(((1 << (i["bits_stored"] - 1)) - 1 if i["pixel_representation"] else (1 << i["bits_stored"]) - 1)
-                 + i["intercept"] for i in imgs)
+        hi = max(
+            ((1 << (i["bits_stored"] - 1)) - 1 if i["pixel_representation"] else (1 << i["bits_stored"]) - 1)
+            + i["intercept"]
+            for i in imgs
+        )
         for dt in (np.int16, np.int32, np.int64):
             if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
                 return np.dtype(dt)
@@ -123,7 +141,7 @@ def _output_dtype(imgs: list[dict[str, Any]]) -> np.dtype:
 class Series:
     """One series of a study: instances sorted by position, then instance number."""
 
-    def __init__(self, study: "Study", indices: list[int]):
+    def __init__(self, study: Study, indices: list[int]):
         self._study = study
         entries = study._box.entries
         self._idx = [indices[k] for k in _slice_order([entries[i] for i in indices])]
@@ -158,7 +176,7 @@ class Series:
         meta = box.meta_bytes(k)
         t, v = e.get("pixel_tag_offset"), e.get("pixel_value_offset")
         if t is not None:
-            del meta[t:v]          # drop the Pixel Data element header; its value is not in ``meta``
+            del meta[t:v]  # drop the Pixel Data element header; its value is not in ``meta``
         return _parse(meta, stop_before_pixels=t is None)
 
     def reveal(self, i: int, keyword: str, justification: str | None = None) -> str:
@@ -166,7 +184,7 @@ class Series:
         nested one: "OtherPatientIDsSequence[0].PatientID"), if the policy allows ``reveal-tag``
         for this purpose; the reveal and its ``justification`` (at least ``MIN_JUSTIFICATION``
         characters when given), not the value, are recorded in the audit log. Displays stay redacted."""
-        box, k, _ = self._entry(i)
+        box, _k, _ = self._entry(i)
         access = self._study._access
         detail = {"tag": keyword, "instance": int(i)}
         if justification is not None:
@@ -183,6 +201,7 @@ class Series:
         """A tag table of instance ``i`` with actions, options, overrides and audited reveal;
         see ``medsec_nb.notebook.tag_redactor``."""
         from ..notebook.tag_redactor import TagRedactor
+
         return TagRedactor(self, i, **kwargs)
 
     def __iter__(self) -> Iterator[pydicom.Dataset]:
@@ -194,8 +213,12 @@ class Series:
         try:
             yield from self._iter(box)
         except Exception as exc:
-            access.record("decrypt-series", "failure", instances=len(self),
-                          detail={"mode": "iterate", "error": type(exc).__name__})
+            access.record(
+                "decrypt-series",
+                "failure",
+                instances=len(self),
+                detail={"mode": "iterate", "error": type(exc).__name__},
+            )
             raise
 
     def _iter(self, box: Container) -> Iterator[pydicom.Dataset]:
@@ -205,7 +228,7 @@ class Series:
                 for n in range(len(self._idx)):
                     meta, pixels = pending[n].result()
                     pending[n] = None
-                    self._study._open_box()      # closed meanwhile: prefetched plaintext is dropped
+                    self._study._open_box()  # closed meanwhile: prefetched plaintext is dropped
                     if n + _PREFETCH < len(self._idx):
                         pending.append(pool.submit(box.instance_parts, self._idx[n + _PREFETCH]))
                     yield _assemble(box.entries[self._idx[n]], meta, pixels)
@@ -231,9 +254,11 @@ class Series:
             raise MedsecError(f"{box.path}: {self._label()} has instances without pixel data")
         shapes = {(i["rows"], i["columns"], i["samples"]) for i in imgs}
         if len(shapes) > 1:
-            raise MedsecError(f"{box.path}: {self._label()} mixes image sizes {sorted(shapes)}; "
-                              "read its instances one by one with series[i]")
-        show = not (progress is False) and len(self._idx) > 1
+            raise MedsecError(
+                f"{box.path}: {self._label()} mixes image sizes {sorted(shapes)}; "
+                "read its instances one by one with series[i]"
+            )
+        show = progress is not False and len(self._idx) > 1
         bar = tqdm(total=len(self._idx), unit="slice", desc="decrypt", disable=None if show else True)
         try:
             if all(i["native"] for i in imgs):
@@ -252,14 +277,14 @@ class Series:
 
         def one(n: int) -> None:
             k, img = self._idx[n], imgs[n]
-            target = vol[starts[n]:starts[n + 1]]
+            target = vol[starts[n] : starts[n + 1]]
             st = _stored_dtype(img)
             need = target.size * st.itemsize
             direct = st == out_dt and plaintext_length(entries[n]["pixels"]["length"], chunk) == need
             if direct:
                 box.pixel_view(k, memoryview(target.reshape(-1)).cast("B"))
                 raw = target
-            else:     # a view of this thread's scratch buffer, consumed before its next use
+            else:  # a view of this thread's scratch buffer, consumed before its next use
                 raw = np.frombuffer(box.pixel_view(k), dtype=st, count=target.size).reshape(target.shape)
             if img["bits_stored"] < img["bits_allocated"]:
                 shift = img["bits_allocated"] - img["bits_stored"]
@@ -292,9 +317,11 @@ class Series:
         for n, ds in enumerate(self):
             try:
                 arr = apply_modality_lut(ds.pixel_array, ds)
-            except Exception as exc:       # pydicom's decoders raise many types; their texts may quote values
-                raise MedsecError(f"{self._study.path}: {self._label()} instance {n}: pixel data cannot be "
-                                  f"decoded ({type(exc).__name__}); read it with series[{n}]") from None
+            except Exception as exc:  # pydicom's decoders raise many types; their texts may quote values
+                raise MedsecError(
+                    f"{self._study.path}: {self._label()} instance {n}: pixel data cannot be "
+                    f"decoded ({type(exc).__name__}); read it with series[{n}]"
+                ) from None
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             tail = arr.shape[-3:] if int(ds.get("SamplesPerPixel", 1)) > 1 else arr.shape[-2:]
             arrays.append(arr.reshape((frames,) + tuple(tail)))
@@ -305,23 +332,29 @@ class Series:
     def geometry(self):
         """Spacing, origin and direction of the series (see ``medsec_nb.study.geometry``)."""
         from .geometry import series_geometry
+
         return series_geometry(self)
 
     def view(self, **kwargs):
         """A slice viewer widget (slider, window/level presets); see ``medsec_nb.notebook.widgets``."""
         from ..notebook.widgets import SliceViewer
+
         return SliceViewer(self, **kwargs)
 
     def _repr_html_(self) -> str:
         from ..notebook.display import series_html
+
         return series_html(self)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
         from ..notebook.display import series_text
+
         p.text(series_text(self))
 
     def __repr__(self) -> str:
-        return f"<Series {self.modality or '?'} #{self.number if self.number is not None else '?'}: {len(self)} instances>"
+        return (
+            f"<Series {self.modality or '?'} #{self.number if self.number is not None else '?'}: {len(self)} instances>"
+        )
 
 
 class Study:
@@ -383,9 +416,10 @@ class Study:
         ``recipients``, a new container; audited, atomic, leak-scanned. Keyword arguments and the
         returned conformance report: ``medsec_nb.deid_export.export_deidentified``."""
         from .export import export_deidentified
+
         return export_deidentified(self, output, **kwargs)
 
-    def __enter__(self) -> "Study":
+    def __enter__(self) -> Study:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -393,24 +427,36 @@ class Study:
 
     def _repr_html_(self) -> str:
         from ..notebook.display import study_html
+
         return study_html(self)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
         from ..notebook.display import study_text
+
         p.text(study_text(self))
 
     def __repr__(self) -> str:
         if self.closed:
             return f"<Study {os.path.basename(self.path)} (closed)>"
-        return (f"<Study {os.path.basename(self.path)}: {len(self.series)} series, "
-                f"{self.instance_count} instances, signer {self.signer or 'none'}>")
+        return (
+            f"<Study {os.path.basename(self.path)}: {len(self.series)} series, "
+            f"{self.instance_count} instances, signer {self.signer or 'none'}>"
+        )
 
 
-def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike | None = None,
-               passphrase: Passphrase = None, *, purpose: str | None = None, purpose_text: str | None = None,
-               require_signer: Recipient | str | os.PathLike | None = None, identity_passphrase: Passphrase = None,
-               audit_log: AuditLog | str | os.PathLike | None = None,
-               policy: Policy | str | os.PathLike | None = None, threads: int | None = None) -> Study:
+def open_study(
+    path: str | os.PathLike,
+    identity: Identity | str | os.PathLike | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    require_signer: Recipient | str | os.PathLike | None = None,
+    identity_passphrase: Passphrase = None,
+    audit_log: AuditLog | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> Study:
     """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
 
     ``purpose`` (required, or ``$MEDSEC_PURPOSE``): the purpose of use, e.g. TREAT, HRESCH, EDU.
@@ -420,10 +466,19 @@ def open_study(path: str | os.PathLike, identity: Identity | str | os.PathLike |
     ``require_signer`` (a public key) refuses studies not signed by that key.
     ``threads``: decrypting threads per bulk read (default :data:`DEFAULT_THREADS`).
     """
-    threads = _threads(threads)                       # a bad value fails before anything is unlocked
-    box, access = open_audited(path, op="open", purpose=purpose, purpose_text=purpose_text, identity=identity,
-                               passphrase=passphrase, require_signer=require_signer,
-                               identity_passphrase=identity_passphrase, audit_log=audit_log, policy=policy)
+    threads = _threads(threads)  # a bad value fails before anything is unlocked
+    box, access = open_audited(
+        path,
+        op="open",
+        purpose=purpose,
+        purpose_text=purpose_text,
+        identity=identity,
+        passphrase=passphrase,
+        require_signer=require_signer,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+    )
     study = Study(box, access, threads=threads)
     guard.publish(study)
     registry.opened(study)

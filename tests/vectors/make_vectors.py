@@ -54,27 +54,41 @@ def p256_scalar(label: str) -> str:
 
 
 VECTORS = [
-    {"name": "x25519_signed_ed25519", "chunk_size": 1 << 20,
-     "unlock": {"type": "x25519", "private_key": seed_hex("x25519")},
-     "signer": {"type": "ed25519", "private_key": seed_hex("ed25519")}},
-    {"name": "p256_signed_p256_small_chunks", "chunk_size": 4096,
-     "unlock": {"type": "p256", "private_key": p256_scalar("p256")},
-     "signer": {"type": "p256", "private_key": p256_scalar("p256 signer")}},
+    {
+        "name": "x25519_signed_ed25519",
+        "chunk_size": 1 << 20,
+        "unlock": {"type": "x25519", "private_key": seed_hex("x25519")},
+        "signer": {"type": "ed25519", "private_key": seed_hex("ed25519")},
+    },
+    {
+        "name": "p256_signed_p256_small_chunks",
+        "chunk_size": 4096,
+        "unlock": {"type": "p256", "private_key": p256_scalar("p256")},
+        "signer": {"type": "p256", "private_key": p256_scalar("p256 signer")},
+    },
     {"name": "rsa3072", "chunk_size": 1 << 20, "unlock": {"type": "rsa3072", "seed": "rsa-1"}},
-    {"name": "passphrase", "chunk_size": 1 << 20,
-     "unlock": {"type": "passphrase", "passphrase": "correct horse battery staple", "log_n": 10}},
+    {
+        "name": "passphrase",
+        "chunk_size": 1 << 20,
+        "unlock": {"type": "passphrase", "passphrase": "correct horse battery staple", "log_n": 10},
+    },
 ]
 
 
 def transport_vector() -> dict:
     """One transport round for one worker, and one study key sealed in it."""
     from medsec_nb.cohort.transport import Transport
+
     worker = {"type": "x25519", "private_key": seed_hex("cohort worker")}
     study_key, url = stream("cohort study key")(32), "s3://bucket/studies/study0.msec"
     t = Transport.new([identity_from(worker).public], rand=stream("cohort transport"))
     tid_hex, stanzas = t.public()
-    return {"worker": worker, "study_key": study_key.hex(), "url": url,
-            "expect": {"tid": tid_hex, "stanzas": stanzas, "sealed": t.seal(study_key, url)}}
+    return {
+        "worker": worker,
+        "study_key": study_key.hex(),
+        "url": url,
+        "expect": {"tid": tid_hex, "stanzas": stanzas, "sealed": t.seal(study_key, url)},
+    }
 
 
 def main(out: Path = HERE) -> None:
@@ -94,16 +108,36 @@ def main(out: Path = HERE) -> None:
                 kwargs["recipients"] = [identity_from(unlock).public]
             signer = identity_from(v["signer"]) if "signer" in v else None
             dest = out / f"{v['name']}.msec"
-            encrypt_study(src, dest, signer=signer, chunk_size=v["chunk_size"], progress=False, workers=1,
-                          _rand=stream(v["name"]), **kwargs)
+            encrypt_study(
+                src,
+                dest,
+                signer=signer,
+                chunk_size=v["chunk_size"],
+                progress=False,
+                workers=1,
+                _rand=stream(v["name"]),
+                **kwargs,
+            )
             info = inspect_study(dest)
-            records.append({**v, "file": dest.name,
-                            "container_sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
-                            "expect": {"instance_count": 1, "signer": signer.key_id if signer else None,
-                                       "recipients": info.recipients,
-                                       "instances": [{"path": "MR_small.dcm",
-                                                      "sha256": hashlib.sha256(original).hexdigest(),
-                                                      "size": len(original)}]}})
+            records.append(
+                {
+                    **v,
+                    "file": dest.name,
+                    "container_sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+                    "expect": {
+                        "instance_count": 1,
+                        "signer": signer.key_id if signer else None,
+                        "recipients": info.recipients,
+                        "instances": [
+                            {
+                                "path": "MR_small.dcm",
+                                "sha256": hashlib.sha256(original).hexdigest(),
+                                "size": len(original),
+                            }
+                        ],
+                    },
+                }
+            )
     (out / "vectors.json").write_text(json.dumps({"format_version": 1, "vectors": records}, indent=2) + "\n")
     (out / "cohort_transport.json").write_text(json.dumps(transport_vector(), indent=2) + "\n")
 
