@@ -1,20 +1,19 @@
-"""``medsec audit``: show, verify, checkpoint and export the audit log (added to the main CLI)."""
+"""``medsec audit``: show, verify, checkpoint and export the audit log (added to the main CLI;
+each command imports the audit package when it runs)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..audit import export
-from ..audit.log import AuditLog
-from ..audit.record import utc_now
-from ..audit.verify import verify_log
 from ..core.atomic import atomic_file
 from ..core.errors import AuditIntegrityError
-from ..keys.identity import load_identity
 from .prompt import key_passphrase
+
+if TYPE_CHECKING:
+    from ..audit.log import AuditLog
 
 AUDIT_EPILOG = """\
 examples:
@@ -32,6 +31,8 @@ log's name with the suffix .checkpoints. See docs/AUDIT.md.
 
 
 def _log(args: argparse.Namespace) -> AuditLog:
+    from ..audit.log import AuditLog
+
     return AuditLog(args.log, checkpoints=args.checkpoints)
 
 
@@ -64,6 +65,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..audit.verify import verify_log
+
     report = verify_log(args.log, args.checkpoints, args.public_key or None)
     if not report.ok:
         raise AuditIntegrityError(report.message)
@@ -76,6 +79,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from ..keys.identity import load_identity
+
     identity = None
     if args.identity:
         identity = load_identity(args.identity, key_passphrase(args, args.identity))
@@ -90,6 +95,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..audit import export
+    from ..audit.record import utc_now
+
     records = _filtered(args)
     if args.format == "fhir":
         data = (json.dumps(export.fhir_bundle(records, utc_now()), indent=2) + "\n").encode("utf-8")

@@ -1,4 +1,5 @@
-"""``medsec deid`` and ``medsec reidentify`` (added to the main CLI)."""
+"""``medsec deid`` and ``medsec reidentify`` (added to the main CLI; each command imports the
+de-identification export when it runs)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ from typing import Any
 
 from ..core.atomic import atomic_file
 from ..core.errors import MedsecError
-from ..deid import OPTIONS
-from ..study.export import export_deidentified, read_mapping
 from .prompt import read_secret_file, unlock_args
+
+#: ``medsec_nb.deid.OPTIONS``, sorted and spelled out so that building the parser does not load
+#: pydicom (tests/test_cli_start.py keeps the two equal).
+OPTIONS = (
+    "clean-descriptors",
+    "clean-graphics",
+    "clean-structured-content",
+    "retain-device-identity",
+    "retain-institution-identity",
+    "retain-long-full-dates",
+    "retain-long-modified-dates",
+    "retain-patient-characteristics",
+    "retain-safe-private",
+    "retain-uids",
+)
 
 DEID_EPILOG = (
     """\
@@ -37,7 +51,7 @@ examples:
       --mapping deid-map.json --mapping-recipient steward.pub   # for authorised re-identification
 
 options (--option, repeatable): """
-    + ", ".join(sorted(OPTIONS))
+    + ", ".join(OPTIONS)
     + """
 burned-in text: instances with Burned In Annotation YES, ultrasound, secondary capture and other
   captures are refused unless a --mask-rules rule masks them or --allow-burned-in (audited) is given.
@@ -67,6 +81,8 @@ def _unlock(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_deid(args: argparse.Namespace) -> int:
+    from ..study.export import export_deidentified
+
     if args.recipient and not args.encrypt:
         raise MedsecError("-r/--recipient names who can open an encrypted output: add --encrypt")
     if args.encrypt and not args.recipient:
@@ -107,6 +123,8 @@ def cmd_deid(args: argparse.Namespace) -> int:
 
 
 def cmd_reidentify(args: argparse.Namespace) -> int:
+    from ..study.export import read_mapping
+
     mapping = read_mapping(
         args.mapping, **unlock_args(args, args.mapping), purpose=args.purpose, purpose_text=args.purpose_text
     )
@@ -165,7 +183,7 @@ def add_deid_commands(subparsers: Any) -> None:
     p.add_argument(
         "--option",
         action="append",
-        choices=sorted(OPTIONS),
+        choices=OPTIONS,
         metavar="OPTION",
         help="a profile option (repeatable); see the list below",
     )

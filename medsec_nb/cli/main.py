@@ -1,4 +1,8 @@
-"""The ``medsec`` command line for data stewards (a thin skin over the Python API)."""
+"""The ``medsec`` command line for data stewards (a thin skin over the Python API).
+
+Building the parser loads nothing heavy: each command imports the API it calls when it runs,
+so ``medsec --help`` and ``medsec inspect`` never load pydicom, casbin or Jupyter
+(tests/test_cli_start.py, bench/bench_cli.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +16,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import NoReturn, TextIO
 
-from ..access.gate import add_recipients, decrypt_study, verify_study
-from ..container.header import inspect_study
-from ..container.writer import encrypt_study
 from ..core.errors import MedsecError
 from ..core.reading import current_source
 from ..core.version import __version__
-from ..keys.identity import KEY_TYPES, generate_identity, load_identity, save_identity
 from .audit import add_audit_commands
 from .deid import add_deid_commands
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
+
+#: ``medsec_nb.keys.KEY_TYPES``, spelled out so that building the parser does not load the
+#: cryptography library (tests/test_cli_start.py keeps the two equal).
+KEY_TYPES = ("x25519", "p256", "rsa3072", "ed25519")
 
 MAIN_EPILOG = """\
 typical session of a data steward:
@@ -64,6 +68,8 @@ def _unlock_args(args: argparse.Namespace) -> dict:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from ..keys.identity import generate_identity, save_identity
+
     ident = generate_identity(args.type)
     if args.unencrypted:
         pw = None
@@ -82,6 +88,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from ..container.header import inspect_study
+    from ..container.writer import encrypt_study
+    from ..keys.identity import load_identity
+
     signer = None
     if args.sign:
         signer = load_identity(args.sign, key_passphrase(args, args.sign))
@@ -110,6 +120,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..container.header import inspect_study
+
     info = inspect_study(args.container)
     if args.json:
         print(json.dumps(asdict(info), indent=2))
@@ -119,6 +131,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..access.gate import verify_study
+
     rep = verify_study(
         args.container, **_unlock_args(args), require_signer=args.require_signer, progress=not args.quiet
     )
@@ -130,6 +144,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_add_recipient(args: argparse.Namespace) -> int:
+    from ..access.gate import add_recipients
+
     added = add_recipients(args.container, args.recipient, **_unlock_args(args))
     if not added:
         print(f"{args.container}: every key given is already a recipient; nothing changed")
@@ -139,6 +155,8 @@ def cmd_add_recipient(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    from ..access.gate import decrypt_study
+
     files = decrypt_study(
         args.container, args.output, **_unlock_args(args), require_signer=args.require_signer, progress=not args.quiet
     )

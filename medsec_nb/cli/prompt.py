@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import MedsecError
-from ..keys.identity import load_identity
 
 
 def read_secret_file(path: str, what: str) -> bytes:
@@ -54,6 +53,8 @@ def key_passphrase(args: argparse.Namespace, key_path: str) -> Callable[[], byte
 def unlock_args(args: argparse.Namespace, target: str) -> dict[str, Any]:
     """``identity`` (``args.identity``, its passphrase asked only if needed) or ``passphrase``
     (``args.passphrase_file``, else asked for ``target``): keyword arguments for the API."""
+    from ..keys.identity import load_identity
+
     if args.identity:
         return {"identity": load_identity(args.identity, key_passphrase(args, args.identity))}
     if args.passphrase_file:
