@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from Crypto.Hash import SHA256
+from Crypto.PublicKey.ECC import EccKey
 from Crypto.Signature import eddsa
 
 from ..core.errors import AuditIntegrityError, AuditRecordError
@@ -39,7 +40,9 @@ ORIGIN_PREFIX = "medsec-nb/audit/v1/"
 SIG_PREFIX = "\u2014 "
 ED25519_ALG = b"\x01"
 
-PublicKeys = Recipient | Identity | str | os.PathLike | Iterable[Recipient | Identity | str | os.PathLike] | None
+PublicKeys = (
+    Recipient | Identity | str | os.PathLike[str] | Iterable[Recipient | Identity | str | os.PathLike[str]] | None
+)
 
 _BODY = re.compile(
     r"(?P<origin>[^\n]+)\n(?P<size>0|[1-9][0-9]*)\n(?P<head>[A-Za-z0-9+/=]{44})\n"
@@ -62,10 +65,14 @@ class ChainHead:
         return f"{ORIGIN_PREFIX}{self.log_id}\n{self.size}\n{head64}\ntime {self.time}\nbytes {self.length}\n".encode()
 
 
-def _raw_public(key: Recipient | Identity) -> bytes:
-    if key.type != "ed25519":
+def _ed25519(key: Recipient | Identity) -> EccKey:
+    if key.type != "ed25519" or not isinstance(key.key, EccKey):
         raise AuditRecordError(f"checkpoint keys are ed25519; {key.key_id} is {key.type}")
-    return key.key.public_key().export_key(format="raw")
+    return key.key
+
+
+def _raw_public(key: Recipient | Identity) -> bytes:
+    return _ed25519(key).public_key().export_key(format="raw")
 
 
 def key_hash(name: str, public: bytes) -> bytes:
@@ -77,7 +84,7 @@ def sign(head: ChainHead, *identities: Identity) -> str:
     body, lines = head.body(), []
     for identity in identities:
         name, public = identity.key_id, _raw_public(identity)
-        sig = eddsa.new(identity.key, "rfc8032").sign(body)
+        sig = eddsa.new(_ed25519(identity), "rfc8032").sign(body)
         lines.append(f"{SIG_PREFIX}{name} {base64.b64encode(key_hash(name, public) + sig).decode('ascii')}\n")
     if not lines:
         raise AuditRecordError("a checkpoint needs at least one signing key")
@@ -145,7 +152,7 @@ def verify(note: str, trusted: dict[str, bytes]) -> tuple[ChainHead, str]:
 # ---------------------------------------------------------------- keys
 
 
-def signing_identity(identity: Identity | str | os.PathLike | None = None) -> Identity:
+def signing_identity(identity: Identity | str | os.PathLike[str] | None = None) -> Identity:
     """The given ed25519 identity (or key file), else the installation's checkpoint key,
     generated on first use (``<data dir>/audit-checkpoint.key``, mode 0600, ``.pub`` beside it)."""
     if identity is None:

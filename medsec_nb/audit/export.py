@@ -58,7 +58,8 @@ def _event_type(rec: dict[str, Any]) -> tuple[str, str] | None:
 
 def _requestor(rec: dict[str, Any]) -> str:
     """The verified OS user; ``who.hub_user`` is an unverified claim and is not exported."""
-    return rec["who"]["os_user"]
+    user: str = rec["who"]["os_user"]  # written by context.who(): a string
+    return user
 
 
 def _outcome_text(rec: dict[str, Any]) -> str | None:
@@ -315,4 +316,5 @@ def dicom_xml(records: Iterable[dict[str, Any]]) -> bytes:
     root = ET.Element("AuditMessages")
     root.extend(dicom_audit_message(r) for r in records)
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)  # bytes for any encoding but "unicode"
+    return xml + b"\n"

@@ -71,9 +71,9 @@ class AuditLog:
 
     def __init__(
         self,
-        path: str | os.PathLike | None = None,
+        path: str | os.PathLike[str] | None = None,
         *,
-        checkpoints: str | os.PathLike | None = None,
+        checkpoints: str | os.PathLike[str] | None = None,
         checkpoint_every: int | None = None,
     ):
         self.path = log_path(path)
@@ -133,7 +133,7 @@ class AuditLog:
         return rec
 
     def checkpoint(
-        self, identity: Identity | str | os.PathLike | None = None, *, co_sign: bool = False
+        self, identity: Identity | str | os.PathLike[str] | None = None, *, co_sign: bool = False
     ) -> dict[str, Any]:
         """Sign the current chain head and append it to the checkpoint file.
 
@@ -234,7 +234,10 @@ class AuditLog:
             cut = buf.find(b"\n")
             if cut >= 0 or len(buf) < window:
                 try:
-                    return record.loads(buf[:cut])["hash"]
+                    first = record.loads(buf[:cut])["hash"]
+                    if not isinstance(first, str):
+                        raise TypeError
+                    return first
                 except (ValueError, KeyError, TypeError):
                     raise AuditIntegrityError(f"{self.path}: line 1 is not a record") from None
             window *= 2

@@ -77,12 +77,12 @@ def make_filters(
     return Filters(**clean, since=parse_since(since) if since and since.strip() else None)
 
 
-def _lines_backwards(fh, end: int) -> Iterator[tuple[int, bytes]]:
+def _lines_backwards(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
     """(offset, line without newline) of each complete line ending at or before ``end``, last first."""
     pos, tail = end, b""
     while pos > 0:
         start = max(0, pos - BLOCK)
-        buf = os.pread(fh, pos - start, start) + tail
+        buf = os.pread(fd, pos - start, start) + tail
         pos = start
         lines = buf.split(b"\n")
         tail = lines[0]  # possibly cut: completed by the next (earlier) block
@@ -96,7 +96,11 @@ def _lines_backwards(fh, end: int) -> Iterator[tuple[int, bytes]]:
 
 
 def read_page(
-    path: str | os.PathLike | None = None, *, limit: int = 100, before: int | None = None, filters: Filters = Filters()
+    path: str | os.PathLike[str] | None = None,
+    *,
+    limit: int = 100,
+    before: int | None = None,
+    filters: Filters = Filters(),
 ) -> Page:
     """Up to ``limit`` records matching ``filters``, newest first, from the records that end at
     or before byte ``before`` (default: the end of the log). A torn last line is ignored."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core.runtime import data_dir
 
 
-def log_path(path: str | os.PathLike | None = None) -> Path:
+def log_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``path``, else ``$MEDSEC_AUDIT_LOG``, else ``<data dir>/audit.jsonl``."""
     if path is not None:
         return Path(path).expanduser()
@@ -21,7 +21,7 @@ def log_path(path: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else data_dir() / "audit.jsonl"
 
 
-def checkpoints_path(log: Path, path: str | os.PathLike | None = None) -> Path:
+def checkpoints_path(log: Path, path: str | os.PathLike[str] | None = None) -> Path:
     """``path``, else ``$MEDSEC_AUDIT_CHECKPOINTS``, else the log's name with suffix ``.checkpoints``."""
     if path is not None:
         return Path(path).expanduser()

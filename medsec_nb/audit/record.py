@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 from Crypto.Hash import SHA256
 
@@ -44,6 +44,16 @@ STUDY_KEYS = ("container_sha256", "study_uid", "instances", "patient_pseudonym")
 TOP_KEYS = frozenset(
     {"v", "seq", "time", "prev", "hash", "event", "action", "outcome", "who", "why", "study", "where", "detail"}
 )
+
+
+class StudyFields(TypedDict, total=False):
+    """A record's ``study`` as a caller gives it (:data:`STUDY_KEYS`); a missing key is recorded as null."""
+
+    container_sha256: str
+    study_uid: str
+    instances: int
+    patient_pseudonym: str
+
 
 _ACTION = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _PURPOSE = re.compile(r"[A-Za-z0-9_.-]{1,64}")

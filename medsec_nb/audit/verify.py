@@ -65,8 +65,8 @@ def _chain(path: str, wanted: set[int]) -> tuple[int, dict[int, tuple[str, int]]
 
 
 def verify_log(
-    path: str | os.PathLike | None = None,
-    checkpoints: str | os.PathLike | None = None,
+    path: str | os.PathLike[str] | None = None,
+    checkpoints: str | os.PathLike[str] | None = None,
     public_key: ckpt.PublicKeys = None,
 ) -> AuditVerifyReport:
     """Check the chain of ``path`` (default as :class:`AuditLog`), then every checkpoint in
