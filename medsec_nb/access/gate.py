@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from Crypto.Hash import SHA256
 
 from ..audit import AuditLog
-from ..audit.record import is_uid
+from ..audit.record import StudyFields, is_uid
 from ..container._export import export_container
 from ..container._reader import Container, open_container
 from ..container.format import BODY_LEN, PREFIX_LEN, Header
@@ -51,7 +51,7 @@ def header_id(header: Header) -> str:
     return SHA256.new(header.raw[: PREFIX_LEN + BODY_LEN]).hexdigest()
 
 
-def container_id(path: str | os.PathLike) -> str:
+def container_id(path: str | os.PathLike[str]) -> str:
     """:func:`header_id` of the container at ``path`` (reads the public header only)."""
     return header_id(read_header(path)[0])
 
@@ -64,7 +64,7 @@ class Access:
     purpose: str
     purpose_text: str | None
     key_id: str | None
-    study: dict[str, Any]
+    study: StudyFields
     policy: Policy
     subject: str
 
@@ -81,7 +81,7 @@ class Access:
         Instance UID), also known by ``projects`` and the Study Instance UID; a denial is
         recorded (as ``op``) and raised."""
         uid = self.study.get("study_uid")
-        target = obj or self.study.get("container_sha256") or uid
+        target = obj or self.study.get("container_sha256") or uid or ""  # none: check() refuses the request
         decision = self.policy.check(
             self.subject, action, target, self.purpose, projects=[*projects, *([uid] if uid else [])]
         )
@@ -103,7 +103,7 @@ class Access:
         detail: dict[str, Any] | None = None,
         instances: int | None = None,
     ) -> dict[str, Any]:
-        study = dict(self.study)
+        study = self.study.copy()
         if instances is not None:
             study["instances"] = instances
         return self.log.append(
@@ -145,21 +145,23 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"error": type(exc).__name__, "reason": "unexpected error (its text is not recorded)"}
 
 
-def as_log(audit_log: AuditLog | str | os.PathLike | None) -> AuditLog:
+def as_log(audit_log: AuditLog | str | os.PathLike[str] | None) -> AuditLog:
     return audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
 
 
-_POLICIES: dict[tuple, Policy] = {}
+#: (resolved path, size, modification time, the .conf's modification time or None, local user)
+_PolicyKey = tuple[str, int, int, int | None, str]
+_POLICIES: dict[_PolicyKey, Policy] = {}
 
 
-def as_policy(policy: Policy | str | os.PathLike | None) -> Policy:
+def as_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
     """The policy object, loaded once per file version (path, size, modification times, user)."""
     if isinstance(policy, Policy):
         return policy
     path = Path(policy or os.environ.get("MEDSEC_POLICY") or DEFAULT_POLICY).expanduser()
     try:
         st, conf = path.stat(), path.with_suffix(".conf")
-        key = (
+        key: _PolicyKey = (
             str(path.resolve()),
             st.st_size,
             st.st_mtime_ns,
@@ -178,9 +180,9 @@ def new_access(
     purpose: str | None,
     purpose_text: str | None = None,
     key_id: str | None = None,
-    study: dict[str, Any] | None = None,
-    audit_log: AuditLog | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
+    study: StudyFields | None = None,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
 ) -> Access:
     """An :class:`Access` for the local user: purpose resolved, audit log and policy loaded."""
     return Access(
@@ -188,7 +190,7 @@ def new_access(
         resolve_purpose(purpose),
         purpose_text,
         key_id,
-        dict(study or {}),
+        study.copy() if study else {},
         as_policy(policy),
         local_user(),
     )
@@ -199,19 +201,19 @@ def _key_id_of(identity: Any) -> str | None:
 
 
 def open_audited(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     op: str,
     action: str = "decrypt",
     event: str = EVENT_ACCESS,
     purpose: str | None = None,
     purpose_text: str | None = None,
-    identity: Identity | str | os.PathLike | None = None,
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
-    require_signer: Recipient | str | os.PathLike | None = None,
+    require_signer: Recipient | str | os.PathLike[str] | None = None,
     identity_passphrase: Passphrase = None,
-    audit_log: AuditLog | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
     keep_study_key: bool = False,
     source: Any = None,
     study_key: bytes | None = None,
@@ -272,12 +274,12 @@ class VerifyReport:
 
 
 def verify_study(
-    path: str | os.PathLike,
-    identity: Identity | str | os.PathLike | None = None,
+    path: str | os.PathLike[str],
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     *,
     purpose: str | None = None,
-    require_signer: Recipient | str | os.PathLike | None = None,
+    require_signer: Recipient | str | os.PathLike[str] | None = None,
     identity_passphrase: Passphrase = None,
     progress: bool = False,
     audit_log: AuditLog | str | None = None,
@@ -301,13 +303,13 @@ def verify_study(
 
 
 def decrypt_study(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    identity: Identity | str | os.PathLike | None = None,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     *,
     purpose: str | None = None,
-    require_signer: Recipient | str | os.PathLike | None = None,
+    require_signer: Recipient | str | os.PathLike[str] | None = None,
     identity_passphrase: Passphrase = None,
     progress: bool = True,
     audit_log: AuditLog | str | None = None,
@@ -339,7 +341,7 @@ def decrypt_study(
 
 
 def add_recipients(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     recipients: Iterable[Any],
     identity: Identity | str | None = None,
     passphrase: Passphrase = None,

@@ -71,7 +71,7 @@ class Policy:
         return f"Policy({str(self.path)!r}, model={str(self.model_path)!r})"
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, local: str | None = None) -> Policy:
+    def load(cls, path: str | os.PathLike[str] | None = None, *, local: str | None = None) -> Policy:
         """Load the policy CSV ``path`` (else ``$MEDSEC_POLICY``, else the shipped default).
         ``local``: who holds the ``@local`` role (default: :func:`local_user`)."""
         if path is None:
