@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -22,6 +23,8 @@ from pydicom.tag import BaseTag, Tag
 from . import table
 from .keyed import DeidKeys
 from .scan import identifying_values, maybe_sequence
+
+_D = TypeVar("_D", bound=Dataset)
 
 OPTIONS = frozenset(table.OPTION_COLUMNS)
 
@@ -364,7 +367,7 @@ def _mark(ds: Dataset, profile: Profile) -> None:
     )
 
 
-def _copy(ds: Dataset) -> Dataset:
+def _copy(ds: _D) -> _D:
     """A copy to de-identify: new element objects (and sequence items, recursively) that share the
     original's immutable values and unparsed raw elements, so no value, pixel data included, is copied."""
     new = copy.copy(ds)

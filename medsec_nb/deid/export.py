@@ -22,6 +22,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
 from tqdm.auto import tqdm
 
 from ..container.sources import SourceInstance, split_instance
@@ -65,8 +66,8 @@ class Change:
     keyword: str
     vr: str
     action: str  # kept | removed | replaced | emptied | uid-replaced | shifted | pseudonymised | added
-    old: pydicom.DataElement | None = field(default=None, repr=False)
-    new: pydicom.DataElement | None = field(default=None, repr=False)
+    old: pydicom.DataElement | RawDataElement | None = field(default=None, repr=False)
+    new: pydicom.DataElement | RawDataElement | None = field(default=None, repr=False)
 
     @property
     def before(self) -> str:
@@ -88,8 +89,8 @@ class ExportReport:
     output: str | None = None
     encrypted: bool = False
     dry_run: bool = False
-    actions: Counter = field(default_factory=Counter)
-    attributes: dict[str, Counter] = field(default_factory=dict)
+    actions: Counter[str] = field(default_factory=Counter)
+    attributes: dict[str, Counter[str]] = field(default_factory=dict)
     private_removed: int = 0
     burned_in: list[dict[str, str]] = field(default_factory=list)
     leak_hits: int = 0
@@ -109,7 +110,7 @@ class ExportReport:
 
     def to_json(self) -> dict[str, Any]:
         """The conformance report (docs/DEID.md, "Conformance report")."""
-        by_rule: dict[str, Counter] = {}
+        by_rule: dict[str, Counter[str]] = {}
         for keyword, counts in self.attributes.items():
             row = next((r for r in table.rows() if r.keyword == keyword), None)
             if row is not None:
@@ -357,7 +358,7 @@ def _written_by_medsec(ds: Dataset) -> None:
     medsec-nb's implementation, not the source's (whose version name may name a site)."""
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
-    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     ds.file_meta.ImplementationVersionName = implementation_version_name()
 
 
@@ -387,7 +388,7 @@ def _out_name(ds: Dataset) -> str | None:
 def export_instances(
     items: Iterable[tuple[str, Dataset]],
     total: int,
-    output: str | os.PathLike | None,
+    output: str | os.PathLike[str] | None,
     settings: ExportSettings,
     *,
     recipients: Iterable[Any] = (),

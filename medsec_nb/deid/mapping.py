@@ -100,7 +100,7 @@ def seal_mapping(
 
 
 def write_mapping(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     mapping: dict[str, Any],
     recipients: Iterable[Any] = (),
     passphrase: Passphrase = None,
@@ -124,7 +124,7 @@ class SealedMapping:
     raw: dict[str, Any] = field(repr=False)
 
 
-def read_sealed(path: str | os.PathLike) -> SealedMapping:
+def read_sealed(path: str | os.PathLike[str]) -> SealedMapping:
     """Read a mapping file's public header (nothing is decrypted)."""
     path = Path(path)
     try:
@@ -151,7 +151,7 @@ def read_sealed(path: str | os.PathLike) -> SealedMapping:
 
 def open_mapping(
     sealed: SealedMapping,
-    identity: Identity | str | os.PathLike | None = None,
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     identity_passphrase: Passphrase = None,
 ) -> dict[str, Any]:
@@ -176,4 +176,5 @@ def open_mapping(
         raise AuthenticationError(f"{where}: mapping header failed authentication (altered)")
     out = bytearray(plaintext_length(len(ct), _CHUNK, where))
     decrypt_segment(ks.payload_key, file_id, 0, ct, _CHUNK, None, memoryview(out), f"{where}: mapping")
-    return parse_json(bytes(out), where, "decrypted mapping")
+    mapping: dict[str, Any] = parse_json(bytes(out), where, "decrypted mapping")  # authenticated: ours, a dict
+    return mapping

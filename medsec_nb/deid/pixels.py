@@ -95,7 +95,7 @@ class MaskRule:
         return True
 
 
-def load_mask_rules(path: str | os.PathLike) -> tuple[MaskRule, ...]:
+def load_mask_rules(path: str | os.PathLike[str]) -> tuple[MaskRule, ...]:
     """Read and check a rule file (``.toml`` or ``.json``)."""
     path = Path(path)
     try:

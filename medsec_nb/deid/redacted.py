@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from html import escape
+from typing import Protocol, cast, overload
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset
+from pydicom.tag import TagType
 
 from .redaction import REDACTED, redacted_items
 
@@ -59,10 +62,22 @@ def dataset_html(ds: pydicom.Dataset) -> str:
     return f"<div class='medsec-dataset'><b>{escape(title)}</b>{html_table(TAG_HEAD, items)}</div>"
 
 
-class _Redacting:
-    """Mixin for pydicom datasets: every display form is redacted, sequence items and slices too."""
+class _Printer(Protocol):
+    """The part of IPython's pretty printer that ``_repr_pretty_`` uses."""
 
-    def __getitem__(self, key):
+    def text(self, obj: str) -> None: ...
+
+
+class _Redacting(pydicom.Dataset):
+    """Base of the redacted datasets: every display form is redacted, sequence items and slices too."""
+
+    @overload
+    def __getitem__(self, key: slice) -> pydicom.Dataset: ...
+
+    @overload
+    def __getitem__(self, key: TagType) -> DataElement: ...
+
+    def __getitem__(self, key: slice | TagType) -> pydicom.Dataset | DataElement:
         value = super().__getitem__(key)
         if isinstance(value, pydicom.Dataset):  # a slice of the dataset
             return redacted(value)
@@ -79,7 +94,7 @@ class _Redacting:
     def _repr_html_(self) -> str:
         return dataset_html(self)
 
-    def _repr_pretty_(self, p, cycle: bool) -> None:
+    def _repr_pretty_(self, p: _Printer, cycle: bool) -> None:
         p.text(dataset_text(self))
 
 
@@ -87,18 +102,18 @@ class RedactedDataset(_Redacting, FileDataset):
     """A parsed instance whose repr, str and rich displays are redacted; values stay accessible."""
 
 
-class RedactedItem(_Redacting, pydicom.Dataset):
+class RedactedItem(_Redacting):
     """A sequence item (or slice) of a :class:`RedactedDataset`, displayed the same way."""
 
 
 def redacted(ds: pydicom.Dataset) -> RedactedDataset | RedactedItem:
     """Make ``ds`` display redacted, in place (its class changes; its contents do not)."""
-    if isinstance(ds, _Redacting):
+    if isinstance(ds, (RedactedDataset, RedactedItem)):
         return ds
     if type(ds) is FileDataset:
         ds.__class__ = RedactedDataset
-    elif type(ds) is pydicom.Dataset:
+        return cast(RedactedDataset, ds)  # the class just set
+    if type(ds) is pydicom.Dataset:
         ds.__class__ = RedactedItem
-    else:
-        raise TypeError(f"cannot redact a {type(ds).__name__}; expected a pydicom Dataset or FileDataset")
-    return ds
+        return cast(RedactedItem, ds)
+    raise TypeError(f"cannot redact a {type(ds).__name__}; expected a pydicom Dataset or FileDataset")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 
 #: Values shorter than this are not searched for (single letters and the like match by chance).
@@ -41,7 +43,7 @@ IDENTIFYING_KEYWORDS = (
     "AccessionNumber",
 )
 
-_IDENTIFYING_TAGS = frozenset(tag_for_keyword(k) for k in IDENTIFYING_KEYWORDS)
+_IDENTIFYING_TAGS = frozenset(Tag(k) for k in IDENTIFYING_KEYWORDS)
 
 
 #: Character sets whose encoded bytes hold ASCII text as ASCII: unparsed values can be searched as bytes.
@@ -69,7 +71,7 @@ def _searchable_as_bytes(ds: Dataset) -> bool:
 
 def _walk(
     ds: Dataset, path: str = "", raw_ok: bool | None = None, parse: frozenset[int] = frozenset()
-) -> Iterator[tuple[str, object, object]]:
+) -> Iterator[tuple[str, DataElement | RawDataElement, Any]]:
     """(path, element, value) for every element at every depth, file meta included.
 
     Unparsed non-sequence elements (outside ``parse``) are yielded as their raw bytes when the
@@ -167,12 +169,12 @@ def scan_leaks(ds: Dataset, sources: Mapping[str, Iterable[str]]) -> list[Leak]:
     return hits
 
 
-def _vr(elem: object) -> str:
+def _vr(elem: DataElement | RawDataElement) -> str:
     """The element's VR; for an implicit-VR element not parsed yet, the dictionary's."""
-    vr = getattr(elem, "VR", None)
+    vr = elem.VR
     if vr is None:
         try:
-            vr = dictionary_VR(elem.tag)  # type: ignore[attr-defined]
+            vr = dictionary_VR(elem.tag)
         except KeyError:
             vr = None
     return vr or "UN"
