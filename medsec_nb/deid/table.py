@@ -27,7 +27,6 @@ OPTION_COLUMNS: dict[str, str] = {
 }
 
 CURVE_ROW = "50XX,XXXX"
-PRIVATE_ROW = "GGGG,EEEE (GGGG odd)"
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _index() -> tuple[dict[int, Row], dict[str, Row]]:
 def lookup(tag: int | BaseTag) -> Row | None:
     """The Table E.1-1 row governing a public ``tag`` (group rules included), or None if unlisted.
 
-    Private tags are governed by :func:`private_row` and the safe private table instead.
+    Private tags are governed by the row ``GGGG,EEEE (GGGG odd)`` and :func:`is_safe_private` instead.
     """
     tag = Tag(tag)
     exact, special = _index()
@@ -100,11 +99,6 @@ def lookup(tag: int | BaseTag) -> Row | None:
     if 0x6000 <= group <= 0x601E and group % 2 == 0 and elem in (0x3000, 0x4000):
         return special[f"60XX,{elem:04X}"]
     return None
-
-
-def private_row() -> Row:
-    """The row ``GGGG,EEEE (GGGG odd)`` covering every private attribute."""
-    return _index()[1][PRIVATE_ROW]
 
 
 @lru_cache(maxsize=1)
