@@ -16,13 +16,13 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol.KDF import HKDF
 
 from ..core.errors import FormatError
+from ..keys.stanza import KEY_LEN as KEY_LEN
+from ..keys.stanza import TAG_LEN as TAG_LEN
 
 MAGIC = b"\x89MSEC\r\n\x1a"
 VERSION = 1
 SUITE_AES256GCM_HKDF_SHA256 = 1
 
-KEY_LEN = 32
-TAG_LEN = 16
 FILE_ID_LEN = 16
 MAC_LEN = 32
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -154,15 +154,6 @@ def parse_json(raw: bytes, where: str, what: str) -> Any:
         return json.loads(text)
     except ValueError:
         raise FormatError(f"{where}: {what} is not valid JSON") from None
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """A value read from a file, fit for one line of output: escapes instead of control or other
-    non-printable characters, cut after ``limit`` characters."""
-    text = str(value)
-    if not text.isprintable():
-        text = repr(text)[1:-1]
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_magic(prefix: bytes, where: str) -> int:

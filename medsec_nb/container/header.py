@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import FormatError, SignatureError
+from ..core.errors import FormatError, SignatureError, shown
+from ..keys.scrypt import is_passphrase
 from . import signing
 from .files import LocalFile
-from .format import Header, decode_header, shown
+from .format import Header, decode_header
 from .stanzas import stanza_summary
 
 
@@ -73,7 +74,7 @@ def inspect_study(path: str | os.PathLike) -> ContainerInfo:
         payload_length=b.payload_length,
         chunk_size=b.chunk_size,
         recipients=[stanza_summary(s) for s in header.stanzas],
-        passphrase=any(s.get("type") == "scrypt" for s in header.stanzas),
+        passphrase=any(is_passphrase(s) for s in header.stanzas),
         signer=signer,
         signature_valid=valid,
         complete=size == header.length + b.payload_length,

@@ -72,7 +72,3 @@ def verify(block: dict[str, Any], message: bytes, where: str) -> str:
     except ValueError:
         raise SignatureError(f"{where}: producer signature by {kid} is INVALID (header altered)") from None
     return kid
-
-
-def signer_recipient(block: dict[str, Any]) -> Recipient:
-    return Recipient(ECC.import_key(bytes.fromhex(block["public_key"])))

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.atomic import atomic_file
 from ..core.errors import MedsecError, NoMatchingRecipientError, OutputError
 from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
+from ..keys.scrypt import is_passphrase
 from . import signing
 from ._reader import Container
 from .format import (
@@ -250,7 +251,7 @@ def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
     header = box.header
     if box.study_key is None:
         raise MedsecError(f"{path}: opened without keeping the study key")
-    if any(s.get("type") == "scrypt" for s in header.stanzas):
+    if any(is_passphrase(s) for s in header.stanzas):
         raise MedsecError(
             f"{path}: passphrase-protected; public-key recipients cannot be added "
             "(re-encrypt the study to public keys instead)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MedsecError(Exception):
     """Base class of every error medsec-nb raises on purpose."""
@@ -46,7 +48,7 @@ class PolicyError(MedsecError):
 class PolicyDeniedError(MedsecError):
     """The access policy does not allow the request; ``decision`` says which rule decided."""
 
-    def __init__(self, decision):
+    def __init__(self, decision: Any) -> None:  # an access Decision (its layer is above)
         super().__init__(decision.reason)
         self.decision = decision
 
@@ -69,3 +71,12 @@ class StudyClosedError(MedsecError):
 
 class JustificationError(MedsecError, ValueError):
     """A reveal was asked without a justification long enough to be meaningful."""
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value read from a file, fit for one line of output: escapes instead of control or other
+    non-printable characters, cut after ``limit`` characters."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
