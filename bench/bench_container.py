@@ -55,7 +55,7 @@ from medsec_nb.access.gate import Access
 from medsec_nb.access.policy import Policy, local_user
 from medsec_nb.audit import AuditLog
 from medsec_nb.container._reader import open_container
-from medsec_nb.study.study import Study
+from medsec_nb.study import Study
 from medsec_nb.testdata import synthesize_series
 
 PASSPHRASE = "correct horse battery staple (benchmark only)"

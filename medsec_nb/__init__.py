@@ -2,11 +2,18 @@
 
 The public names below are imported on first use (PEP 562), so ``medsec --help`` and other
 commands load only what they need; ``import medsec_nb`` itself costs almost nothing.
+
+This module is also where the faces are wired to the layers (which know none of them): in an
+IPython session the notebook face (rich displays, widgets, the kernel registry) and the save
+guard's publisher subscribe to the study events; with ``MEDSEC_SAVE_GUARD_PUBLISH=1`` any
+process publishes.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import (
@@ -71,10 +78,25 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
+def _wire(ip: Any = None) -> None:
+    """Subscribe the faces that follow studies in this process (see the module docstring)."""
+    if ip is None:
+        ipython = sys.modules.get("IPython")
+        ip = ipython.get_ipython() if ipython is not None else None
+    if ip is not None:
+        from .notebook import register_displays
+
+        register_displays(ip)
+    if ip is not None or os.environ.get("MEDSEC_SAVE_GUARD_PUBLISH") == "1":
+        importlib.import_module(f"{__name__}.saveguard")
+
+
 def load_ipython_extension(ip: Any) -> None:
-    """``%load_ext medsec_nb``: the magics (imported lazily, so the CLI never loads IPython)."""
+    """``%load_ext medsec_nb``: the magics, the redacted displays and the faces that follow
+    studies (imported lazily, so the CLI never loads IPython)."""
     from .notebook.magics import load_ipython_extension as load
 
+    _wire(ip)
     load(ip)
 
 
@@ -122,3 +144,5 @@ __all__ = [
     "save_identity",
     "verify_study",
 ]
+
+_wire()

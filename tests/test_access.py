@@ -46,7 +46,7 @@ def test_open_and_bulk_reads_are_recorded(signed_container, identities, log):
         assert rec["why"]["purpose"] == "EDU" and rec["why"]["text"] == "course 12"
         assert rec["who"]["key_id"] == identities.x25519.key_id
         assert rec["study"]["container_sha256"] == container_id(signed_container)
-        assert rec["study"]["study_uid"] == study._box.entries[0]["study"]
+        assert rec["study"]["study_uid"] == study.series[0].entries[0]["study"]
         study.series[0].volume(progress=False)
         list(study.series[0])
         study.series[0][0]  # single instances are covered by the open record
@@ -82,7 +82,7 @@ def test_denied_access_records_denial_and_unwraps_nothing(signed_container, iden
 
 def test_denied_by_study_uid_after_index(signed_container, identities, tmp_path, log):
     with medsec_nb.open_study(signed_container, identities.x25519, audit_log=log) as st:
-        uid = st._box.entries[0]["study"]
+        uid = st.series[0].entries[0]["study"]
     policy = tmp_path / "site.csv"
     policy.write_text(f"p, @local, *, *, *, *, allow\np, @local, {uid}, decrypt, *, *, deny\n")
     with pytest.raises(medsec_nb.PolicyDeniedError, match="forbids"):

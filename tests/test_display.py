@@ -89,8 +89,24 @@ def _assert_clean(text: str, source: list[Path]) -> None:
         assert value not in text, f"identifying value {value!r} displayed"
 
 
-def test_study_display_lists_series_without_identifiers_or_uids(study, source, identities):
-    for text in (study_text(study), study_html(study), pretty(study), study._repr_html_()):
+@pytest.fixture(scope="module")
+def shown():
+    """``shown(obj)``: what Jupyter would show for ``obj`` (IPython's display formatter, with the
+    notebook layer's redacted displays registered), as {mime type: text}."""
+    from IPython.testing import globalipapp
+
+    from medsec_nb.notebook import register_displays
+
+    ip = globalipapp.start_ipython() or globalipapp.get_ipython()
+    register_displays(ip)
+    formatters = ip.display_formatter.formatters
+    formatters["text/html"].enabled = True  # a terminal shell shows text only; a kernel both
+    return lambda obj: {mime: formatters[mime](obj) for mime in ("text/plain", "text/html")}
+
+
+def test_study_display_lists_series_without_identifiers_or_uids(study, source, identities, shown):
+    shows = shown(study)
+    for text in (study_text(study), study_html(study), shows["text/plain"], shows["text/html"]):
         _assert_clean(text, source)
         for uid in _uids(source):
             assert uid not in text
@@ -101,9 +117,10 @@ def test_study_display_lists_series_without_identifiers_or_uids(study, source, i
     assert rows[3].split() == ["0", "CT", "1", "4", "32", "x", "32"]
 
 
-def test_series_display_redacts_the_first_header(study, source):
+def test_series_display_redacts_the_first_header(study, source, shown):
     series = study.series[0]
-    for text in (series_text(series), series_html(series), pretty(series), series._repr_html_()):
+    shows = shown(series)
+    for text in (series_text(series), series_html(series), shows["text/plain"], shows["text/html"]):
         _assert_clean(text, source)
         assert "4 instances" in text and "spacing (z, y, x) 1.25" in text
         assert "PatientName" in text and "PatientID" in text and "PatientBirthDate" in text

@@ -194,7 +194,7 @@ def test_deep_nesting_in_a_mapping_file_is_one_line_from_reidentify(key_file, tm
 @pytest.fixture
 def jp_server_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEC_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
-    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True}}}
+    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True, "medsec_nb.saveguard": True}}}
 
 
 async def test_deep_nesting_is_a_400_from_the_inspect_endpoint(jp_fetch, jp_root_dir, deep, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from tornado.httpclient import HTTPClientError
 from medsec_nb import save_identity
 from medsec_nb.audit import AuditLog
 from medsec_nb.audit.page import Filters, read_page
+from medsec_nb.core import runtime
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -31,7 +33,7 @@ ENDPOINTS = [
 @pytest.fixture
 def jp_server_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEC_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
-    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True}}}
+    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True, "medsec_nb.saveguard": True}}}
 
 
 def _append(n: int, **kw) -> None:
@@ -307,7 +309,7 @@ def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
 
     with open_study(signed_container, identity=identities.x25519) as study:
         assert not study.closed
-        assert not list(registry.runtime_dir().glob("*.json"))
+        assert not list(runtime.runtime_dir(registry.KIND).glob("*.json"))
     assert registry.read_all() == []
 
 
@@ -317,8 +319,15 @@ def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    (tmp_path / f"{dead}.json").write_text(json.dumps({"pid": int(dead), "kernel_id": "k", "studies": []}))
-    (tmp_path / "junk.json").write_text("{not json")
-    (tmp_path / "1.json").write_text(json.dumps({"pid": 1, "kernel_id": "k1", "studies": [{"id": "a"}]}))
-    assert [e["kernel_id"] for e in registry.read_all(tmp_path)] == ["k1"]
-    assert not (tmp_path / f"{dead}.json").exists()
+    folder = runtime.runtime_dir(registry.KIND)
+    files = [folder / f"{dead}.json", folder / "junk.json", folder / f"{os.getppid()}.json", folder / "1.json"]
+    try:
+        files[0].write_text(json.dumps({"kernel_id": "k", "studies": []}))
+        files[1].write_text("{not json")
+        files[2].write_text("{not json either")  # a live process's unreadable file: skipped, kept
+        files[3].write_text(json.dumps({"pid": 99, "kernel_id": "k1", "studies": [{"id": "a"}]}))
+        assert [(e["kernel_id"], e["pid"]) for e in registry.read_all()] == [("k1", 1)]  # pid: the file's name
+        assert not files[0].exists() and files[2].exists()
+    finally:
+        for f in files:
+            f.unlink(missing_ok=True)

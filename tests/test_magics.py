@@ -330,7 +330,8 @@ def test_redaction_profile_and_options_drive_every_display(ip, typed, signed_con
     assert source.StudyDate not in repr(header) and source.StudyInstanceUID not in repr(header)
     ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-long-full-dates', 'retain-uids']")
     assert current_profile().options == {"retain-long-full-dates", "retain-uids"}
-    shown = repr(header) + ip.user_ns["ct"].series[0]._repr_html_()
+    ip.display_formatter.formatters["text/html"].enabled = True  # as in a kernel
+    shown = repr(header) + ip.display_formatter.formatters["text/html"](ip.user_ns["ct"].series[0])
     assert source.StudyDate in shown and source.StudyInstanceUID in shown
     assert str(source.PatientName) not in shown and source.PatientID not in shown  # names and IDs stay hidden
     ip.run_line_magic("config", "MedsecMagics.redaction_options = ['retain-everything']")  # refused

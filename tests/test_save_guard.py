@@ -154,11 +154,25 @@ def test_publication_holds_no_value_and_is_withdrawn_on_close(signed_container, 
     assert (len(json.loads(path.read_text())["studies"]) if path.exists() else 0) == studies - 1
 
 
-def test_a_malformed_fingerprint_file_is_an_error_naming_it(tmp_path):
-    bad = tmp_path / "123.json"
-    bad.write_text("{not json")
-    with pytest.raises(medsec_nb.MedsecError, match="123.json: not a save guard fingerprint file"):
-        guard.load_published(tmp_path)
+def test_a_malformed_fingerprint_file_is_an_error_naming_it():
+    bad = guard.runtime_file(os.getppid())  # a live process: its file is read, not dropped
+    try:
+        bad.write_text("{not json")
+        with pytest.raises(medsec_nb.MedsecError, match=f"{os.getppid()}.json: unreadable runtime file"):
+            guard.load_published()
+        bad.write_text('{"v": 1, "studies": {"x": {"full": 7}}}')
+        with pytest.raises(medsec_nb.MedsecError, match=f"{os.getppid()}.json: not a save guard fingerprint file"):
+            guard.load_published()
+    finally:
+        bad.unlink(missing_ok=True)
+
+
+def test_a_dead_process_s_fingerprints_are_dropped():
+    """One rule for every runtime file: a process that no longer exists publishes nothing."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = guard.runtime_file(int(dead.stdout))
+    path.write_text('{"v": 1, "studies": {"x": {"full": ["00"], "first": ["00"], "lengths": [1]}}}')
+    assert guard.load_published().full == set() and not path.exists()
 
 
 # -- a real server; the study is opened by another process ------------------------------------
@@ -235,7 +249,7 @@ async def _save(jp_fetch, name: str, text: str):
     )
 
 
-SERVER = {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True}}}
+SERVER = {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True, "medsec_nb.saveguard": True}}}
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 @pytest.fixture
 def jp_server_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEC_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
-    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True}}}
+    return {"ServerApp": {"jpserver_extensions": {"medsec_nb.server": True, "medsec_nb.saveguard": True}}}
 
 
 async def test_records_of_other_processes_and_of_the_server_become_events(jp_serverapp, tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 from ..access.gate import Access, open_audited
 from ..container._reader import Container
 from ..core.errors import MedsecError
-from ..study.study import Study
+from ..study import Study
 from .forward import ForwardingLog, new_attempt
 from .transport import source_for, transport_key, unseal, worker_identity
 

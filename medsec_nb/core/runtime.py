@@ -7,13 +7,22 @@ kernels, and write-once creation of the installation's secret files.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
+from .atomic import atomic_file
+from .errors import MedsecError
+
 APP_NAME = "medsec-nb"
+#: Ids of the entries processes publish (registry study ids): 16 hex digits, checked by readers
+#: before one is used, e.g. in a request to a kernel.
+ENTRY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def data_dir() -> Path:
@@ -29,6 +38,62 @@ def runtime_dir(name: str) -> Path:
     folder = data_dir() / "runtime" / name
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
+
+
+def process_file(kind: str, pid: int | None = None) -> Path:
+    """``<data dir>/runtime/<kind>/<pid>.json``: what process ``pid`` (default: this one) publishes."""
+    return runtime_dir(kind) / f"{pid or os.getpid()}.json"
+
+
+def publish(kind: str, data: dict[str, Any] | None) -> None:
+    """Replace this process's ``kind`` file with ``data`` (plus ``pid``), atomically, mode 0600;
+    ``None`` removes it. OSError on failure (callers decide whether that only warns)."""
+    path = process_file(kind)
+    if data is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    with atomic_file(path, mode=0o600) as fh:
+        fh.write(json.dumps({**data, "pid": os.getpid()}, sort_keys=True).encode("utf-8"))
+
+
+def read_published(kind: str, *, strict: bool = False) -> list[dict[str, Any]]:
+    """What every live process published as ``kind``. One rule for dead processes: the file of a
+    process that no longer exists (its pid is the file's name) is removed and skipped. A file
+    that is not a JSON object is skipped, or with ``strict`` raises MedsecError."""
+    out = []
+    for path in sorted(runtime_dir(kind).glob("*.json")):
+        try:
+            pid = int(path.stem)
+        except ValueError:
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        try:
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict):
+                raise ValueError
+        except FileNotFoundError:  # withdrawn meanwhile
+            continue
+        except (OSError, ValueError, RecursionError) as exc:
+            if strict:
+                reason = exc.strerror if isinstance(exc, OSError) else "not a JSON object"
+                raise MedsecError(f"{path}: unreadable runtime file ({reason})") from None
+            continue
+        out.append({**data, "pid": pid})  # the file's name, not what the file says
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def write_once(dest: Path, data: bytes, mode: int) -> bool:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.errors import MedsecError
 from ..deid.redacted import NOTE, TAG_HEAD, html_table, text_table
 from ..deid.redaction import redacted_items
 
 if TYPE_CHECKING:
-    from ..study.study import Series, Study
+    from ..study import Series, Study
+    from ..study.index import IndexEntry
 
 
 def _number(value: float | None) -> str:
@@ -26,14 +27,9 @@ def _number(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _image_size(entries: list[dict[str, Any]]) -> str:
+def _image_size(entries: list[IndexEntry]) -> str:
     sizes = sorted({(e["image"]["rows"], e["image"]["columns"]) for e in entries if e.get("image")})
     return ", ".join(f"{r} x {c}" for r, c in sizes) or "-"
-
-
-def _series_entries(series: Series) -> list[dict[str, Any]]:
-    box = series._study._open_box()
-    return [box.entries[k] for k in series._idx]
 
 
 # -- study ------------------------------------------------------------------------------------
@@ -51,7 +47,7 @@ def _study_parts(study: Study) -> tuple[str, str, list[tuple[str, ...]]]:
         f"purpose {study.purpose or 'not given'}"
     )
     rows = [
-        (str(n), s.modality or "-", _number(s.number), str(len(s)), _image_size(_series_entries(s)))
+        (str(n), s.modality or "-", _number(s.number), str(len(s)), _image_size(s.entries))
         for n, s in enumerate(study.series)
     ]
     return title, facts, rows
@@ -81,9 +77,9 @@ def study_html(study: Study) -> str:
 
 def _series_parts(series: Series) -> tuple[str, list[tuple[str, str, str]]]:
     head = f"Series {series.modality or '?'} #{_number(series.number)}"
-    if series._study.closed:
+    if series.study.closed:
         return f"{head} (study closed)", []
-    summary = f"{head}: {len(series)} instances, {_image_size(_series_entries(series))}"
+    summary = f"{head}: {len(series)} instances, {_image_size(series.entries)}"
     try:
         g = series.geometry
         summary += ", spacing (z, y, x) " + " x ".join(f"{v:g}" for v in g.spacing) + " mm"

@@ -16,7 +16,6 @@ import getpass
 import keyword
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from traitlets import Bool, Enum, List, TraitError, Unicode, observe, validate
 
 from ..core.errors import MedsecError
 from ..deid.redaction import PROFILE_NAMES, make_profile, set_profile
-from ..study.study import Study, open_study
+from ..study import Study, open_study
 from .hardening import harden_process
 
 
@@ -96,13 +95,8 @@ def study_name(path: str | os.PathLike) -> str:
 
 
 def unload(study: Study) -> None:
-    """Close the viewers and tag redactors of ``study`` (if any were made) and the study itself."""
-    widgets = sys.modules.get("medsec_nb.notebook.widgets")
-    if widgets is not None:
-        widgets.close_viewers(study)
-    redactors = sys.modules.get("medsec_nb.notebook.tag_redactor")
-    if redactors is not None:
-        redactors.close_redactors(study)
+    """Close ``study``: its keys and index are dropped, and its viewers and tag redactors (which
+    follow the study's close event) drop what they hold."""
     study.close()
 
 
@@ -262,6 +256,20 @@ def load_ipython_extension(ip) -> None:
     ip.register_magics(MedsecMagics(shell=ip))
 
 
+def unload_bound(study: Study) -> None:
+    """Close ``study`` as ``%unload_secure_study`` does when the magics bound it to a name (the
+    name is removed too), else as :func:`unload`."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    magics = ip.magics_manager.registry.get(MedsecMagics.__name__) if ip is not None else None
+    names = [n for n, s in magics.loaded.items() if s is study] if magics is not None else []
+    if names:
+        magics.unload_secure_study(" ".join(names))
+    else:
+        unload(study)
+
+
 def unload_ipython_extension(ip) -> None:
     """Close the studies the magics opened and remove the magics."""
     magics = ip.magics_manager.registry.pop(MedsecMagics.__name__, None)
@@ -273,24 +281,3 @@ def unload_ipython_extension(ip) -> None:
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
     ip.configurables[:] = [c for c in ip.configurables if c is not magics]
-
-
-def close_registered(study_id: str) -> bool:
-    """Close the study published in the registry as ``study_id`` (the lab panel's close button):
-    as ``%unload_secure_study`` when the magics bound it, else its viewers and the study. False if
-    no such open study."""
-    from . import registry
-
-    study = registry.lookup(study_id)
-    if study is None:
-        return False
-    from IPython import get_ipython
-
-    ip = get_ipython()
-    magics = ip.magics_manager.registry.get(MedsecMagics.__name__) if ip is not None else None
-    names = [n for n, s in magics.loaded.items() if s is study] if magics is not None else []
-    if names:
-        magics.unload_secure_study(" ".join(names))
-    else:
-        unload(study)
-    return True

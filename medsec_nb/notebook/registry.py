@@ -3,9 +3,11 @@
 Each process that opens a study inside a Jupyter kernel writes
 ``<data dir>/runtime/studies/<pid>.json`` (mode 0600, replaced atomically) listing its open
 studies: an opaque id, the file's base name, the instance count, the purpose, who opened it
-and when, plus the kernel id taken from the kernel's connection file. ``open_study`` adds a
-study, ``Study.close`` withdraws it; the server (``medsec_nb.server``) reads every file and
-keeps the ones whose kernel is still running. Outside a kernel nothing is written.
+and when, plus the kernel id taken from the kernel's connection file
+(:func:`medsec_nb.core.runtime.publish`). The notebook layer subscribes :func:`opened` and
+:func:`withdrawn` to the study events; the server reads every file with
+:func:`medsec_nb.core.runtime.read_published` and keeps the ones whose kernel is still running.
+Outside a kernel nothing is written.
 
 A kernel that opened a study also checkpoints each audit log it opened studies with when it
 exits (a shutdown or restart runs ``atexit``; a killed kernel writes none): the signing happens
@@ -16,39 +18,29 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
-import re
 import secrets
 import sys
 import threading
 import warnings
 import weakref
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditLog, context
 from ..audit.record import utc_now
 from ..core import runtime
-from ..core.atomic import atomic_file
 from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
-    from ..study.study import Study
+    from ..study import Study
 
-#: Registry ids are 16 hex digits (checked before one is put into code run in a kernel).
-ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+KIND = "studies"
 
 _lock = threading.Lock()
 _open: dict[str, tuple[weakref.ref, dict[str, Any]]] = {}
 _ids: weakref.WeakKeyDictionary[Study, str] = weakref.WeakKeyDictionary()
 _kernel: list[str | None] = []  # the kernel id, looked up once
 _logs: dict[str, AuditLog] = {}  # audit logs of the studies opened here: checkpointed at exit
-
-
-def runtime_dir() -> Path:
-    """``<data dir>/runtime/studies`` (created with mode 0700)."""
-    return runtime.runtime_dir("studies")
 
 
 def _kernel_id() -> str | None:
@@ -61,14 +53,7 @@ def _publish(kernel_id: str) -> None:
     """Rewrite this process's file; a failure only warns (the registry informs, it guards nothing)."""
     studies = [entry for _, entry in _open.values()]
     try:
-        path = runtime_dir() / f"{os.getpid()}.json"
-        if not studies:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return
-        data = {"pid": os.getpid(), "kernel_id": kernel_id, "studies": studies}
-        with atomic_file(path, mode=0o600) as fh:
-            fh.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+        runtime.publish(KIND, {"kernel_id": kernel_id, "studies": studies} if studies else None)
     except OSError as exc:
         warnings.warn(
             f"the list of open studies for the lab panel was not updated ({exc.strerror or exc})",
@@ -92,7 +77,7 @@ def opened(study: Study) -> str | None:
         "user": who["os_user"],
         "opened": utc_now(),
     }
-    log = study._access.log
+    log = study.audit_log
     where = os.path.abspath(log.path)  # the notebook may change directory before exit
     with _lock:
         _open[study_id] = (weakref.ref(study), entry)
@@ -134,39 +119,13 @@ def lookup(study_id: str) -> Study | None:
     return item[0]() if item else None
 
 
-def read_all(folder: Path | None = None) -> list[dict[str, Any]]:
-    """Every process's published entry (``pid``, ``kernel_id``, ``studies``); unreadable files skipped,
-    files of processes that no longer exist removed."""
-    folder = folder or runtime_dir()
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_bytes())
-            pid = int(data["pid"])
-            if not isinstance(data["studies"], list):
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if not _alive(pid):
-            with contextlib.suppress(OSError):
-                path.unlink()
-            continue
-        out.append(data)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def read_all() -> list[dict[str, Any]]:
+    """Every live process's published entry (``pid``, ``kernel_id``, ``studies``)."""
+    return [d for d in runtime.read_published(KIND) if isinstance(d.get("studies"), list)]
 
 
 @atexit.register
 def _forget() -> None:
     if _open:
         with contextlib.suppress(OSError):
-            (runtime_dir() / f"{os.getpid()}.json").unlink()
+            runtime.publish(KIND, None)

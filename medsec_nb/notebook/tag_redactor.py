@@ -26,9 +26,10 @@ from ..core.errors import MedsecError
 from ..deid import OPTIONS, Profile, display_action
 from ..deid.redaction import REDACTED, current_profile, display_value, private_creator, summary_value, tag_text
 from ..deid.scan import IDENTIFYING_KEYWORDS
+from ..study import events
 
 if TYPE_CHECKING:
-    from ..study.study import Series, Study
+    from ..study import Series, Study
 
 OVERRIDES = ("keep", "redact")
 PROFILE = "profile"  # the override toggle's "no override" choice
@@ -282,7 +283,10 @@ class TagRedactor(w.VBox):
 
 def close_redactors(study: Study) -> int:
     """Close every open tag redactor of ``study``; return how many were closed."""
-    mine = [r for r in list(_REDACTORS) if r._series._study is study]
+    mine = [r for r in list(_REDACTORS) if r._series.study is study]
     for r in mine:
         r.close()
     return len(mine)
+
+
+events.subscribe(closed=close_redactors)  # a closed study's tag tables drop what they show

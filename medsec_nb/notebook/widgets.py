@@ -18,12 +18,12 @@ import ipywidgets as w
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pydicom.pixels import apply_modality_lut
 
 from ..core.errors import MedsecError
+from ..study import events
 
 if TYPE_CHECKING:
-    from ..study.study import Series, Study
+    from ..study import Series, Study
 
 #: name -> (width, level) in Hounsfield units.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -64,11 +64,7 @@ def auto_window(array: np.ndarray) -> tuple[float, float]:
 
 def instance_pixels(series: Series, i: int) -> np.ndarray:
     """Instance ``i`` of ``series`` as (frames, rows, columns[, samples]), modality rescale applied."""
-    ds = series[i]
-    arr = apply_modality_lut(ds.pixel_array, ds)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    tail = arr.shape[-3:] if int(ds.get("SamplesPerPixel", 1)) > 1 else arr.shape[-2:]
-    return arr.reshape((frames,) + tuple(tail))
+    return series.pixels(i)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -138,15 +134,11 @@ class SliceViewer(w.VBox):
         or "auto"; ``cache_size``: decrypted instances kept in memory."""
         if preset != AUTO and preset not in WINDOW_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose {AUTO!r} or one of {', '.join(WINDOW_PRESETS)}")
-        box = series._study._open_box()
         self._frames = [
-            (i, f)
-            for i, k in enumerate(series._idx)
-            if box.entries[k].get("image")
-            for f in range(box.entries[k]["image"]["frames"])
+            (i, f) for i, e in enumerate(series.entries) if e.get("image") for f in range(e["image"]["frames"])
         ]
         if not self._frames:
-            raise MedsecError(f"{box.path}: series {series.modality or '?'} #{series.number} holds no images")
+            raise MedsecError(f"{series.study.path}: series {series.modality or '?'} #{series.number} holds no images")
         self._series = series
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = max(1, cache_size)
@@ -193,7 +185,7 @@ class SliceViewer(w.VBox):
             return
         pos = self.slider.value
         try:
-            self._series._study._open_box()  # raises once the study is closed, even on a cache hit
+            self._series.study.require_open()  # raises once the study is closed, even on a cache hit
             frame = self._frame(pos)
         except MedsecError as exc:  # e.g. the study was closed: drop what we hold
             self._cache.clear()
@@ -234,7 +226,10 @@ class SliceViewer(w.VBox):
 
 def close_viewers(study: Study) -> int:
     """Close every open viewer of ``study``; return how many were closed."""
-    mine = [v for v in list(_VIEWERS) if v._series._study is study]
+    mine = [v for v in list(_VIEWERS) if v._series.study is study]
     for v in mine:
         v.close()
     return len(mine)
+
+
+events.subscribe(closed=close_viewers)  # a closed study's viewers drop what they hold

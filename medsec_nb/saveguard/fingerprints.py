@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import json
 import os
 import re
 import secrets
@@ -38,7 +37,6 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PersonName
 
 from ..core import runtime
-from ..core.atomic import atomic_file
 from ..core.errors import MedsecError
 from ..core.jupyter import in_kernel
 from ..core.runtime import data_dir, write_once
@@ -63,6 +61,7 @@ GUARDED_KEYWORDS = frozenset(IDENTIFYING_KEYWORDS) | {
     "PatientInsurancePlanCodeSequence",
 }
 _DATE_VRS = ("DA", "DT")
+KIND = "guard"  # runtime files: <data dir>/runtime/guard/<pid>.json
 _TOKEN = re.compile(r"[^\W_]+")
 #: The same, where a digit run is cut before an ISO 8601 ``T`` (``1970-02-03T00:00``), which is no
 #: token (slower: used only in texts where a digit, a ``T`` and a digit meet).
@@ -92,7 +91,7 @@ def key_path() -> Path:
 
 def runtime_dir() -> Path:
     """``<data dir>/runtime/guard`` (created 0700)."""
-    return runtime.runtime_dir("guard")
+    return runtime.runtime_dir(KIND)
 
 
 def guard_key() -> bytes:
@@ -244,16 +243,11 @@ _published: dict[str, dict[str, Any]] = {}
 
 
 def runtime_file(pid: int | None = None) -> Path:
-    return runtime_dir() / f"{pid or os.getpid()}.json"
+    return runtime.process_file(KIND, pid)
 
 
 def _write() -> None:
-    path = runtime_file()
-    if not _published:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_file(path, mode=0o600) as fh:
-        fh.write(json.dumps({"v": FORMAT, "pid": os.getpid(), "studies": _published}).encode("utf-8"))
+    runtime.publish(KIND, {"v": FORMAT, "studies": _published} if _published else None)
 
 
 def _fingerprints(study: Any) -> Fingerprints:
@@ -343,22 +337,18 @@ def _withdraw_all() -> None:
 # -- reading by the server --------------------------------------------------------------------
 
 
-def load_published(folder: Path | None = None) -> Fingerprints:
-    """The union of every process's published fingerprints; a malformed file raises MedsecError
+def load_published() -> Fingerprints:
+    """The union of every live process's published fingerprints (a dead process's file is
+    removed: :func:`medsec_nb.core.runtime.read_published`); a malformed file raises MedsecError
     (the save guard then refuses the save rather than guess)."""
     out = Fingerprints()
-    for path in sorted((folder or runtime_dir()).glob("*.json")):
+    for data in runtime.read_published(KIND, strict=True):
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:  # withdrawn meanwhile
-            continue
-        except OSError as exc:
-            raise MedsecError(f"{path}: cannot read save guard fingerprints ({exc.strerror})") from None
-        try:
-            for study in json.loads(text)["studies"].values():
+            for study in data["studies"].values():
                 out.update(Fingerprints.from_json(study))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise MedsecError(
-                f"{path}: not a save guard fingerprint file; remove it if no kernel has a study open"
+                f"{runtime.process_file(KIND, data.get('pid'))}: not a save guard fingerprint file; remove it if "
+                "no kernel has a study open"
             ) from None
     return out

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..audit import AuditLog, set_event_logger
 from ..audit.events import emit_from_other_process
-from ..saveguard import hook as save_guard
 from .handlers import setup_handlers
 
 POLL_MS = 1000
@@ -45,7 +44,6 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     callback.start()
     serverapp.web_app.settings["medsec_audit_forwarder"] = forwarder
     serverapp.web_app.settings["medsec_audit_callback"] = callback
-    save_guard.register(serverapp)
     setup_handlers(serverapp.web_app)
     serverapp.log.info("medsec-nb: audit records of %s are emitted as server events", forwarder.log.path)
 

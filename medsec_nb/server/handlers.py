@@ -27,7 +27,7 @@ from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
 from ..audit.record import utc_now
 from ..core.errors import AuditRecordError, MedsecError
-from ..notebook import registry
+from ..core import runtime
 from . import views
 
 CLOSE_TIMEOUT = 20.0
@@ -83,6 +83,11 @@ class StudiesHandler(_Base):
         self.finish(json.dumps({"kernels": await running_studies(self)}))
 
 
+def _published_studies() -> list[dict[str, Any]]:
+    """What kernels published as open studies (medsec_nb.notebook.registry writes these files)."""
+    return [d for d in runtime.read_published("studies") if isinstance(d.get("studies"), list)]
+
+
 async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
     """The studies list of every running kernel, with its notebook path when a session has one."""
     notebooks = {}
@@ -93,7 +98,7 @@ async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
     kernels = {
         kid: {"name": km.get_kernel(kid).kernel_name, "notebook": notebooks.get(kid)} for kid in km.list_kernel_ids()
     }
-    entries = await asyncio.get_running_loop().run_in_executor(None, registry.read_all)
+    entries = await asyncio.get_running_loop().run_in_executor(None, _published_studies)
     return views.kernel_studies(entries, kernels)
 
 
@@ -148,7 +153,7 @@ class CloseHandler(_Base):
     async def post(self) -> None:
         body = self._json_body()
         kid, sid = body.get("kernel_id"), body.get("study_id")
-        if not isinstance(sid, str) or not registry.ID_PATTERN.fullmatch(sid):
+        if not isinstance(sid, str) or not runtime.ENTRY_ID.fullmatch(sid):
             raise _bad("study_id: expected the 16 hex digit id from /medsec/studies")
         if not isinstance(kid, str) or kid not in self.kernel_manager:
             raise _bad(f"kernel_id {kid!r}: no such running kernel")
@@ -159,9 +164,13 @@ class CloseHandler(_Base):
 
 
 async def close_in_kernel(kernel_manager: Any, study_id: str, timeout: float = CLOSE_TIMEOUT) -> bool:
-    """Ask the kernel to close the study (``magics.close_registered``), silently: nothing is
-    stored in its history or shown in the notebook. True once the kernel reports it closed."""
-    expr = f"__import__('medsec_nb.notebook.magics', fromlist=['close_registered']).close_registered({study_id!r})"
+    """Ask the kernel to close the study through the notebook layer's public
+    :func:`medsec_nb.notebook.close_study` (a user expression of an execute request with the
+    checked 16-hex-digit id), silently: nothing is stored in its history or shown in the
+    notebook. True once the kernel reports it closed."""
+    if not runtime.ENTRY_ID.fullmatch(study_id):
+        raise ValueError("not a study id")
+    expr = f"__import__('medsec_nb.notebook').notebook.close_study('{study_id}')"
     client = kernel_manager.client()
     client.start_channels()
     try:

@@ -254,9 +254,9 @@ def export_deidentified(
     )
     if not isinstance(source, (str, os.PathLike)):
         study = source
-        study._open_box()
-        study._access.authorize("export", "deid-export")
-        return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
+        study.require_open()
+        study.access.authorize("export", "deid-export")
+        return _run(study.access, _study_items(study), study.instance_count, output, settings, **kw)
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".msec":
         from .study import open_study  # the study layer opens containers
@@ -271,8 +271,8 @@ def export_deidentified(
             audit_log=audit_log,
             policy=policy,
         ) as study:
-            study._access.authorize("export", "deid-export")
-            return _run(study._access, _study_items(study), study.instance_count, output, settings, **kw)
+            study.access.authorize("export", "deid-export")
+            return _run(study.access, _study_items(study), study.instance_count, output, settings, **kw)
     files = list_source_files(src)
     first = _read(files[0])
     with reading(str(files[0])):

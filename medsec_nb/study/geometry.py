@@ -16,7 +16,7 @@ import pydicom
 from ..core.errors import MedsecError
 
 if TYPE_CHECKING:
-    from .study import Series
+    from .series import Series
 
 #: Relative and absolute tolerance (mm) on slice gaps before a series counts as unevenly spaced.
 GAP_RTOL, GAP_ATOL = 0.01, 1e-3
@@ -78,10 +78,9 @@ def _z_spacing(
 
 def series_geometry(series: Series) -> Geometry:
     """Shape, spacing, origin and direction of ``series`` (a :class:`medsec_nb.Series`)."""
-    box = series._study._open_box()
-    images = [(i, box.entries[k]) for i, k in enumerate(series._idx) if box.entries[k].get("image")]
+    images = [(i, e) for i, e in enumerate(series.entries) if e.get("image")]
     if not images:
-        raise MedsecError(f"{box.path}: series {series.modality or '?'} #{series.number} holds no images")
+        raise MedsecError(f"{series.study.path}: series {series.modality or '?'} #{series.number} holds no images")
     header = series.header(images[0][0])
     entries = [e for _, e in images]
     img = entries[0]["image"]
