@@ -26,8 +26,8 @@ from jupyter_server.utils import url_path_join
 from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
 from ..audit.record import utc_now
-from ..core.errors import AuditRecordError, MedsecError
 from ..core import runtime
+from ..core.errors import AuditRecordError, MedsecError
 from . import views
 
 CLOSE_TIMEOUT = 20.0
