@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_events import EventLogger
 
 SCHEMA_ID = "urn:medsec-nb:events:audit:v1"
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "events" / "audit.yaml"
 
-_logger: Any = None
+_logger: EventLogger | None = None
 
 
-def set_event_logger(logger: Any) -> None:
+def set_event_logger(logger: EventLogger | None) -> None:
     """Emit every record appended in this process on ``logger`` (a ``jupyter_events.EventLogger``,
     e.g. ``serverapp.event_logger``); the schema is registered on it. None stops emitting."""
     global _logger
