@@ -196,7 +196,7 @@ def new_access(
     )
 
 
-def _key_id_of(identity: Any) -> str | None:
+def _key_id_of(identity: object) -> str | None:
     return identity.key_id if isinstance(identity, Identity) else None
 
 
@@ -342,7 +342,7 @@ def decrypt_study(
 
 def add_recipients(
     path: str | os.PathLike[str],
-    recipients: Iterable[Any],
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]],
     identity: Identity | str | None = None,
     passphrase: Passphrase = None,
     *,

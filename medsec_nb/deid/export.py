@@ -30,6 +30,7 @@ from ..container.writer import write_container
 from ..core.atomic import atomic_dir
 from ..core.errors import MedsecError, OutputError
 from ..core.reading import reading
+from ..keys.identity import Identity, Passphrase, Recipient
 from . import table
 from .engine import Profile, deidentify
 from .keyed import DeidKeys
@@ -391,8 +392,8 @@ def export_instances(
     output: str | os.PathLike[str] | None,
     settings: ExportSettings,
     *,
-    recipients: Iterable[Any] = (),
-    passphrase: Any = None,
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]] = (),
+    passphrase: Passphrase = None,
     dry_run: bool = False,
     progress: bool = True,
 ) -> ExportReport:

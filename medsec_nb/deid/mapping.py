@@ -24,7 +24,7 @@ from ..container.segments import decrypt_segment, encrypt_segment
 from ..container.stanzas import recipient_stanza, scrypt_stanza, unwrap_with_identity, unwrap_with_passphrase
 from ..core.atomic import atomic_file
 from ..core.errors import AuthenticationError, FormatError, MedsecError
-from ..keys.identity import Identity, Passphrase, as_identity, as_recipient, resolve_passphrase
+from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from .keyed import DeidKeys
 
 FORMAT = "medsec-nb deid-mapping"
@@ -64,7 +64,7 @@ class RecordingKeys(DeidKeys):
 
 def seal_mapping(
     mapping: dict[str, Any],
-    recipients: Iterable[Any] = (),
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]] = (),
     passphrase: Passphrase = None,
     *,
     note: dict[str, Any] | None = None,
@@ -102,7 +102,7 @@ def seal_mapping(
 def write_mapping(
     path: str | os.PathLike[str],
     mapping: dict[str, Any],
-    recipients: Iterable[Any] = (),
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]] = (),
     passphrase: Passphrase = None,
     *,
     note: dict[str, Any] | None = None,
