@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from medsec_nb import AuthenticationError, FormatError, NoMatchingRecipientError, generate_identity
+from medsec_nb import (
+    AuthenticationError,
+    FormatError,
+    NoMatchingRecipientError,
+    WrongPassphraseError,
+    generate_identity,
+)
+from medsec_nb.container._reader import open_container
 from medsec_nb.container.stanzas import (
     recipient_stanza,
     scrypt_stanza,
@@ -99,3 +106,8 @@ def test_a_registered_type_is_used_without_other_changes(monkeypatch):
     st = recipient_stanza(STUDY_KEY, ident.public, FILE_ID)
     assert st["type"] == "test-plain"
     assert unwrap_with_identity([st], ident, FILE_ID, "c.msec") == STUDY_KEY
+
+
+def test_passphrase_callable_giving_none_is_a_clean_error(passphrase_container):
+    with pytest.raises(WrongPassphraseError, match="no passphrase given"):
+        open_container(passphrase_container, passphrase=lambda: None)

@@ -15,10 +15,17 @@ from typing import Any, BinaryIO
 
 from Crypto.Hash import SHA256
 
-from ..core.errors import AuthenticationError, FormatError, MedsecError, SignatureError, StudyClosedError
+from ..core.errors import (
+    AuthenticationError,
+    FormatError,
+    MedsecError,
+    SignatureError,
+    StudyClosedError,
+    WrongPassphraseError,
+)
 from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from . import signing
-from .files import LocalFile
+from .files import ByteSource, LocalFile
 from .format import (
     Header,
     KeySchedule,
@@ -51,8 +58,8 @@ class Container:
 
     def __init__(
         self,
-        path: Path,
-        file: LocalFile,
+        path: Path | str,
+        file: ByteSource,
         header: Header,
         ks: KeySchedule,
         entries: list[dict[str, Any]],
@@ -231,15 +238,15 @@ def safe_relpath(rel: Any, i: int) -> PurePosixPath:
 
 
 def open_container(
-    path: str | os.PathLike,
-    identity: Identity | str | os.PathLike | None = None,
+    path: str | os.PathLike[str],
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
-    require_signer: Recipient | str | os.PathLike | None = None,
+    require_signer: Recipient | str | os.PathLike[str] | None = None,
     *,
     identity_passphrase: Passphrase = None,
     _keep_study_key: bool = False,
     before_unlock: Callable[[Header], None] | None = None,
-    source: Any = None,
+    source: ByteSource | None = None,
     study_key: bytes | None = None,
 ) -> Container:
     """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
@@ -251,13 +258,13 @@ def open_container(
     ``path`` is then only its name). ``study_key``: the study key, already obtained by
     ``identity`` another way (a cohort worker's transport); the header's stanzas are not used,
     and the header MAC and key commitment still authenticate the key for this container."""
-    path = Path(path) if source is None else path
+    path = Path(path) if source is None else str(path)
     where = str(path)
     if identity is None and passphrase is None:
         raise MedsecError(f"{where}: give an identity (private key) or the study passphrase")
     if study_key is not None and identity is None:
         raise MedsecError(f"{where}: a study key obtained elsewhere needs the identity that obtained it")
-    file = LocalFile(path) if source is None else source
+    file: ByteSource = LocalFile(path) if source is None else source
     try:
         header = decode_header(file.read, where)
         if before_unlock is not None:
@@ -271,6 +278,8 @@ def open_container(
         else:
             passphrase_stanza(header.stanzas, where)
             pw = resolve_passphrase(passphrase)
+            if pw is None:
+                raise WrongPassphraseError(f"{where}: no passphrase given")
             study_key = unwrap_with_passphrase(header.stanzas, pw, fid, where)
             key_id = "passphrase"
         ks = KeySchedule.derive(study_key, fid)

@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from typing import Protocol
 
 from ..core.errors import MedsecError
+
+
+class ByteSource(Protocol):
+    """What the reader reads a container through: :class:`LocalFile`, ``remote.FsspecFile``."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def readinto(self, offset: int, view: memoryview) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class LocalFile:
     """Positional reads of a local file (thread-safe: ``os.pread``)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
             self.fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

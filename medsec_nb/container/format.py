@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -160,7 +161,7 @@ def check_magic(prefix: bytes, where: str) -> int:
     """Return the format version, or raise FormatError for a non-container."""
     if len(prefix) < PREFIX_LEN or prefix[: len(MAGIC)] != MAGIC:
         raise FormatError(f"{where}: not a medsec container (bad magic bytes)")
-    _, version = _PREFIX.unpack(prefix[:PREFIX_LEN])
+    version: int = _PREFIX.unpack(prefix[:PREFIX_LEN])[1]
     if version != VERSION:
         raise FormatError(
             f"{where}: unsupported container format version {version} (this medsec-nb reads version {VERSION})"
@@ -168,7 +169,7 @@ def check_magic(prefix: bytes, where: str) -> int:
     return version
 
 
-def decode_header(read, where: str) -> Header:
+def decode_header(read: Callable[[int, int], bytes], where: str) -> Header:
     """Parse a header with ``read(offset, length) -> bytes``; structural checks only."""
 
     def need(off: int, n: int) -> bytes:

@@ -14,7 +14,7 @@ from .format import Header, decode_header
 from .stanzas import stanza_summary
 
 
-def read_header(path: str | os.PathLike) -> tuple[Header, int]:
+def read_header(path: str | os.PathLike[str]) -> tuple[Header, int]:
     """Parse the public header of ``path`` without any key; returns (header, file size)."""
     f = LocalFile(Path(path))
     try:
@@ -54,7 +54,7 @@ class ContainerInfo:
         ]
 
 
-def inspect_study(path: str | os.PathLike) -> ContainerInfo:
+def inspect_study(path: str | os.PathLike[str]) -> ContainerInfo:
     """Public facts about a container: version, counts, sizes, recipient key ids, signer."""
     header, size = read_header(path)
     signer, valid = None, None

@@ -11,7 +11,7 @@ from typing import Any
 from ..core.errors import MedsecError
 
 
-def is_remote(url: str | os.PathLike) -> bool:
+def is_remote(url: str | os.PathLike[str]) -> bool:
     """True for a URL with a protocol other than ``file`` (``s3://...``, ``gcs://...``, ``memory://...``)."""
     s = str(url)
     return "://" in s and not s.startswith("file://")
@@ -41,9 +41,10 @@ class FsspecFile:
         if offset >= end:
             return b""
         try:
-            return self.fs.cat_file(self.path, start=offset, end=end)
+            data: bytes = self.fs.cat_file(self.path, start=offset, end=end)
         except (OSError, ValueError) as exc:
             raise MedsecError(f"{self.name}: read of bytes {offset}-{end} failed ({type(exc).__name__})") from None
+        return data
 
     def readinto(self, offset: int, view: memoryview) -> int:
         data = self.read(offset, len(view))

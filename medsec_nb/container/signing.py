@@ -16,10 +16,18 @@ SIG_LEN = 64
 _ALG = {"ed25519": "ed25519", "p256": "ecdsa-p256-sha256"}
 
 
-def _signer(key: ECC.EccKey, alg: str):
+def _sign(key: ECC.EccKey, alg: str, message: bytes) -> bytes:
     if alg == "ed25519":
-        return eddsa.new(key, "rfc8032"), lambda m: m
-    return DSS.new(key, "deterministic-rfc6979" if key.has_private() else "fips-186-3", encoding="binary"), SHA256.new
+        return eddsa.new(key, "rfc8032").sign(message)
+    return DSS.new(key, "deterministic-rfc6979", encoding="binary").sign(SHA256.new(message))
+
+
+def _verify(key: ECC.EccKey, alg: str, message: bytes, sig: bytes) -> None:
+    """Raise ValueError unless ``sig`` is ``key``'s signature of ``message``."""
+    if alg == "ed25519":
+        eddsa.new(key, "rfc8032").verify(message, sig)
+    else:
+        DSS.new(key, "fips-186-3", encoding="binary").verify(SHA256.new(message), sig)
 
 
 def _block(identity_or_recipient: Identity | Recipient, sig: bytes) -> dict[str, Any]:
@@ -46,9 +54,9 @@ def block_length(identity: Identity) -> int:
 
 def sign(identity: Identity, message: bytes) -> dict[str, Any]:
     check_signer(identity)
-    alg = _ALG[identity.type]
-    signer, prep = _signer(identity.key, alg)
-    sig = signer.sign(prep(message))
+    key = identity.key
+    assert isinstance(key, ECC.EccKey)  # the signing types are curves
+    sig = _sign(key, _ALG[identity.type], message)
     assert len(sig) == SIG_LEN
     return _block(identity, sig)
 
@@ -56,7 +64,7 @@ def sign(identity: Identity, message: bytes) -> dict[str, Any]:
 def verify(block: dict[str, Any], message: bytes, where: str) -> str:
     """Check a signature block; return the signer's key id or raise SignatureError."""
     alg = block.get("alg")
-    if alg not in _ALG.values():
+    if not isinstance(alg, str) or alg not in _ALG.values():
         raise FormatError(f"{where}: unknown signature algorithm {alg!r}")
     try:
         key = ECC.import_key(bytes.fromhex(block["public_key"]))
@@ -66,9 +74,8 @@ def verify(block: dict[str, Any], message: bytes, where: str) -> str:
     kid = key_id_of(key)
     if block.get("kid") != kid or _ALG.get(kid.split(":")[0]) != alg:
         raise SignatureError(f"{where}: signature block key id does not match its public key")
-    verifier, prep = _signer(key, alg)
     try:
-        verifier.verify(prep(message), sig)
+        _verify(key, alg, message, sig)
     except ValueError:
         raise SignatureError(f"{where}: producer signature by {kid} is INVALID (header altered)") from None
     return kid

@@ -56,7 +56,7 @@ class SourceInstance:
         return memoryview(self.data)[v : v + n]
 
 
-def list_source_files(src: str | os.PathLike) -> list[Path]:
+def list_source_files(src: str | os.PathLike[str]) -> list[Path]:
     """Every non-hidden regular file under ``src`` (or ``src`` itself), in a stable order."""
     src = Path(src)
     if src.is_file():
@@ -147,7 +147,7 @@ def _pixel_value_span(data: bytes, tag_offset: int, implicit: bool, little: bool
     return start, stop + 4 - start
 
 
-def _check_complete(ds: pydicom.Dataset, size: int, path: Path) -> None:
+def _check_complete(ds: pydicom.Dataset, size: int, path: Path | str) -> None:
     """The last element of a dataset without Pixel Data must end exactly at the end of the file."""
     tags = list(ds.keys())
     if not tags:
@@ -230,7 +230,7 @@ def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
     return SourceInstance(data, entry, v, n)
 
 
-def iter_source_instances(src: str | os.PathLike, files: list[Path]) -> Iterator[SourceInstance]:
+def iter_source_instances(src: str | os.PathLike[str], files: list[Path]) -> Iterator[SourceInstance]:
     """Yield every file of a study folder split for storage; one study per container."""
     src = Path(src)
     base = src if src.is_dir() else src.parent

@@ -73,11 +73,11 @@ def _stanzas(
 
 
 def encrypt_study(
-    src: str | os.PathLike,
-    dest: str | os.PathLike,
+    src: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
     recipients: Iterable[Any] = (),
     passphrase: Passphrase = None,
-    signer: Identity | str | os.PathLike | None = None,
+    signer: Identity | str | os.PathLike[str] | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
@@ -109,12 +109,12 @@ def encrypt_study(
 
 
 def write_container(
-    dest: str | os.PathLike,
+    dest: str | os.PathLike[str],
     instances: Iterable[SourceInstance],
     total: int,
     recipients: Iterable[Any] = (),
     passphrase: Passphrase = None,
-    signer: Identity | str | os.PathLike | None = None,
+    signer: Identity | str | os.PathLike[str] | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
@@ -159,6 +159,7 @@ def write_container(
             )
             index_pt = canonical_json({"instances": entries})
             index_ct, index_hash = encrypt_segment(ks.payload_key, file_id, index_segment(), index_pt, chunk_size)
+            assert index_hash is not None  # hashed by default
             _pwrite_all(fd, index_ct, hlen + payload_len)
             body = Body(
                 chunk_size=chunk_size,
@@ -197,11 +198,11 @@ def _write_instances(
     main thread reads and parses the next file; each job writes at its precomputed offset.
     Segment hashes are recorded only for signed containers (``hashed``)."""
     entries: list[dict[str, Any]] = []
-    pending: deque[Future] = deque()
+    pending: deque[Future[None]] = deque()
     offset = 0
 
     def location(offset: int, ct: bytearray, h: bytes | None) -> dict[str, Any]:
-        loc = {"offset": offset, "length": len(ct)}
+        loc: dict[str, Any] = {"offset": offset, "length": len(ct)}
         if h is not None:
             loc["sha256"] = h.hex()
         return loc

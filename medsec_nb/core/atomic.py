@@ -25,7 +25,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(dest: str | os.PathLike[str], *, mode: int = 0o644, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``dest`` only if the block completes.
 
     On any exception the temporary file is removed and ``dest`` is untouched.
@@ -52,7 +52,7 @@ def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool =
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``dest`` only if the block completes.
 
     ``dest`` must not exist (an empty folder is accepted and replaced). On any

@@ -26,7 +26,7 @@ def jupyter_context() -> tuple[str | None, str | None, int | None]:
     notebook = os.environ.get("JPY_SESSION_NAME") or None
     ipython = sys.modules.get("IPython")
     ip = ipython.get_ipython() if ipython is not None else None
-    if ip is None:
+    if ipython is None or ip is None:
         return notebook, None, None
     session = getattr(ip, "user_ns", {}).get("__session__")
     if isinstance(session, str) and session:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NoReturn
 
 from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC, RSA
@@ -44,7 +45,7 @@ def key_type_of(key: PyKey) -> str:
 
 def _check_supported(key: PyKey, where: str) -> str:
     kt = key_type_of(key)
-    if kt.startswith("rsa") and key.size_in_bits() < MIN_RSA_BITS:
+    if isinstance(key, RSA.RsaKey) and key.size_in_bits() < MIN_RSA_BITS:
         raise KeyFileError(f"{where}: RSA key of {key.size_in_bits()} bits; at least {MIN_RSA_BITS} required")
     return kt
 
@@ -117,7 +118,7 @@ class Identity:
     def __repr__(self) -> str:
         return f"Identity({self.key_id})"
 
-    def __reduce__(self):  # never pickle a private key by accident
+    def __reduce__(self) -> NoReturn:  # never pickle a private key by accident
         raise TypeError("Identity objects cannot be pickled")
 
 
@@ -160,7 +161,7 @@ def private_pem(identity: Identity, passphrase: Passphrase = None) -> str:
 
 
 def save_identity(
-    identity: Identity, prefix: str | os.PathLike, passphrase: Passphrase = None, *, overwrite: bool = False
+    identity: Identity, prefix: str | os.PathLike[str], passphrase: Passphrase = None, *, overwrite: bool = False
 ) -> tuple[Path, Path]:
     """Write ``prefix.key`` (private, mode 0600) and ``prefix.pub``; return both paths."""
     prefix = Path(prefix)
@@ -192,19 +193,20 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def _import(pem: str, passphrase: bytes | None) -> PyKey:
-    errors = []
-    for mod in (ECC, RSA):
+    errors: list[Exception] = []
+    importers: tuple[Callable[..., PyKey], ...] = (ECC.import_key, RSA.import_key)
+    for import_key in importers:
         try:
-            return mod.import_key(pem, passphrase=passphrase)
+            return import_key(pem, passphrase=passphrase)
         except (ValueError, IndexError, TypeError) as exc:
             errors.append(exc)
-    for exc in errors:
-        if "passphrase" in str(exc).lower() or type(exc).__name__ == "IncorrectPassphraseError":
+    for err in errors:
+        if "passphrase" in str(err).lower() or type(err).__name__ == "IncorrectPassphraseError":
             raise WrongPassphraseError("incorrect passphrase (or the key file is corrupted)") from None
     raise KeyFileError("not a supported PEM key")
 
 
-def load_identity(path: str | os.PathLike, passphrase: Passphrase = None) -> Identity:
+def load_identity(path: str | os.PathLike[str], passphrase: Passphrase = None) -> Identity:
     """Read a private key file; ``passphrase`` (or a callable returning it) unlocks an encrypted one.
 
     The callable is only called when the file is encrypted.
@@ -227,7 +229,7 @@ def load_identity(path: str | os.PathLike, passphrase: Passphrase = None) -> Ide
         raise KeyFileError(f"{path}: {str(exc).split(': ', 1)[-1]}") from None
 
 
-def load_recipient(path: str | os.PathLike) -> Recipient:
+def load_recipient(path: str | os.PathLike[str]) -> Recipient:
     """Read a public key file (SubjectPublicKeyInfo PEM)."""
     path = Path(path).expanduser()
     text = _read_text(path, "public key")
@@ -241,7 +243,7 @@ def load_recipient(path: str | os.PathLike) -> Recipient:
     return Recipient(key)
 
 
-def as_recipient(value: Recipient | Identity | str | os.PathLike) -> Recipient:
+def as_recipient(value: Recipient | Identity | str | os.PathLike[str]) -> Recipient:
     """Accept a Recipient, an Identity (its public half) or a .pub path."""
     if isinstance(value, Recipient):
         return value
@@ -250,7 +252,7 @@ def as_recipient(value: Recipient | Identity | str | os.PathLike) -> Recipient:
     return load_recipient(value)
 
 
-def as_identity(value: Identity | str | os.PathLike, passphrase: Passphrase = None) -> Identity:
+def as_identity(value: Identity | str | os.PathLike[str], passphrase: Passphrase = None) -> Identity:
     """Accept an Identity or a .key path."""
     if isinstance(value, Identity):
         return value
