@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Start-up cost of the ``medsec`` command line (issue 14 item 5, "Fast CLI start").
 
-    python bench/bench_cli.py [--rounds 15] [--json OUT.json]
+    python bench/bench_cli.py [--rounds 15] [--wait-quiet 120] [--json OUT.json]
 
 Process start to exit, wall clock, of
 
@@ -14,6 +14,8 @@ Process start to exit, wall clock, of
 each a fresh process with the same interpreter, measured side by side in one run: every round
 runs every route once, the order rotating from round to round, after an untimed warm-up round.
 Ratio = median over rounds of the per-round ratio of two routes; r(med) = ratio of the medians.
+The CPU time other processes used during the rounds is printed with the numbers (``--wait-quiet``
+first waits, up to that many seconds, until they use under 0.2 cores).
 Goal: median ``medsec --help`` and ``medsec inspect`` under 0.3 s on this machine. A benchmark,
 not a test: it prints numbers and exits 0 unless something breaks (``--strict``: 1 when a goal
 is missed).
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +40,32 @@ from pairs import timed  # bench/pairs.py (the script's folder is on sys.path)
 GOAL_S = 0.3
 SCRIPT = Path(sys.executable).with_name("medsec")
 MEDSEC = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "medsec_nb.cli"]
+
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(wall, busy CPU seconds of the whole machine, CPU seconds of this process and its children)."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    busy = (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def other_cores(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """Cores other processes kept busy on average between snapshots ``a`` and ``b``."""
+    return ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0])
+
+
+def wait_quiet(seconds: float) -> None:
+    """Wait until other processes use under 0.2 cores, or ``seconds`` have passed."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        a = cpu_snapshot()
+        time.sleep(2.0)
+        busy = other_cores(a, cpu_snapshot())
+        if busy < 0.2 or time.perf_counter() > deadline:
+            print(f"other processes use {busy:.2f} cores; starting", flush=True)
+            return
 
 
 def make_container(folder: Path) -> Path:
@@ -75,6 +104,7 @@ def rotating_rounds(routes: dict[str, Callable[[], object]], rounds: int) -> dic
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="wait for a quiet machine first")
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write the numbers as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = ap.parse_args()
@@ -88,16 +118,18 @@ def main() -> int:
             'python -c "import pydicom"': route([sys.executable, "-c", "import pydicom"]),
             "python -c pass": route([sys.executable, "-c", "pass"]),
         }
-        load_start = os.getloadavg()
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        load_start, cpu_start = os.getloadavg(), cpu_snapshot()
         times = rotating_rounds(routes, args.rounds)
-        load_end = os.getloadavg()
+        load_end, others = os.getloadavg(), other_cores(cpu_start, cpu_snapshot())
 
     med = {n: statistics.median(t) for n, t in times.items()}
     print("# medsec CLI start (process start to exit)")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; {args.rounds} rounds; load average {load_start[0]:.2f} at start, "
-        f"{load_end[0]:.2f} at end"
+        f"{load_end[0]:.2f} at end; other processes used {others:.2f} cores on average during the rounds"
     )
     print(f"\n{'route':28s} {'median':>8s} {'min':>8s} {'max':>8s}")
     for name, t in times.items():
@@ -118,7 +150,14 @@ def main() -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"times": times, "medians": med, "ratios": rows, "goal_s": GOAL_S, "loadavg": [load_start, load_end]},
+                {
+                    "times": times,
+                    "medians": med,
+                    "ratios": rows,
+                    "goal_s": GOAL_S,
+                    "loadavg": [load_start, load_end],
+                    "other_cores": others,
+                },
                 indent=1,
             )
             + "\n"
