@@ -1,4 +1,6 @@
-"""Keys: identities (private keys) and recipients (public keys), their files and key ids."""
+"""Keys: identities (private keys) and recipients (public keys), their files and key ids; and
+the stanza types that wrap a study key to them, one module each (``stanza`` is their interface,
+``registry`` lists them)."""
 
 from .identity import (
     KEY_TYPES,
