@@ -69,6 +69,17 @@ class Source:
     files: list[Path]
 
 
+@pytest.fixture
+def widget_comm():
+    """ipywidgets' test comm: widgets are made and talk as in a kernel, and the messages they send
+    can be inspected (``widget.comm.messages``)."""
+    from ipywidgets.widgets.tests.utils import setup_test_comm, teardown_test_comm
+
+    setup_test_comm()
+    yield
+    teardown_test_comm()
+
+
 @pytest.fixture(scope="session")
 def identities() -> Identities:
     g = medsec_nb.generate_identity

@@ -261,6 +261,7 @@ def test_a_forged_trusted_co_signature_fails(tmp_path, steward):
 # ---------------------------------------------------------------- 4. kernel shutdown
 
 
+@pytest.mark.slow
 def test_a_kernel_that_decrypted_writes_a_checkpoint_when_it_shuts_down(tmp_path, signed_container, identities):
     key, _ = save_identity(identities.x25519, tmp_path / "analyst")
     expected = tmp_path / "kernel"

@@ -35,6 +35,8 @@ from medsec_nb.cohort.transport import (
 from medsec_nb.container._reader import open_container
 from medsec_nb.testdata import synthesize_series
 
+pytestmark = pytest.mark.slow
+
 N_STUDIES = 4
 
 

@@ -27,6 +27,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 import medsec_nb
 from medsec_nb.testdata import synthesize_series
 
+pytestmark = pytest.mark.slow
+
 KEY_PASSPHRASE = "kernel-test key passphrase 4v#Qm"
 PATIENT = {"PatientName": "Estragon^Vladimir^G", "PatientID": "PID-77213-KX", "PatientBirthDate": "19530105"}
 

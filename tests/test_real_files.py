@@ -19,6 +19,8 @@ from medsec_nb.deid.export import IMPLEMENTATION_CLASS_UID, LeakError, implement
 from medsec_nb.deid.pixels import BurnedInError
 from medsec_nb.study.export import export_deidentified
 
+pytestmark = pytest.mark.slow
+
 SECRET = b"real-files-test-secret-0123456789"
 FILES = sorted(p for p in map(Path, get_testdata_files()) if p.is_file())
 MR_SMALL = [

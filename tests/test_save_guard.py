@@ -315,6 +315,7 @@ async def test_block_mode_refuses_the_save_and_keeps_the_file(
     assert (rec["action"], rec["outcome"], rec["detail"]["mode"]) == ("save-guard", "denied", "block")
 
 
+@pytest.mark.slow
 async def test_a_real_kernel_publishes_on_load_and_withdraws_on_unload(
     jp_fetch, jp_root_dir, patient, identities, tmp_path
 ):

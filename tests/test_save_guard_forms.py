@@ -274,6 +274,7 @@ async def test_png_text_chunks_holding_a_value_are_dropped(jp_fetch, jp_root_dir
     assert base64.b64decode(data) == _with_chunks(out.getvalue(), [keep])  # the same image otherwise
 
 
+@pytest.mark.slow
 async def test_a_real_kernel_s_coloured_html_json_iso_and_svg_outputs_are_redacted(
     jp_fetch, jp_root_dir, identities, key_file, tmp_path
 ):

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 import ipywidgets as w
 import pydicom
 import pytest
-from ipywidgets.widgets.tests.utils import setup_test_comm, teardown_test_comm
 
 import medsec_nb
 from medsec_nb.access.reveal import MIN_JUSTIFICATION, element_at
@@ -22,11 +20,7 @@ from medsec_nb.notebook.tag_redactor import TagRedactor, check_override, tag_row
 REASON = "checking the referral against the clinical record"
 
 
-@pytest.fixture(autouse=True)
-def test_comm():
-    setup_test_comm()
-    yield
-    teardown_test_comm()
+pytestmark = pytest.mark.usefixtures("widget_comm")
 
 
 @pytest.fixture
@@ -107,8 +101,27 @@ def test_widget_toggles_options_and_overrides(study, source):
     assert red.closed
 
 
+class Clock:
+    """An injected scheduler: what the redactor asked to run later, run when the test says."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, object]] = []
+
+    def __call__(self, seconds, fn):
+        entry = [seconds, fn]
+        self.pending.append(entry)
+        return type("Handle", (), {"cancel": lambda _self: entry.__setitem__(1, None)})()
+
+    def advance(self) -> list[float]:
+        due, self.pending = [(s, fn) for s, fn in self.pending if fn is not None], []
+        for _, fn in due:
+            fn()
+        return [s for s, _ in due]
+
+
 def test_reveal_needs_a_justification_is_audited_and_transient(study, source, log):
-    red = TagRedactor(study.series[0], 0, reveal_seconds=0.3)
+    clock = Clock()
+    red = TagRedactor(study.series[0], 0, reveal_seconds=0.3, schedule=clock)
     before = len(list(log.records()))
     red.justification.value = "because"
     assert red.reveal("PatientName") is None and "JustificationError" in red.status.value
@@ -125,7 +138,8 @@ def test_reveal_needs_a_justification_is_audited_and_transient(study, source, lo
         REASON,
     )
     assert name not in log.path.read_text() and red.justification.value == ""
-    time.sleep(0.6)  # hidden after reveal_seconds
+    assert name in red.revealed.value  # still shown until reveal_seconds have passed
+    assert clock.advance() == [0.3]  # hidden after reveal_seconds
     assert red.revealed.value == "" and name not in _state(red)
     value = red.reveal("PatientName", justification=REASON)
     assert value == str(source.PatientName) and value in _state(red)

@@ -210,6 +210,7 @@ def _flip_scan(path: Path, data: bytes, positions, bits_of, identity) -> list[tu
     return bad
 
 
+@pytest.mark.slow
 def test_bit_flip_in_every_byte_is_rejected(tiny_container, identities, tmp_path):
     """For every byte of a real container, flipping one bit (bit ``pos % 8``) is rejected by
     verify_study with a MedsecError."""
@@ -221,6 +222,7 @@ def test_bit_flip_in_every_byte_is_rejected(tiny_container, identities, tmp_path
     assert work.read_bytes() == data
 
 
+@pytest.mark.slow
 def test_every_bit_of_the_header_is_checked(tiny_container, identities, tmp_path):
     """All eight bits of every header byte (prefix, body, stanzas, signature, MAC)."""
     data = tiny_container.read_bytes()

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from ipywidgets.widgets.tests.utils import setup_test_comm, teardown_test_comm
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
@@ -31,11 +30,7 @@ from medsec_nb.notebook.widgets import (
 from medsec_nb.testdata import synthesize_series
 
 
-@pytest.fixture(autouse=True)
-def test_comm():
-    setup_test_comm()
-    yield
-    teardown_test_comm()
+pytestmark = pytest.mark.usefixtures("widget_comm")
 
 
 @pytest.fixture(scope="module")

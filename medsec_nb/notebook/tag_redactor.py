@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ipywidgets as w
 import pydicom
@@ -36,6 +36,24 @@ PROFILE = "profile"  # the override toggle's "no override" choice
 _PIXEL_DATA = 0x7FE00010
 _IDENTITY = frozenset(IDENTIFYING_KEYWORDS)
 _REDACTORS: weakref.WeakSet[TagRedactor] = weakref.WeakSet()
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+Schedule = Callable[[float, Callable[[], None]], Cancellable]
+
+
+def _later(seconds: float, fn: Callable[[], None]) -> Cancellable:
+    """Run ``fn`` after ``seconds`` on the running event loop (a kernel's), else on a timer thread."""
+    try:
+        return asyncio.get_running_loop().call_later(seconds, fn)
+    except RuntimeError:  # no running loop (plain Python)
+        timer = threading.Timer(seconds, fn)
+        timer.daemon = True
+        timer.start()
+        return timer
 
 
 @dataclass(frozen=True)
@@ -124,15 +142,26 @@ class TagRedactor(w.VBox):
 
     _open = False  # until __init__ completes (ipywidgets calls close() from __del__)
 
-    def __init__(self, series: Series, i: int = 0, *, profile: Profile | None = None, reveal_seconds: float = 30.0):
+    def __init__(
+        self,
+        series: Series,
+        i: int = 0,
+        *,
+        profile: Profile | None = None,
+        reveal_seconds: float = 30.0,
+        schedule: Schedule | None = None,
+    ):
         """``profile``: the starting profile (default: the current display profile);
-        ``reveal_seconds``: how long a revealed value stays on screen."""
+        ``reveal_seconds``: how long a revealed value stays on screen; ``schedule(seconds, fn)``:
+        runs ``fn`` later and returns something with ``cancel()`` (default: the kernel's event
+        loop, else a timer thread; tests pass their own clock)."""
         self._series, self._index = series, i
         self._header = series.header(i)
         self.profile = profile or current_profile()
         self.overrides: dict[str, str] = {}
         self.reveal_seconds = reveal_seconds
-        self._timer: threading.Timer | asyncio.TimerHandle | None = None
+        self._schedule = schedule or _later
+        self._timer: Cancellable | None = None
         self._elements = {
             element_path(steps): elem for elem, steps, _, _ in _walk(self._header, [], None, self.profile)
         }
@@ -225,13 +254,7 @@ class TagRedactor(w.VBox):
             self.revealed.value = ""
 
     def _schedule_hide(self) -> None:
-        try:
-            self._timer = asyncio.get_running_loop().call_later(self.reveal_seconds, self.hide_revealed)
-        except RuntimeError:  # no running loop (plain Python): a timer thread
-            timer = threading.Timer(self.reveal_seconds, self.hide_revealed)
-            timer.daemon = True
-            timer.start()
-            self._timer = timer
+        self._timer = self._schedule(self.reveal_seconds, self.hide_revealed)
 
     def _option_changed(self, change: dict) -> None:
         chosen = {o for o, box in self.option_boxes.items() if box.value}
