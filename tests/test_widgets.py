@@ -29,7 +29,6 @@ from medsec_nb.notebook.widgets import (
 )
 from medsec_nb.testdata import synthesize_series
 
-
 pytestmark = pytest.mark.usefixtures("widget_comm")
 
 
