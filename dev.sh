@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# medsec-nb developer entry point: `./dev.sh run` (demo in JupyterLab) and `./dev.sh test` (every test).
+# medsec-nb developer entry point: `./dev.sh run` (demo in JupyterLab) and `./dev.sh test` (every test;
+# `./dev.sh test -m "not slow"` is the quick local loop, `./dev.sh test tests/test_x.py` runs only that file).
 # Each sets up its own virtual environment in .venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -77,6 +78,13 @@ case "${1:-}" in
     targeted=0
     for arg in "$@"; do case "$arg" in -*) ;; *) targeted=1 ;; esac; done
     before=$(git status --porcelain 2>/dev/null || true)
+    if [ "$targeted" = 0 ]; then
+      # the house's checks: layers (import-linter), lint and format (ruff), types (mypy, strict below the faces)
+      "$VENV/bin/lint-imports" --no-cache
+      "$VENV/bin/ruff" check medsec_nb tests bench conftest.py
+      "$VENV/bin/ruff" format --check medsec_nb tests bench conftest.py
+      "$VENV/bin/mypy"
+    fi
     "$VENV/bin/python" -m pytest "$@"
     if [ "$targeted" = 0 ]; then
       (cd "$LAB" && jlpm test)

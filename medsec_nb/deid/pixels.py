@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from ..core.errors import MedsecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI
+    import tomli as tomllib
 
 #: Modalities whose images commonly carry burned-in text (ultrasound, captures, photographs, documents).
 RISKY_MODALITIES = frozenset({"US", "IVUS", "OT", "SC", "XC", "ES", "GM", "SM", "DOC", "OP", "OPT", "IO"})
