@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,7 @@ def _study_items(study: Study) -> Iterator[tuple[str, pydicom.Dataset]]:
             yield f"{study.path}: instance {n}", ds
 
 
-def _rules(mask_rules: str | os.PathLike | Iterable[MaskRule] | None) -> tuple[MaskRule, ...]:
+def _rules(mask_rules: str | os.PathLike[str] | Iterable[MaskRule] | None) -> tuple[MaskRule, ...]:
     if mask_rules is None:
         return ()
     if isinstance(mask_rules, (str, os.PathLike)):
@@ -112,14 +113,14 @@ def _run(
     access: Access,
     items: Iterable[tuple[str, pydicom.Dataset]],
     total: int,
-    output: str | os.PathLike | None,
+    output: str | os.PathLike[str] | None,
     settings: ExportSettings,
     *,
     recipients: list[Any],
     passphrase: Passphrase,
     dry_run: bool,
     progress: bool,
-    mapping: str | os.PathLike | None,
+    mapping: str | os.PathLike[str] | None,
     mapping_recipients: list[Any] | None,
     mapping_passphrase: Passphrase,
 ) -> ExportReport:
@@ -153,7 +154,7 @@ def _run(
     if mapping is not None and not dry_run:
         keys = settings.keys
         assert isinstance(keys, RecordingKeys)
-        note = {"studies": sorted({keys.uids.get(u) for u in _study_uids(access)} - {None})}
+        note = {"studies": sorted({keys.uids[u] for u in _study_uids(access) if u in keys.uids})}
         access.audited(
             "deid-mapping",
             lambda: write_mapping(mapping, keys.mapping(), mapping_recipients or (), mapping_passphrase, note=note),
@@ -187,8 +188,8 @@ def _plain_access(
     study_uid: str,
     purpose: str | None,
     purpose_text: str | None,
-    audit_log: AuditLog | str | os.PathLike | None,
-    policy: Policy | str | os.PathLike | None,
+    audit_log: AuditLog | str | os.PathLike[str] | None,
+    policy: Policy | str | os.PathLike[str] | None,
 ) -> Access:
     """Access for a plain DICOM source: the policy object is its Study Instance UID. A malformed
     one (not a DICOM UID: it may hold any text) is not recorded; the policy object is then its SHA-256."""
@@ -206,28 +207,28 @@ def _plain_access(
 
 
 def export_deidentified(
-    source: str | os.PathLike | Study,
-    output: str | os.PathLike | None = None,
+    source: str | os.PathLike[str] | Study,
+    output: str | os.PathLike[str] | None = None,
     *,
     options: Iterable[str] | Profile = (),
     secret: bytes | DeidKeys | None = None,
     purpose: str | None = None,
     purpose_text: str | None = None,
-    identity: Identity | str | os.PathLike | None = None,
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     identity_passphrase: Passphrase = None,
     recipients: Iterable[Any] = (),
     output_passphrase: Passphrase = None,
     dry_run: bool = False,
-    mask_rules: str | os.PathLike | Iterable[MaskRule] | None = None,
+    mask_rules: str | os.PathLike[str] | Iterable[MaskRule] | None = None,
     allow_burned_in: bool = False,
     accept_leaks_in: Iterable[str | int] = (),
-    mapping: str | os.PathLike | None = None,
+    mapping: str | os.PathLike[str] | None = None,
     mapping_recipients: Iterable[Any] | None = None,
     mapping_passphrase: Passphrase = None,
     progress: bool = True,
-    audit_log: AuditLog | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
 ) -> ExportReport:
     """De-identify a study (a DICOM file or folder, a ``.msec`` container, or an open Study) with the
     PS3.15 Basic Profile plus ``options``, and write it to ``output``: a new folder of DICOM files, or,
@@ -243,7 +244,10 @@ def export_deidentified(
     settings = ExportSettings(
         _profile(options), _keys(secret, dry_run), _rules(mask_rules), allow_burned_in, *_accepts(accept_leaks_in)
     )
-    kw = dict(
+    run = partial(
+        _run,
+        output=output,
+        settings=settings,
         recipients=list(recipients),
         passphrase=output_passphrase,
         dry_run=dry_run,
@@ -256,7 +260,7 @@ def export_deidentified(
         study = source
         study.require_open()
         study.access.authorize("export", "deid-export")
-        return _run(study.access, _study_items(study), study.instance_count, output, settings, **kw)
+        return run(study.access, _study_items(study), study.instance_count)
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".msec":
         from .study import open_study  # the study layer opens containers
@@ -272,7 +276,7 @@ def export_deidentified(
             policy=policy,
         ) as study:
             study.access.authorize("export", "deid-export")
-            return _run(study.access, _study_items(study), study.instance_count, output, settings, **kw)
+            return run(study.access, _study_items(study), study.instance_count)
     files = list_source_files(src)
     first = _read(files[0])
     with reading(str(files[0])):
@@ -280,19 +284,19 @@ def export_deidentified(
     if not uid:
         raise SourceError(f"{files[0]}: not a DICOM instance (no StudyInstanceUID)")
     access = _plain_access(uid, purpose, purpose_text, audit_log, policy)
-    return _run(access, _file_items(files), len(files), output, settings, **kw)
+    return run(access, _file_items(files), len(files))
 
 
 def read_mapping(
-    path: str | os.PathLike,
-    identity: Identity | str | os.PathLike | None = None,
+    path: str | os.PathLike[str],
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     *,
     identity_passphrase: Passphrase = None,
     purpose: str | None = None,
     purpose_text: str | None = None,
-    audit_log: AuditLog | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Decrypt an export's mapping for authorised re-identification: the policy must allow
     ``reveal-tag`` for ``purpose`` on the mapping (by its file id or the de-identified study UIDs),

@@ -9,7 +9,7 @@ threads (AES-GCM, SHA-256 and NumPy release the GIL), without parsing any header
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..access.gate import Access, open_audited
 from ..access.policy import Policy
@@ -19,6 +19,9 @@ from ..core.errors import StudyClosedError
 from ..keys.identity import Identity, Passphrase, Recipient
 from . import events
 from .series import Series
+
+if TYPE_CHECKING:
+    from ..deid.export import ExportReport
 
 #: Decrypting threads per study unless ``open_study(..., threads=)`` says otherwise.
 DEFAULT_THREADS = 2
@@ -100,10 +103,10 @@ class Study:
         self._box.close()
         events.emit_closed(self)
 
-    def export_deidentified(self, output: str | os.PathLike | None = None, **kwargs: Any) -> Any:
+    def export_deidentified(self, output: str | os.PathLike[str] | None = None, **kwargs: Any) -> ExportReport:
         """De-identify this study (PS3.15 Basic Profile plus ``options``) to a DICOM folder or, with
         ``recipients``, a new container; audited, atomic, leak-scanned. Keyword arguments and the
-        returned conformance report: ``medsec_nb.deid_export.export_deidentified``."""
+        returned conformance report: ``medsec_nb.study.export.export_deidentified``."""
         from .export import export_deidentified
 
         return export_deidentified(self, output, **kwargs)
@@ -124,16 +127,16 @@ class Study:
 
 
 def open_study(
-    path: str | os.PathLike,
-    identity: Identity | str | os.PathLike | None = None,
+    path: str | os.PathLike[str],
+    identity: Identity | str | os.PathLike[str] | None = None,
     passphrase: Passphrase = None,
     *,
     purpose: str | None = None,
     purpose_text: str | None = None,
-    require_signer: Recipient | str | os.PathLike | None = None,
+    require_signer: Recipient | str | os.PathLike[str] | None = None,
     identity_passphrase: Passphrase = None,
-    audit_log: AuditLog | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
     threads: int | None = None,
 ) -> Study:
     """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
