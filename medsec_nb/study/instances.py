@@ -4,6 +4,7 @@ original files, displayed redacted (:mod:`medsec_nb.deid.redacted`)."""
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -36,11 +37,11 @@ def assemble(entry: IndexEntry, meta: bytearray, pixels: bytes | None) -> pydico
     value through a parser: the metadata is parsed, then Pixel Data is attached as the raw
     element pydicom itself would have produced (encapsulated data is parsed whole)."""
     t, v = entry.get("pixel_tag_offset"), entry.get("pixel_value_offset")
-    if pixels is None or t is None:
+    if pixels is None or t is None or v is None:  # no Pixel Data element: ``meta`` is the whole file
         return parse(meta)
     head = bytes(meta[t:v])
     implicit = v - t == 8
-    order = "big" if head[:2] in (b"\x7f\xe0",) else "little"
+    order: Literal["big", "little"] = "big" if head[:2] in (b"\x7f\xe0",) else "little"
     length = int.from_bytes(head[4:8] if implicit else head[8:12], order)
     if length == 0xFFFFFFFF:
         return parse(b"".join((meta[:v], pixels, meta[v:])))

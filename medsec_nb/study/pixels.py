@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from .index import Image
 
