@@ -7,6 +7,7 @@ and SpacingBetweenSlices from the first header.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,11 @@ def _positive(value: Any) -> float | None:
     return v if v > 0 else None
 
 
+def _xyz(values: Iterable[Any]) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 def _z_spacing(
     positions: list[list[float] | None], normal: np.ndarray, header: pydicom.Dataset, one_frame_each: bool
 ) -> tuple[float, bool, str]:
@@ -78,13 +84,13 @@ def _z_spacing(
 
 def series_geometry(series: Series) -> Geometry:
     """Shape, spacing, origin and direction of ``series`` (a :class:`medsec_nb.Series`)."""
-    images = [(i, e) for i, e in enumerate(series.entries) if e.get("image")]
+    images = [(i, e, img) for i, e in enumerate(series.entries) if (img := e.get("image"))]
     if not images:
         raise MedsecError(f"{series.study.path}: series {series.modality or '?'} #{series.number} holds no images")
-    header = series.header(images[0][0])
-    entries = [e for _, e in images]
-    img = entries[0]["image"]
-    frames = sum(e["image"]["frames"] for e in entries)
+    first, _, img = images[0]
+    header = series.header(first)
+    entries = [e for _, e, _ in images]
+    frames = sum(i["frames"] for _, _, i in images)
     orientation = next((e["orientation"] for e in entries if e.get("orientation")), None) or [
         float(v) for v in header.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])
     ]
@@ -98,8 +104,8 @@ def series_geometry(series: Series) -> Geometry:
     return Geometry(
         shape=(frames, img["rows"], img["columns"]),
         spacing=(dz, dy, dx),
-        origin=tuple(float(v) for v in origin),
-        direction=tuple(tuple(float(v) for v in axis) for axis in (normal, col_dir, row_dir)),
+        origin=_xyz(origin),
+        direction=(_xyz(normal), _xyz(col_dir), _xyz(row_dir)),
         uneven=uneven,
         z_source=source,
     )

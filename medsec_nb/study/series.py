@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
 import pydicom
@@ -15,7 +16,7 @@ from ..container._reader import Container
 from ..container.format import plaintext_length
 from ..core.errors import MedsecError
 from . import faces
-from .index import Image, IndexEntry, slice_order
+from .index import Image, IndexEntry, Segment, slice_order
 from .instances import assemble, parse
 from .pixels import instance_array, output_dtype, stored_dtype, to_output
 
@@ -26,16 +27,22 @@ if TYPE_CHECKING:
 _PREFETCH = 4
 
 
+def _index(box: Container) -> list[IndexEntry]:
+    """The container's index entries, typed as the study layer reads them (the reader checked
+    that ``sop``, ``study``, ``series``, ``path`` and the segments are there)."""
+    return cast("list[IndexEntry]", box.entries)
+
+
 class Series:
     """One series of a study: instances sorted by position, then instance number."""
 
     def __init__(self, study: Study, indices: list[int]):
         self._study = study
-        entries = study._container().entries
+        entries = _index(study._container())
         self._idx = [indices[k] for k in slice_order([entries[i] for i in indices])]
         first = entries[self._idx[0]]
         self.uid: str = first["series"]
-        self.modality: str = first.get("modality", "")
+        self.modality: str | None = first.get("modality", "")
         self.number: float | None = first.get("series_number")
 
     def __len__(self) -> int:
@@ -49,8 +56,8 @@ class Series:
     @property
     def entries(self) -> list[IndexEntry]:
         """The index entries of the instances, in series order (StudyClosedError once closed)."""
-        box = self._study._container()
-        return [box.entries[k] for k in self._idx]
+        entries = _index(self._study._container())
+        return [entries[k] for k in self._idx]
 
     def _label(self) -> str:
         """``series[k]``, its place in the study: error texts reach audit records, which carry
@@ -62,7 +69,7 @@ class Series:
         if not -len(self._idx) <= i < len(self._idx):
             raise IndexError(f"series has {len(self._idx)} instances; no instance {i}")
         k = self._idx[i]
-        return box, k, box.entries[k]
+        return box, k, _index(box)[k]
 
     def __getitem__(self, i: int) -> pydicom.Dataset:
         """Instance ``i`` as a pydicom Dataset, decrypted in memory."""
@@ -131,19 +138,17 @@ class Series:
 
     def _iter(self, box: Container) -> Iterator[pydicom.Dataset]:
         with ThreadPoolExecutor(self._study.threads) as pool:
-            pending = [pool.submit(box.instance_parts, k) for k in self._idx[:_PREFETCH]]
+            pending = deque(pool.submit(box.instance_parts, k) for k in self._idx[:_PREFETCH])
             try:
                 for n in range(len(self._idx)):
-                    meta, pixels = pending[n].result()
-                    pending[n] = None
+                    meta, pixels = pending.popleft().result()  # not kept once taken
                     self._study._container()  # closed meanwhile: prefetched plaintext is dropped
                     if n + _PREFETCH < len(self._idx):
                         pending.append(pool.submit(box.instance_parts, self._idx[n + _PREFETCH]))
-                    yield assemble(box.entries[self._idx[n]], meta, pixels)
+                    yield assemble(_index(box)[self._idx[n]], meta, pixels)
             finally:
                 for f in pending:
-                    if f is not None:
-                        f.cancel()
+                    f.cancel()
 
     def volume(self, progress: bool | None = None) -> np.ndarray:
         """Pixel data of the whole series, shape (z, y, x), modality rescale applied (an
@@ -156,10 +161,12 @@ class Series:
 
     def _volume(self, progress: bool | None) -> np.ndarray:
         box = self._study._container()
-        entries = [box.entries[k] for k in self._idx]
-        imgs = [e.get("image") for e in entries]
-        if any(i is None for i in imgs):
+        index = _index(box)
+        entries = [index[k] for k in self._idx]
+        found = [e.get("image") for e in entries]
+        if any(i is None for i in found):
             raise MedsecError(f"{box.path}: {self._label()} has instances without pixel data")
+        imgs = cast("list[Image]", found)
         shapes = {(i["rows"], i["columns"], i["samples"]) for i in imgs}
         if len(shapes) > 1:
             raise MedsecError(
@@ -175,7 +182,7 @@ class Series:
         finally:
             bar.close()
 
-    def _native_volume(self, entries: list[IndexEntry], imgs: list[Image], bar: tqdm) -> np.ndarray:
+    def _native_volume(self, entries: list[IndexEntry], imgs: list[Image], bar: tqdm[NoReturn]) -> np.ndarray:
         box = self._study._container()
         rows, cols = imgs[0]["rows"], imgs[0]["columns"]
         starts = np.cumsum([0] + [i["frames"] for i in imgs])
@@ -188,9 +195,10 @@ class Series:
             target = vol[starts[n] : starts[n + 1]]
             st = stored_dtype(img)
             need = target.size * st.itemsize
-            direct = st == out_dt and plaintext_length(entries[n]["pixels"]["length"], chunk) == need
+            seg = cast(Segment, entries[n]["pixels"])  # native samples are a pixel segment
+            direct = st == out_dt and plaintext_length(seg["length"], chunk) == need
             if direct:
-                box.pixel_view(k, memoryview(target.reshape(-1)).cast("B"))
+                box.pixel_view(k, target.reshape(-1).data.cast("B"))
                 raw = target
             else:  # a view of this thread's scratch buffer, consumed before its next use
                 raw = np.frombuffer(box.pixel_view(k), dtype=st, count=target.size).reshape(target.shape)
@@ -210,7 +218,7 @@ class Series:
             raise
         return vol
 
-    def _pydicom_volume(self, bar: tqdm) -> np.ndarray:
+    def _pydicom_volume(self, bar: tqdm[NoReturn]) -> np.ndarray:
         arrays = []
         for n, ds in enumerate(self):
             try:
