@@ -27,7 +27,7 @@ import medsec_nb
 from conftest import FAST_LOG_N, PASSPHRASE, insider_corrupt_chunk
 from medsec_nb import AuthenticationError, MedsecError, OutputError, SourceError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -39,7 +39,7 @@ from medsec_nb.audit.record import GENESIS, canonical, record_hash
 from medsec_nb.cli.audit import add_audit_commands
 from medsec_nb.keys.identity import Recipient, generate_identity, save_identity
 
-VECTOR = Path(__file__).parent / "vectors" / "audit"
+VECTOR = Path(__file__).resolve().parents[1] / "vectors" / "audit"
 UID = "1.2.826.0.1.3680043.8.498.777"
 SHA = "ab" * 32
 KEY_ID = "x25519:00112233445566778899aabbccddeeff"

@@ -19,7 +19,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file, get_testdata_files  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 DOCS_DIR = ROOT / "docs"
 

@@ -12,7 +12,7 @@ import pytest
 import medsec_nb
 from medsec_nb.container.header import read_header
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SPEC = json.loads((VECTORS / "vectors.json").read_text())
 
 

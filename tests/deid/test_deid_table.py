@@ -10,7 +10,7 @@ from pydicom.datadict import keyword_for_tag
 
 from medsec_nb.deid import table
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dicom-ps3.15"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "dicom-ps3.15"
 SHIPPED = table.DATA_DIR / "table_e1_1.csv"
 
 

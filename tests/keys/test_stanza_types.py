@@ -26,7 +26,7 @@ from medsec_nb.keys import registry
 from medsec_nb.keys.identity import Identity, Recipient
 from medsec_nb.keys.stanza import Rand, RecipientType, Stanza
 
-FORMAT_MD = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
+FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 STUDY_KEY = bytes(range(32))
 FILE_ID = bytes(16)
 
