@@ -20,13 +20,14 @@ from Crypto.Hash import SHA256
 from ..audit import AuditLog
 from ..audit.record import StudyFields, is_uid
 from ..container._export import export_container
-from ..container._reader import Container, open_container
+from ..container._reader import Container, open_container, read_unlock_parts
 from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container.header import read_header
 from ..container.writer import rewrap
 from ..core.errors import MedsecError, PolicyDeniedError
 from ..keys.identity import Identity, Passphrase, Recipient
-from .policy import DEFAULT_POLICY, Policy, local_user
+from .policy import DEFAULT_POLICY, Decider, Policy, local_user
+from .service import KeyService, ServiceLog, ServicePolicy, resolve_keyservice
 
 EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY = "110103", "110106", "110113"
 _PURPOSE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -65,7 +66,7 @@ class Access:
     purpose_text: str | None
     key_id: str | None
     study: StudyFields
-    policy: Policy
+    policy: Decider
     subject: str
 
     def authorize(
@@ -217,12 +218,30 @@ def open_audited(
     keep_study_key: bool = False,
     source: Any = None,
     study_key: bytes | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> tuple[Container, Access]:
     """Unlock ``path`` for ``action`` (a policy action) on behalf of the local user.
 
     ``op`` names the operation in the audit log (open, verify, export, add-recipient).
     ``source`` and ``study_key`` are passed to :func:`open_container` (cohort workers).
+    ``keyservice`` (else ``$MEDSEC_KEYSERVICE``), when no identity or passphrase is given: the
+    key service decides, records and releases the study key (docs/KEYSERVICE.md), and every
+    later record of this opening goes to its log.
     """
+    if identity is None and passphrase is None and study_key is None:
+        service = resolve_keyservice(keyservice)
+        if service is not None:
+            return _open_through_service(
+                path,
+                service,
+                op=op,
+                action=action,
+                event=event,
+                purpose=purpose,
+                purpose_text=purpose_text,
+                require_signer=require_signer,
+                keep_study_key=keep_study_key,
+            )
     access = new_access(
         purpose=purpose, purpose_text=purpose_text, key_id=_key_id_of(identity), audit_log=audit_log, policy=policy
     )
@@ -284,6 +303,7 @@ def verify_study(
     progress: bool = False,
     audit_log: AuditLog | str | None = None,
     policy: Policy | str | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> VerifyReport:
     """Authenticate every byte of a container (header, index, every chunk); write no plaintext."""
     box, access = open_audited(
@@ -296,6 +316,7 @@ def verify_study(
         identity_passphrase=identity_passphrase,
         audit_log=audit_log,
         policy=policy,
+        keyservice=keyservice,
     )
     with box:
         n = access.audited("verify", lambda: box.verify(progress=progress), instances=len(box.entries))
@@ -314,6 +335,7 @@ def decrypt_study(
     progress: bool = True,
     audit_log: AuditLog | str | None = None,
     policy: Policy | str | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Export the original DICOM files to ``out_dir`` (explicit plaintext export, policy action
     ``export``). Every byte is authenticated before the first file is written; ``out_dir``
@@ -330,6 +352,7 @@ def decrypt_study(
         identity_passphrase=identity_passphrase,
         audit_log=audit_log,
         policy=policy,
+        keyservice=keyservice,
     )
     with box:
         return access.audited(
@@ -350,6 +373,7 @@ def add_recipients(
     identity_passphrase: Passphrase = None,
     audit_log: AuditLog | str | None = None,
     policy: Policy | str | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> list[str]:
     """Wrap the study key of ``path`` for more recipients (policy action ``add-recipient``);
     the payload bytes are copied unchanged. Returns the key ids added."""
@@ -364,6 +388,7 @@ def add_recipients(
         identity_passphrase=identity_passphrase,
         audit_log=audit_log,
         policy=policy,
+        keyservice=keyservice,
         keep_study_key=True,
     )
     with box:
@@ -373,3 +398,46 @@ def add_recipients(
             event=EVENT_SECURITY,
             detail=lambda added: {"added": added},
         )
+
+
+def _open_through_service(
+    path: str | os.PathLike[str],
+    service_path: str,
+    *,
+    op: str,
+    action: str,
+    event: str,
+    purpose: str | None,
+    purpose_text: str | None,
+    require_signer: Recipient | str | os.PathLike[str] | None,
+    keep_study_key: bool,
+) -> tuple[Container, Access]:
+    """:func:`open_audited` in key-service mode: no key file here, and no local record."""
+    purpose = resolve_purpose(purpose)
+    service = KeyService(service_path)
+    try:
+        raw_header, index_ct = read_unlock_parts(path)
+        study_key, key_id = service.unlock(
+            path, raw_header, index_ct, purpose=purpose, purpose_text=purpose_text, action=action
+        )
+    except BaseException:
+        service.close()
+        raise
+    access = Access(ServiceLog(service), purpose, purpose_text, key_id, {}, ServicePolicy(service), local_user())
+    try:
+        box = open_container(
+            path,
+            require_signer=require_signer,
+            _keep_study_key=keep_study_key,
+            study_key=study_key,
+            study_key_id=key_id,
+        )
+    except BaseException as exc:
+        access.record(op, "failure", event=event, detail=_error(exc))
+        service.close()
+        raise
+    access.study["container_sha256"] = header_id(box.header)
+    if box.entries and is_uid(box.entries[0]["study"]):
+        access.study["study_uid"] = box.entries[0]["study"]
+    access.study["instances"] = len(box.entries)
+    return box, access

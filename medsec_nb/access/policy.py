@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import casbin
 
@@ -37,6 +38,13 @@ class Decision:
     allowed: bool
     rule: list[str] | None
     reason: str
+
+
+class Decider(Protocol):
+    """What decides a request: a loaded :class:`Policy`, or the key service's
+    (:class:`medsec_nb.access.service.ServicePolicy`)."""
+
+    def check(self, subject: str, action: str, obj: str, purpose: str, *, projects: Iterable[str] = ()) -> Decision: ...
 
 
 def local_user() -> str:

@@ -21,6 +21,7 @@ from ..core.reading import current_source
 from ..core.version import __version__
 from .audit import add_audit_commands
 from .deid import add_deid_commands
+from .keyservice import add_keyservice_command
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
 
 #: ``medsec_nb.keys.KEY_TYPES``, spelled out so that building the parser does not load the
@@ -61,6 +62,8 @@ def _unlock_args(args: argparse.Namespace) -> dict:
     out = (
         {"purpose": args.purpose, "purpose_text": args.purpose_text} if args.purpose_text else {"purpose": args.purpose}
     )
+    if args.keyservice and not args.identity and not args.passphrase_file:
+        return {**out, "keyservice": args.keyservice}
     return {**out, **unlock_args(args, args.container)}
 
 
@@ -171,9 +174,15 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def _unlock_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("unlocking (one of; prompts for the study passphrase if neither is given)")
+    g = p.add_argument_group("unlocking (one of; prompts for the study passphrase if none is given)")
     g.add_argument("-i", "--identity", metavar="KEY", help="your private key file (.key)")
     g.add_argument("--passphrase-file", metavar="F", help="file holding the study passphrase")
+    g.add_argument(
+        "--keyservice",
+        metavar="SOCKET",
+        default=os.environ.get("MEDSEC_KEYSERVICE"),
+        help="ask the key service at SOCKET (default $MEDSEC_KEYSERVICE): no key file needed",
+    )
     p.add_argument(
         "--key-passphrase-file", metavar="F", help="file holding the passphrase of the key file (else you are prompted)"
     )
@@ -283,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(sub)
     add_deid_commands(sub)
+    add_keyservice_command(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, count
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -19,6 +19,7 @@ from ..core.errors import (
     AuthenticationError,
     FormatError,
     MedsecError,
+    NoMatchingRecipientError,
     SignatureError,
     StudyClosedError,
     WrongPassphraseError,
@@ -248,6 +249,7 @@ def open_container(
     before_unlock: Callable[[Header], None] | None = None,
     source: ByteSource | None = None,
     study_key: bytes | None = None,
+    study_key_id: str | None = None,
 ) -> Container:
     """Unlock ``path`` with an identity or passphrase: authenticate the header, check the key
     commitment and signature, decrypt the index. Instances stay encrypted until asked for.
@@ -257,12 +259,14 @@ def open_container(
     ``source``: a byte-range reader to use instead of the local file (``container.remote``;
     ``path`` is then only its name). ``study_key``: the study key, already obtained by
     ``identity`` another way (a cohort worker's transport); the header's stanzas are not used,
-    and the header MAC and key commitment still authenticate the key for this container."""
+    and the header MAC and key commitment still authenticate the key for this container.
+    ``study_key_id``: with ``study_key`` and no identity, the key id of the site key that
+    unwrapped it elsewhere (the key service), for the record."""
     path = Path(path) if source is None else str(path)
     where = str(path)
-    if identity is None and passphrase is None:
+    if identity is None and passphrase is None and study_key is None:
         raise MedsecError(f"{where}: give an identity (private key) or the study passphrase")
-    if study_key is not None and identity is None:
+    if study_key is not None and identity is None and study_key_id is None:
         raise MedsecError(f"{where}: a study key obtained elsewhere needs the identity that obtained it")
     file: ByteSource = LocalFile(path) if source is None else source
     try:
@@ -270,7 +274,9 @@ def open_container(
         if before_unlock is not None:
             before_unlock(header)
         fid = header.body.file_id
-        if identity is not None:
+        if study_key is not None and identity is None:
+            key_id = str(study_key_id)
+        elif identity is not None:
             ident = as_identity(identity, identity_passphrase)
             if study_key is None:
                 study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
@@ -344,3 +350,57 @@ def export_relpaths(entries: Iterable[dict[str, Any]]) -> list[PurePosixPath]:
         folders.update(str(a).casefold() for a in p.parents[:-1])
         out.append(p)
     return out
+
+
+def read_unlock_parts(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
+    """What a key holder elsewhere needs to unlock ``path`` (docs/KEYSERVICE.md, ``unlock``):
+    the header bytes (through its MAC) and the encrypted index; nothing else is read."""
+    file = LocalFile(Path(path))
+    try:
+        header = decode_header(file.read, str(path))
+        b = header.body
+        index = file.read(header.length + b.index_offset, b.index_length)
+        if len(index) != b.index_length:
+            raise FormatError(f"{path}: index is truncated")
+        return file.read(0, header.length), index
+    finally:
+        file.close()
+
+
+def header_from_bytes(raw_header: bytes, where: str) -> Header:
+    """The header parsed from exactly its bytes (what :func:`read_unlock_parts` read)."""
+    header = decode_header(lambda off, n: raw_header[off : off + n], where)
+    if len(raw_header) != header.length:
+        raise FormatError(f"{where}: header is {len(raw_header)} bytes, its fields say {header.length}")
+    return header
+
+
+def unlock_parts(
+    header: Header, index_ct: bytes, identities: Sequence[Identity], where: str
+) -> tuple[bytes, str, list[dict[str, Any]]]:
+    """For the holder of site keys (the key service): from a container's header and encrypted
+    index alone, the study key, the key id that unwrapped it and the authenticated index. The
+    header MAC, the key commitment and the index hash are checked as :func:`open_container`
+    checks them; deciding whether to unwrap is the caller's job."""
+    fid, b = header.body.file_id, header.body
+    for ident in identities:
+        try:
+            study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
+        except NoMatchingRecipientError:
+            continue
+        key_id = ident.key_id
+        break
+    else:
+        raise NoMatchingRecipientError(f"{where}: not encrypted to any key this service holds")
+    ks = KeySchedule.derive(study_key, fid)
+    if not ks.check_header_mac(header.raw, header.mac):
+        raise AuthenticationError(f"{where}: header failed authentication (altered)")
+    if ks.commitment != b.commitment:
+        raise AuthenticationError(f"{where}: key commitment mismatch (header body altered)")
+    if len(index_ct) != b.index_length or SHA256.new(index_ct).digest() != b.index_sha256:
+        raise AuthenticationError(f"{where}: index failed authentication (altered)")
+    idx = bytearray(plaintext_length(b.index_length, b.chunk_size, where))
+    decrypt_segment(
+        ks.payload_key, fid, index_segment(), index_ct, b.chunk_size, None, memoryview(idx), f"{where}: index"
+    )
+    return study_key, key_id, _parse_index(bytes(idx), b.instance_count, b.index_offset, where)

@@ -24,6 +24,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, List, TraitError, Unicode, observe, validate
 
+from ..access.service import resolve_keyservice
 from ..core.errors import MedsecError
 from ..deid.redaction import PROFILE_NAMES, make_profile, set_profile
 from ..study import Study, open_study
@@ -60,12 +61,14 @@ def open_interactive(
     purpose: str | None = None,
     require_signer: str | os.PathLike | None = None,
     audit_log: str | os.PathLike | None = None,
+    keyservice: str | os.PathLike | None = None,
     ask: Callable[[str], str] = ask_secret,
 ) -> Study:
     """``open_study``, asking for whatever secret is needed.
 
     With an ``identity`` (a key file), its passphrase is asked only if the file is encrypted;
-    with ``use_passphrase`` or no identity, the study passphrase is asked.
+    with a ``keyservice`` (else ``$MEDSEC_KEYSERVICE``) and no identity, the key service
+    releases the key and nothing is asked; otherwise the study passphrase is asked.
     """
     path = Path(path).expanduser()
     common = {
@@ -76,6 +79,9 @@ def open_interactive(
     if identity is not None and not use_passphrase:
         key = Path(identity).expanduser()
         return open_study(path, identity=key, identity_passphrase=lambda: ask(f"Passphrase for key {key}: "), **common)
+    service = resolve_keyservice(keyservice)
+    if service is not None and not use_passphrase:
+        return open_study(path, keyservice=service, **common)
     return open_study(path, passphrase=lambda: ask(f"Passphrase for study {path.name}: "), **common)
 
 
@@ -132,6 +138,12 @@ class MedsecMagics(Magics):
     ).tag(config=True)
     audit_log = Unicode(
         None, allow_none=True, help="Audit log file (default: $MEDSEC_AUDIT_LOG, else the user's data folder)."
+    ).tag(config=True)
+    keyservice = Unicode(
+        None,
+        allow_none=True,
+        help="Key service socket (default $MEDSEC_KEYSERVICE): studies open with no key file, the service "
+        "decides, records and releases (docs/KEYSERVICE.md).",
     ).tag(config=True)
     harden = Bool(True, help="Disable core dumps and ptrace (harden_process) before opening a study.").tag(config=True)
 
@@ -201,6 +213,7 @@ class MedsecMagics(Magics):
             require_signer=args.require_signer,
             purpose=args.purpose or self._session.get("purpose") or self.default_purpose,
             audit_log=self.audit_log,
+            keyservice=self.keyservice,
         )
         previous = self.loaded.pop(name, None)
         if previous is not None and previous is not study:

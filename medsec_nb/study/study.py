@@ -138,6 +138,7 @@ def open_study(
     audit_log: AuditLog | str | os.PathLike[str] | None = None,
     policy: Policy | str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> Study:
     """Open an encrypted study with a private key (``identity``) or the study ``passphrase``.
 
@@ -147,6 +148,9 @@ def open_study(
     ``identity`` may be a path to a ``.key`` file; ``identity_passphrase`` unlocks it.
     ``require_signer`` (a public key) refuses studies not signed by that key.
     ``threads``: decrypting threads per bulk read (default :data:`DEFAULT_THREADS`).
+    ``keyservice`` (else ``$MEDSEC_KEYSERVICE``), when no identity or passphrase is given: the
+    key service's socket; it decides, records and releases the study key, and records every
+    later read (docs/KEYSERVICE.md). No identity file is needed or looked for.
     """
     threads = _threads(threads)  # a bad value fails before anything is unlocked
     box, access = open_audited(
@@ -160,6 +164,7 @@ def open_study(
         identity_passphrase=identity_passphrase,
         audit_log=audit_log,
         policy=policy,
+        keyservice=keyservice,
     )
     study = Study(box, access, threads=threads)
     events.emit_opened(study)

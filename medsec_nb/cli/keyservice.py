@@ -1,0 +1,94 @@
+"""``medsec keyservice``: run the key service in the foreground (docs/KEYSERVICE.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+KEYSERVICE_EPILOG = """\
+example (as the service's own OS user, e.g. `sudo -u medsec`):
+  medsec keyservice --socket /run/medsec/keyservice.sock -i /etc/medsec/site-a.key \\
+      --key-passphrase-file /etc/medsec/site-a.pass --policy /etc/medsec/site.csv \\
+      --log /var/lib/medsec/audit.jsonl --steward-group medsec-stewards
+
+Analysts then open studies with no key file:
+  medsec decrypt study.msec -o OUT/ --keyservice /run/medsec/keyservice.sock --purpose HRESCH
+  open_study("study.msec", keyservice="/run/medsec/keyservice.sock", purpose="HRESCH")
+The service learns who asks from the kernel (SO_PEERCRED), asks the policy, writes the
+record (fsync), and only then releases the study key. Stop it with SIGTERM (a checkpoint
+is signed at shutdown and every --checkpoint-every seconds).
+"""
+
+
+def add_keyservice_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own
+    p = sub.add_parser(
+        "keyservice",
+        help="Run the key service: holds the site keys, decides, records, then releases study keys.",
+        description="Run the key service in the foreground: it holds the site keys, the policy and the "
+        "authoritative audit log, and releases a study key only after a policy decision and a durable record.",
+        epilog=KEYSERVICE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_keyservice)
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        default="/run/medsec/keyservice.sock",
+        help="the Unix socket to listen on (default /run/medsec/keyservice.sock)",
+    )
+    p.add_argument(
+        "-i",
+        "--identity",
+        action="append",
+        required=True,
+        metavar="KEY",
+        help="a site private key (repeatable); only this service reads it",
+    )
+    p.add_argument("--key-passphrase-file", metavar="F", help="file holding the key files' passphrase")
+    p.add_argument(
+        "--policy",
+        metavar="CSV",
+        default=os.environ.get("MEDSEC_POLICY"),
+        help="the site policy (default $MEDSEC_POLICY, else the shipped default)",
+    )
+    p.add_argument("--log", metavar="FILE", help="the authoritative audit log (default: the service user's)")
+    p.add_argument("--checkpoints", metavar="FILE", help="its checkpoint file (default: beside the log)")
+    p.add_argument(
+        "--steward",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="an OS user who may read every record and sign checkpoints (repeatable)",
+    )
+    p.add_argument("--steward-group", metavar="GROUP", help="OS group whose members are stewards")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="sign a checkpoint this often (default 3600) and at shutdown",
+    )
+
+
+def cmd_keyservice(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..access.gate import as_policy
+    from ..audit import AuditLog
+    from ..keys.identity import load_identity
+    from ..keyservice import KeyServiceConfig, serve
+    from ..keyservice.server import stewards_from
+    from .prompt import key_passphrase
+
+    identities = [load_identity(k, key_passphrase(args, k)) for k in args.identity]
+    config = KeyServiceConfig(
+        socket=Path(args.socket),
+        identities=identities,
+        log=AuditLog(args.log, checkpoints=args.checkpoints),
+        policy=as_policy(args.policy),
+        stewards=stewards_from(args.steward),
+        steward_group=args.steward_group,
+        checkpoint_seconds=max(1.0, args.checkpoint_every),
+    )
+    serve(config)
+    return 0
