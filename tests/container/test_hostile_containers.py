@@ -376,3 +376,24 @@ def test_deep_nesting_in_the_last_audit_line_stops_an_append(tiny_container, ide
     log.write_text("[" * 200_000 + "\n")
     with pytest.raises(medsec_nb.AuditUnavailableError, match="last record is unreadable"):
         open_study(tiny_container, identities.x25519, purpose="HRESCH", audit_log=log)
+
+
+@pytest.mark.parametrize(
+    "text, deep",
+    [
+        (b"[]", False),
+        (b"[" * 16 + b"]" * 16, False),
+        (b"[" * 17 + b"]" * 17, True),
+        (b"[{" * 8 + b"}]" * 8, False),
+        (b"[{" * 8 + b"[]" + b"}]" * 8, True),  # one level per pass, even when [ and { alternate
+        (b'{"x":' * 17 + b"1" + b"}" * 17, True),
+        (b'{"a":"' + b"[" * 40 + b'"}', False),  # brackets in a string
+        (b'["\\"' + b"[" * 40 + b'"]', False),  # ... after an escaped quote
+        (b"[" * 200_000, True),  # unclosed opens count
+        (b"]" * 50 + b"[" * 10, False),
+    ],
+)
+def test_nesting_is_counted_outside_strings(text, deep):
+    from medsec_nb.container.format import _too_deep
+
+    assert _too_deep(text) is deep
