@@ -110,12 +110,11 @@ def release_study_key(
         header = header_from_bytes(raw_header, name)
         access.study["container_sha256"] = header_id(header)
         access.authorize(action, op)
-        study_key, key_id, entries = unlock_parts(header, index_ct, identities, name)
+        study_key, key_id, uid, count = unlock_parts(header, index_ct, identities, name)
         access.key_id = key_id
-        uid = entries[0]["study"] if entries else None
-        if isinstance(uid, str) and is_uid(uid):
+        if uid is not None and is_uid(uid):
             access.study["study_uid"] = uid
-        access.study["instances"] = len(entries)
+        access.study["instances"] = count
         access.authorize(action, op)
     except PolicyDeniedError:
         raise  # recorded by authorize()

@@ -377,11 +377,13 @@ def header_from_bytes(raw_header: bytes, where: str) -> Header:
 
 def unlock_parts(
     header: Header, index_ct: bytes, identities: Sequence[Identity], where: str
-) -> tuple[bytes, str, list[dict[str, Any]]]:
+) -> tuple[bytes, str, str | None, int]:
     """For the holder of site keys (the key service): from a container's header and encrypted
-    index alone, the study key, the key id that unwrapped it and the authenticated index. The
+    index alone, the study key, the key id that unwrapped it, the Study Instance UID the
+    authenticated index names (None if it names none as text) and its instance count. The
     header MAC, the key commitment and the index hash are checked as :func:`open_container`
-    checks them; deciding whether to unwrap is the caller's job."""
+    checks them; the entries themselves are the opener's to check. Deciding whether to unwrap
+    is the caller's job."""
     fid, b = header.body.file_id, header.body
     for ident in identities:
         try:
@@ -403,4 +405,10 @@ def unlock_parts(
     decrypt_segment(
         ks.payload_key, fid, index_segment(), index_ct, b.chunk_size, None, memoryview(idx), f"{where}: index"
     )
-    return study_key, key_id, _parse_index(bytes(idx), b.instance_count, b.index_offset, where)
+    index = parse_json(bytes(idx), where, "index")
+    entries = index.get("instances") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or len(entries) != b.instance_count:
+        raise FormatError(f"{where}: index is malformed")
+    first = entries[0] if entries and isinstance(entries[0], dict) else {}
+    uid = first.get("study")
+    return study_key, key_id, uid if isinstance(uid, str) else None, len(entries)

@@ -1,0 +1,131 @@
+"""The key service's cost, side by side with a local key file in one run (issue 15, "Measured").
+
+    python bench/bench_keyservice.py [--rounds 9] [--slices 300]
+
+Rows: open + first slice through the service / with the local key (goal: under 5 ms added on
+the Unix socket); open + ``volume()`` of the whole study through the service / local (goal
+<= 1.05); releases per second with 8 concurrent client processes. The service runs in a
+forked process of this one (the same OS user: this measures the protocol, not the permissions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pairs import paired_rounds
+
+import medsec_nb
+from medsec_nb.access.policy import Policy
+from medsec_nb.audit import AuditLog
+from medsec_nb.keyservice import KeyServiceConfig, serve
+from medsec_nb.testdata import synthesize_series
+
+FORK = multiprocessing.get_context("fork")
+
+
+def start(work: Path, key: Path) -> tuple[multiprocessing.process.BaseProcess, Path]:
+    sock, ready = work / "ks.sock", FORK.Event()
+
+    def run() -> None:
+        config = KeyServiceConfig(
+            socket=sock,
+            identities=[medsec_nb.load_identity(key)],
+            log=AuditLog(work / "service.jsonl"),
+            policy=Policy.load(),
+            checkpoint_seconds=3600,
+        )
+        serve(config, ready=ready.set)
+
+    proc = FORK.Process(target=run)
+    proc.start()
+    if not ready.wait(30):
+        raise SystemExit("the key service did not start")
+    return proc, sock
+
+
+def opens_per_second(study: Path, sock: Path, clients: int, per_client: int) -> float:
+    def many() -> None:
+        for _ in range(per_client):
+            with medsec_nb.open_study(study, keyservice=sock, purpose="HRESCH"):
+                pass
+
+    procs = [FORK.Process(target=many) for _ in range(clients)]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - t
+    if any(p.exitcode for p in procs):
+        raise SystemExit("a client failed")
+    return clients * per_client / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--per-client", type=int, default=50)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="medsec-bench-ks-"))
+    os.environ["MEDSEC_DATA_DIR"] = str(work / "data")
+    ident = medsec_nb.generate_identity("x25519")
+    key, _ = medsec_nb.save_identity(ident, work / "site")
+    synthesize_series(work / "src", n_slices=args.slices, rows=512, columns=512)
+    study = work / "study.msec"
+    medsec_nb.encrypt_study(work / "src", study, recipients=[ident.public], progress=False)
+    local_log = work / "local.jsonl"
+    proc, sock = start(work, key)
+    try:
+
+        def first(**how: object) -> object:
+            with medsec_nb.open_study(study, purpose="HRESCH", **how) as st:
+                return st.series[0][0]
+
+        def whole(**how: object) -> object:
+            with medsec_nb.open_study(study, purpose="HRESCH", **how) as st:
+                return st.series[0].volume(progress=False)
+
+        local = {"identity": ident, "audit_log": local_log}
+        service = {"keyservice": sock}
+        firsts = paired_rounds(lambda: first(**service), lambda: first(**local), args.rounds * 3)
+        wholes = paired_rounds(lambda: whole(**service), lambda: whole(**local), args.rounds)
+        rate = opens_per_second(study, sock, args.clients, args.per_client)
+        t = time.perf_counter()
+        for _ in range(args.per_client):
+            with medsec_nb.open_study(study, purpose="HRESCH", **local):
+                pass
+        rate_local = args.per_client / (time.perf_counter() - t)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(30)
+
+    def row(name: str, pairs: list[tuple[float, float]], bound: str) -> None:
+        ratio = statistics.median(a / b for a, b in pairs)
+        svc, loc = statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
+        print(
+            f"{name:<48} service {svc * 1000:8.2f} ms  local {loc * 1000:8.2f} ms  "
+            f"added {(svc - loc) * 1000:6.2f} ms  ratio {ratio:.3f}  ({bound})"
+        )
+
+    print(f"study: {args.slices} x 512x512 CT; {args.rounds} rounds; load average {os.getloadavg()[0]:.2f}")
+    row("open + first slice: service / local key", firsts, "goal: added < 5 ms")
+    row("open + volume(): service / local key", wholes, "goal: ratio <= 1.05")
+    print(
+        f"releases per second, {args.clients} concurrent client processes x {args.per_client} opens: {rate:.0f} "
+        f"(local key, one process, one after another: {rate_local:.0f} per second)"
+    )
+
+
+if __name__ == "__main__":
+    main()
