@@ -6,6 +6,7 @@ through the audited gate (``medsec_nb.access``), which is the only caller outsid
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -405,10 +406,25 @@ def unlock_parts(
     decrypt_segment(
         ks.payload_key, fid, index_segment(), index_ct, b.chunk_size, None, memoryview(idx), f"{where}: index"
     )
-    index = parse_json(bytes(idx), where, "index")
-    entries = index.get("instances") if isinstance(index, dict) else None
-    if not isinstance(entries, list) or len(entries) != b.instance_count:
-        raise FormatError(f"{where}: index is malformed")
-    first = entries[0] if entries and isinstance(entries[0], dict) else {}
+    return study_key, key_id, _first_study_uid(bytes(idx), where), b.instance_count
+
+
+def _first_study_uid(index: bytes, where: str) -> str | None:
+    """The first entry's ``study`` of an authenticated index. A writer's index is canonical JSON
+    (``{"instances":[{...},...]}``), so only its first entry is parsed; any other shape is parsed
+    whole. None if there is no entry or no text UID."""
+    head = b'{"instances":[{'
+    first: Any = None
+    if index.startswith(head):
+        try:
+            first, _ = json.JSONDecoder().raw_decode(index.decode("utf-8"), len(head) - 1)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            first = None
+    if not isinstance(first, dict):
+        parsed = parse_json(index, where, "index")
+        entries = parsed.get("instances") if isinstance(parsed, dict) else None
+        if not isinstance(entries, list):
+            raise FormatError(f"{where}: index is malformed")
+        first = entries[0] if entries and isinstance(entries[0], dict) else {}
     uid = first.get("study")
-    return study_key, key_id, uid if isinstance(uid, str) else None, len(entries)
+    return uid if isinstance(uid, str) else None

@@ -324,3 +324,25 @@ def test_the_magic_opens_through_the_service_without_a_key_file(site, users):
 
     got = as_user(users[ALICE], go, env={"MEDSEC_KEYSERVICE": str(site["socket"])})
     assert isinstance(got, np.ndarray) and np.array_equal(got, site["expected"]), got
+
+
+@pytest.mark.parametrize(
+    "index, uid",
+    [
+        (b'{"instances":[{"path":"a","study":"1.2.3"},{"study":"9.9"}]}', "1.2.3"),  # canonical: first entry only
+        (b'{ "instances": [ {"study": "1.2.4"} ] }', "1.2.4"),  # any other shape: parsed whole
+        (b'{"instances":[]}', None),
+        (b'{"instances":[{"study":7}]}', None),
+    ],
+)
+def test_the_service_reads_the_first_entry_s_study_uid(index, uid):
+    from medsec_nb.container._reader import _first_study_uid
+
+    assert _first_study_uid(index, "x.msec") == uid
+
+
+def test_a_deeply_nested_first_entry_is_a_format_error():
+    from medsec_nb.container._reader import _first_study_uid
+
+    with pytest.raises(medsec_nb.FormatError, match="nested deeper than"):
+        _first_study_uid(b'{"instances":[{"x":' + b"[" * 200_000, "x.msec")
