@@ -22,6 +22,7 @@ from ..audit.context import where as local_where
 from ..container.format import parse_json
 from ..core import errors
 from ..core.errors import FormatError, MedsecError, PolicyDeniedError
+from ..keys.identity import Recipient, recipient_from_pem
 from .policy import Decision
 
 VERSION = 1
@@ -163,6 +164,18 @@ class KeyService:
         if len(key) != 32:
             raise FormatError(f"key service {self.path}: malformed unlock reply")
         return key, str(reply.get("key_id") or "keyservice")
+
+    def recipients(self) -> list[Recipient]:
+        """The site's public keys, to encrypt studies to the site (no private key leaves it)."""
+        out = []
+        for item in self.call("recipients").get("recipients") or []:
+            pem = item.get("pem") if isinstance(item, dict) else None
+            if not isinstance(pem, str):
+                raise FormatError(f"key service {self.path}: malformed recipients reply")
+            out.append(recipient_from_pem(pem, f"key service {self.path}"))
+        if not out:
+            raise MedsecError(f"key service {self.path}: holds no site key")
+        return out
 
 
 class ServiceLog(AuditLog):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,23 @@ def _log(args: argparse.Namespace) -> AuditLog:
     return AuditLog(args.log, checkpoints=args.checkpoints)
 
 
+def _service(args: argparse.Namespace) -> Any:
+    """The key service whose log to use: ``--keyservice``, else ``$MEDSEC_KEYSERVICE`` unless a
+    ``--log`` is given; None for a local log."""
+    path = args.keyservice or (None if args.log else os.environ.get("MEDSEC_KEYSERVICE"))
+    if not path:
+        return None
+    from ..access.service import KeyService
+
+    return KeyService(path)
+
+
 def _filtered(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return list(_log(args).records(study=args.study, user=args.user, since=args.since))
+    service = _service(args)
+    if service is None:
+        return list(_log(args).records(study=args.study, user=args.user, since=args.since))
+    records = service.call("records", study=args.study, since=args.since)["records"]  # own, or all for a steward
+    return [r for r in records if args.user is None or r.get("who", {}).get("os_user") == args.user]
 
 
 def _line(rec: dict[str, Any]) -> str:
@@ -65,6 +81,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    service = _service(args)
+    if service is not None:
+        result = service.call("verify")
+        if not result.get("valid"):
+            raise AuditIntegrityError(str(result.get("message")))
+        if args.strict and result.get("uncovered"):
+            raise AuditIntegrityError(f"{result.get('message')} (--strict: every record must be covered)")
+        print(
+            f"OK {result.get('message')} (the key service's log, checked by the service against its own "
+            "checkpoint key; pin that key and verify a copy of the log to check the service too)"
+        )
+        return 0
     from ..audit.verify import verify_log
 
     report = verify_log(args.log, args.checkpoints, args.public_key or None)
@@ -79,6 +107,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
+    service = _service(args)
+    if service is not None:
+        cp = service.call("checkpoint")
+        print(f"checkpoint of {cp['size']} records signed by the key service ({cp['key_id']})")
+        return 0
     from ..keys.identity import load_identity
 
     identity = None
@@ -145,6 +178,12 @@ def add_audit_commands(subparsers: Any) -> argparse.ArgumentParser:
             "--log", metavar="FILE", help="the audit log (default: $MEDSEC_AUDIT_LOG, else the data folder's)"
         )
         p.add_argument("--checkpoints", metavar="FILE", help="its checkpoint file (default: beside the log)")
+        p.add_argument(
+            "--keyservice",
+            metavar="SOCKET",
+            help="the key service's log instead (default $MEDSEC_KEYSERVICE when no --log is given): "
+            "your own records, every record for a steward",
+        )
         return p
 
     p = add(

@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from ..core.errors import MedsecError
 from ..core.reading import current_source
@@ -103,12 +103,19 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         passphrase = read_secret_file(args.passphrase_file, "passphrase")
     elif args.passphrase:
         passphrase = prompt_secret(f"New passphrase for {args.output}", confirm=True)
-    if not args.recipient and passphrase is None:
-        raise MedsecError("give at least one recipient (-r KEY.pub) or --passphrase / --passphrase-file")
+    recipients: list[Any] = list(args.recipient or ())
+    if args.to_keyservice:
+        from ..access.service import KeyService
+
+        recipients += KeyService(args.to_keyservice).recipients()
+    if not recipients and passphrase is None:
+        raise MedsecError(
+            "give at least one recipient (-r KEY.pub, --to-keyservice SOCKET) or --passphrase / --passphrase-file"
+        )
     encrypt_study(
         args.source,
         args.output,
-        recipients=args.recipient or (),
+        recipients=recipients,
         passphrase=passphrase,
         signer=signer,
         chunk_size=args.chunk_size,
@@ -241,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="folder of DICOM files of one study (the folder is not modified)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="container to write (.msec)")
     p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
+    p.add_argument(
+        "--to-keyservice",
+        metavar="SOCKET",
+        help="also encrypt to the site keys of the key service at SOCKET (their public halves; no private key here)",
+    )
     p.add_argument("--passphrase", action="store_true", help="protect with a passphrase (prompted)")
     p.add_argument("--passphrase-file", metavar="F", help="protect with the passphrase in F")
     p.add_argument("--sign", metavar="KEY", help="sign with this ed25519 or p256 private key")

@@ -232,14 +232,18 @@ def load_identity(path: str | os.PathLike[str], passphrase: Passphrase = None) -
 def load_recipient(path: str | os.PathLike[str]) -> Recipient:
     """Read a public key file (SubjectPublicKeyInfo PEM)."""
     path = Path(path).expanduser()
-    text = _read_text(path, "public key")
+    return recipient_from_pem(_read_text(path, "public key"), str(path))
+
+
+def recipient_from_pem(text: str, where: str) -> Recipient:
+    """A public key from SubjectPublicKeyInfo PEM text; ``where`` names its source in errors."""
     if "PRIVATE KEY" in text:
-        raise KeyFileError(f"{path}: this is a private key; give the .pub file")
+        raise KeyFileError(f"{where}: this is a private key; give the .pub file")
     try:
         key = _import(text, None)
     except KeyFileError:
-        raise KeyFileError(f"{path}: not a supported public key file") from None
-    _check_supported(key, str(path))
+        raise KeyFileError(f"{where}: not a supported public key file") from None
+    _check_supported(key, where)
     return Recipient(key)
 
 

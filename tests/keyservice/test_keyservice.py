@@ -9,6 +9,9 @@ module it needs is imported: what the kernel reports for the socket is that user
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import multiprocessing
 import os
 import pwd
@@ -346,3 +349,48 @@ def test_a_deeply_nested_first_entry_is_a_format_error():
 
     with pytest.raises(medsec_nb.FormatError, match="nested deeper than"):
         _first_study_uid(b'{"instances":[{"x":' + b"[" * 200_000, "x.msec")
+
+
+def _cli(argv: list[str]) -> Callable[[], tuple[int, str, str]]:
+    def go() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(argv)
+        return code, out.getvalue(), err.getvalue()
+
+    return go
+
+
+def test_a_producer_encrypts_to_the_site_without_its_private_key(site, users, tmp_path_factory):
+    src = site["base"] / "src2"
+    synthesize_series(src, n_slices=3, rows=16, columns=16)
+    for p in [src, *src.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    made = site["out"] / "to-site.msec"
+    code, out, err = as_user(
+        users[BOB], _cli(["encrypt", str(src), "-o", str(made), "--to-keyservice", str(site["socket"]), "-q"])
+    )
+    assert code == 0 and "1 recipient(s)" in out, (out, err)
+
+    def open_it() -> Any:
+        with medsec_nb.open_study(made, keyservice=site["socket"], purpose="HRESCH") as st:
+            return st.series[0].volume().shape
+
+    assert as_user(users[ALICE], open_it) == (3, 16, 16)
+    made.unlink()
+
+
+def test_audit_commands_ask_the_service(site, users):
+    as_user(users[ALICE], _open_volume(site))
+    show = ["audit", "show", "--keyservice", str(site["socket"]), "--json"]
+    code, out, _ = as_user(users[ALICE], _cli(show))
+    users_seen = {json.loads(line)["who"]["os_user"] for line in out.splitlines()}
+    assert code == 0 and users_seen == {ALICE}
+    code, out, _ = as_user(users[STEWARD], _cli(show))
+    assert code == 0 and {ALICE, BOB} <= {json.loads(line)["who"]["os_user"] for line in out.splitlines()}
+    code, out, _ = as_user(users[BOB], _cli(["audit", "verify", "--keyservice", str(site["socket"])]))
+    assert code == 0 and out.startswith("OK ") and "records, chain intact" in out, out
+    code, _, err = as_user(users[ALICE], _cli(["audit", "checkpoint", "--keyservice", str(site["socket"])]))
+    assert code == 1 and "is not a steward" in err
+    code, out, _ = as_user(users[STEWARD], _cli(["audit", "checkpoint", "--keyservice", str(site["socket"])]))
+    assert code == 0 and "signed by the key service" in out
