@@ -133,7 +133,7 @@ def op_records(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) ->
 
 
 def op_verify(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> dict[str, Any]:
-    report = verify_log(config.log.path, config.log.checkpoints_path, ckpt.signing_identity().public)
+    report = verify_log(config.log.path, config.log.checkpoints_path)  # the service's own checkpoint key
     return {
         "valid": report.ok,
         "records": report.records,

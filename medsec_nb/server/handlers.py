@@ -23,6 +23,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from ..access.service import KeyService, resolve_keyservice
 from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
 from ..audit.record import utc_now
@@ -102,12 +103,31 @@ async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
     return views.kernel_studies(entries, kernels)
 
 
+def _service() -> KeyService | None:
+    """The key service this server's user opens studies through (``$MEDSEC_KEYSERVICE``): its
+    log, not a local one, is then the one the panel shows."""
+    path = resolve_keyservice(None)
+    return KeyService(path) if path else None
+
+
+def _service_records(service: KeyService) -> list[dict[str, Any]]:
+    try:
+        return list(service.call("records")["records"])
+    finally:
+        service.close()
+
+
 class AuditPageHandler(_Base):
     @tornado.web.authenticated
     async def get(self) -> None:
         filters = self._filters()
         limit = self._int("limit", 100, 1, MAX_LIMIT)
         before = self._int("before", None, 0)
+        service = _service()
+        if service is not None:
+            records = await self._run(_service_records, service)
+            self.finish(json.dumps(views.service_page(records, filters, limit, before)))
+            return
         page = await self._run(read_page, limit=limit, before=before, filters=filters)
         self.finish(json.dumps(views.page_json(page)))
 
@@ -115,6 +135,12 @@ class AuditPageHandler(_Base):
 class AuditVerifyHandler(_Base):
     @tornado.web.authenticated
     async def get(self) -> None:
+        service = _service()
+        if service is not None:
+            result = await self._run(lambda: service.call("verify"))
+            service.close()
+            self.finish(json.dumps(views.service_status(result)))
+            return
         self.finish(json.dumps(await self._run(views.chain_status)))
 
 
@@ -126,8 +152,11 @@ class AuditExportHandler(_Base):
             raise _bad(f"format={fmt!r}: expected fhir or dicom")
         filters = self._filters()
 
+        service = _service()
+
         def build() -> bytes:
-            records = [r for r in AuditLog().records() if filters.match(r)]
+            source = _service_records(service) if service is not None else AuditLog().records()
+            records = [r for r in source if filters.match(r)]
             if fmt == "fhir":
                 return (json.dumps(export.fhir_bundle(records, utc_now()), indent=2) + "\n").encode("utf-8")
             return export.dicom_xml(records)
@@ -144,7 +173,12 @@ class AuditExportHandler(_Base):
 class AuditCheckpointHandler(_Base):
     @tornado.web.authenticated
     async def post(self) -> None:
-        cp = await self._run(AuditLog().checkpoint)
+        service = _service()
+        if service is not None:  # a steward's action at the service
+            cp = await self._run(lambda: service.call("checkpoint"))
+            service.close()
+        else:
+            cp = await self._run(AuditLog().checkpoint)
         self.finish(json.dumps({k: cp[k] for k in ("size", "time", "key_id", "hash")}))
 
 

@@ -112,3 +112,31 @@ def public_header(path: Path) -> dict[str, Any]:
         "signature_valid": info.signature_valid,
         "complete": info.complete,
     }
+
+
+# ---------------------------------------------------------------- the key service's log
+
+
+def service_page(records: list[dict[str, Any]], filters: Any, limit: int, before: int | None) -> dict[str, Any]:
+    """A page of the key service's records (the caller's own, all for a steward), newest first;
+    the cursor is a record's ``seq`` (not a byte offset, as for a local log)."""
+    chosen = [r for r in reversed(records) if filters.match(r) and (before is None or r.get("seq", 0) < before)]
+    page = chosen[:limit]
+    more = len(chosen) > limit
+    return {
+        "records": [audit_row(r) for r in page],
+        "next": page[-1]["seq"] if more and page else None,
+        "size": len(records),
+    }
+
+
+def service_status(result: dict[str, Any]) -> dict[str, Any]:
+    """The key service's ``verify`` reply as the panel's chain status."""
+    return {
+        "ok": bool(result.get("valid")),
+        "records": result.get("records"),
+        "checkpoints": result.get("checkpoints"),
+        "first_bad_line": result.get("first_bad_line"),
+        "message": f"key service: {result.get('message')}",
+        "last_checkpoint": None,
+    }
