@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import FormatError, NoMatchingRecipientError, shown
-from . import p256, rsa, scrypt, x25519
+from . import p256, rsa, scrypt, transit, x25519
 from .identity import Recipient
 from .stanza import RecipientType, StanzaType
 
-STANZA_TYPES: dict[str, StanzaType] = {t.type: t for t in (x25519.TYPE, p256.TYPE, rsa.TYPE, scrypt.TYPE)}
-RECIPIENT_TYPES: tuple[RecipientType, ...] = tuple(t for t in STANZA_TYPES.values() if isinstance(t, RecipientType))
+STANZA_TYPES: dict[str, StanzaType] = {t.type: t for t in (x25519.TYPE, p256.TYPE, rsa.TYPE, scrypt.TYPE, transit.TYPE)}
+#: Transit first: its recipients are RSA keys too, and only it serves a Transit key's.
+RECIPIENT_TYPES: tuple[RecipientType, ...] = (transit.TYPE,) + tuple(
+    t for t in STANZA_TYPES.values() if isinstance(t, RecipientType) and t is not transit.TYPE
+)
 
 
 def stanza_type(name: Any) -> StanzaType | None:
@@ -31,5 +34,5 @@ def wrapping_type(recipient: Recipient) -> RecipientType:
     for t in RECIPIENT_TYPES:
         if t.accepts(recipient):
             return t
-    *first, last = [t.key_type for t in RECIPIENT_TYPES]
+    *first, last = [t.key_type for t in RECIPIENT_TYPES[1:]]
     raise NoMatchingRecipientError(f"a {recipient.type} key cannot be a recipient (use {', '.join(first)} or {last})")
