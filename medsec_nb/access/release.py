@@ -16,7 +16,7 @@ from ..audit import AuditLog, context
 from ..audit.record import is_uid
 from ..container._reader import header_from_bytes, unlock_parts
 from ..core.errors import MedsecError, PolicyDeniedError
-from ..keys.identity import Identity
+from ..keys.transit import SiteKey
 from .gate import EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY, Access, _error, header_id, resolve_purpose
 from .policy import Policy
 
@@ -87,7 +87,7 @@ def release_study_key(
     index_ct: bytes,
     *,
     name: str,
-    identities: Sequence[Identity],
+    identities: Sequence[SiteKey],
     log: AttributedLog,
     policy: Policy,
     subject: str,

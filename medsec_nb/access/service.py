@@ -23,6 +23,7 @@ from ..container.format import parse_json
 from ..core import errors
 from ..core.errors import FormatError, MedsecError, PolicyDeniedError
 from ..keys.identity import Recipient, recipient_from_pem
+from ..keys.transit import TransitRecipient
 from .policy import Decision
 
 VERSION = 1
@@ -172,7 +173,13 @@ class KeyService:
             pem = item.get("pem") if isinstance(item, dict) else None
             if not isinstance(pem, str):
                 raise FormatError(f"key service {self.path}: malformed recipients reply")
-            out.append(recipient_from_pem(pem, f"key service {self.path}"))
+            recipient = recipient_from_pem(pem, f"key service {self.path}")
+            name, version = item.get("transit"), item.get("version")
+            if name is not None:  # a Transit key in OpenBao: its stanza names the key and version
+                if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+                    raise FormatError(f"key service {self.path}: malformed recipients reply")
+                recipient = TransitRecipient(recipient.key, name, version)
+            out.append(recipient)
         if not out:
             raise MedsecError(f"key service {self.path}: holds no site key")
         return out

@@ -11,6 +11,10 @@ example (as the service's own OS user, e.g. `sudo -u medsec`):
       --key-passphrase-file /etc/medsec/site-a.pass --policy /etc/medsec/site.csv \\
       --log /var/lib/medsec/audit.jsonl --steward-group medsec-stewards
 
+With the site key in OpenBao's Transit engine instead (the private key never leaves OpenBao):
+  medsec keyservice --socket /run/medsec/keyservice.sock --policy /etc/medsec/site.csv \\
+      --transit-addr https://bao.example:8200 --transit-key site-a --transit-token-file /etc/medsec/bao.token
+
 Analysts then open studies with no key file:
   medsec decrypt study.msec -o OUT/ --keyservice /run/medsec/keyservice.sock --purpose HRESCH
   open_study("study.msec", keyservice="/run/medsec/keyservice.sock", purpose="HRESCH")
@@ -40,9 +44,27 @@ def add_keyservice_command(sub: argparse._SubParsersAction) -> None:  # type: ig
         "-i",
         "--identity",
         action="append",
-        required=True,
+        default=[],
         metavar="KEY",
         help="a site private key (repeatable); only this service reads it",
+    )
+    p.add_argument(
+        "--transit-key",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a site key in OpenBao's Transit engine (repeatable): OpenBao decrypts, the private key stays there",
+    )
+    p.add_argument(
+        "--transit-addr",
+        metavar="URL",
+        default=os.environ.get("BAO_ADDR"),
+        help="OpenBao's address for --transit-key (default $BAO_ADDR)",
+    )
+    p.add_argument(
+        "--transit-token-file",
+        metavar="F",
+        help="file holding the OpenBao token for --transit-key (default $BAO_TOKEN)",
     )
     p.add_argument("--key-passphrase-file", metavar="F", help="file holding the key files' passphrase")
     p.add_argument(
@@ -75,12 +97,26 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
 
     from ..access.gate import as_policy
     from ..audit import AuditLog
+    from ..core.errors import MedsecError
     from ..keys.identity import load_identity
+    from ..keys.transit import SiteKey, TransitKey
     from ..keyservice import KeyServiceConfig, serve
     from ..keyservice.server import stewards_from
     from .prompt import key_passphrase
 
-    identities = [load_identity(k, key_passphrase(args, k)) for k in args.identity]
+    if not args.identity and not args.transit_key:
+        raise MedsecError("give the site keys: -i KEY and/or --transit-key NAME")
+    identities: list[SiteKey] = [load_identity(k, key_passphrase(args, k)) for k in args.identity]
+    if args.transit_key:
+        if not args.transit_addr:
+            raise MedsecError("--transit-key needs --transit-addr URL (or $BAO_ADDR)")
+        if args.transit_token_file:
+            token = Path(args.transit_token_file).read_text(encoding="utf-8").strip()
+        else:
+            token = os.environ.get("BAO_TOKEN", "")
+        if not token:
+            raise MedsecError("--transit-key needs --transit-token-file F (or $BAO_TOKEN)")
+        identities += [TransitKey(args.transit_addr, name, token) for name in args.transit_key]
     config = KeyServiceConfig(
         socket=Path(args.socket),
         identities=identities,

@@ -26,6 +26,7 @@ from ..core.errors import (
     WrongPassphraseError,
 )
 from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
+from ..keys.transit import SiteKey, TransitKey
 from . import signing
 from .files import ByteSource, LocalFile
 from .format import (
@@ -377,7 +378,7 @@ def header_from_bytes(raw_header: bytes, where: str) -> Header:
 
 
 def unlock_parts(
-    header: Header, index_ct: bytes, identities: Sequence[Identity], where: str
+    header: Header, index_ct: bytes, identities: Sequence[SiteKey], where: str
 ) -> tuple[bytes, str, str | None, int]:
     """For the holder of site keys (the key service): from a container's header and encrypted
     index alone, the study key, the key id that unwrapped it, the Study Instance UID the
@@ -388,10 +389,12 @@ def unlock_parts(
     fid, b = header.body.file_id, header.body
     for ident in identities:
         try:
-            study_key = unwrap_with_identity(header.stanzas, ident, fid, where)
+            if isinstance(ident, TransitKey):  # OpenBao decrypts; the private key stays there
+                study_key, key_id = ident.unwrap(header.stanzas, fid, where)
+            else:
+                study_key, key_id = unwrap_with_identity(header.stanzas, ident, fid, where), ident.key_id
         except NoMatchingRecipientError:
             continue
-        key_id = ident.key_id
         break
     else:
         raise NoMatchingRecipientError(f"{where}: not encrypted to any key this service holds")

@@ -27,7 +27,8 @@ from ..audit import AuditLog, export, verify_log
 from ..audit import checkpoint as ckpt
 from ..audit.record import utc_now
 from ..core.errors import MedsecError
-from ..keys.identity import Identity
+from ..keys.identity import Recipient
+from ..keys.transit import SiteKey, TransitKey, TransitRecipient
 from .peer import Peer, peer_of
 
 #: Record fields a client may give for a record of its own (``who`` is the service's to set).
@@ -36,11 +37,11 @@ RECORD_FIELDS = ("action", "outcome", "event", "purpose", "purpose_text", "key_i
 
 @dataclass
 class KeyServiceConfig:
-    """What the service holds: the site identities, the log, the policy, and who is a steward
-    (users named, or members of a group)."""
+    """What the service holds: the site keys (private keys, or Transit keys in OpenBao), the log,
+    the policy, and who is a steward (users named, or members of a group)."""
 
     socket: Path
-    identities: list[Identity]
+    identities: list[SiteKey]
     log: AuditLog
     policy: Policy
     stewards: frozenset[str] = frozenset()
@@ -161,8 +162,18 @@ def op_export(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> 
     raise MedsecError("format: fhir or dicom")
 
 
+def _recipient(r: Recipient) -> dict[str, Any]:
+    item: dict[str, Any] = {"key_id": r.key_id, "pem": r.pem()}
+    if isinstance(r, TransitRecipient):
+        item.update(transit=r.name, version=r.version)
+    return item
+
+
 def op_recipients(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> dict[str, Any]:
-    return {"recipients": [{"key_id": i.key_id, "pem": i.public.pem()} for i in config.identities]}
+    for key in config.identities:
+        if isinstance(key, TransitKey):
+            key.refresh()  # its newest version, after a rotation
+    return {"recipients": [_recipient(i.public) for i in config.identities]}
 
 
 def op_checkpoint_key(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> dict[str, Any]:
