@@ -55,6 +55,14 @@ setup_ui() {
   fi
 }
 
+# The key service's JupyterHub tests: configurable-http-proxy from npm, in the venv, on PATH.
+setup_hub_proxy() {
+  if [ ! -x "$VENV/chp/node_modules/.bin/configurable-http-proxy" ]; then
+    npm install --silent --prefix "$VENV/chp" configurable-http-proxy >/dev/null
+  fi
+  export PATH="$PWD/$VENV/chp/node_modules/.bin:$PATH"
+}
+
 case "${1:-}" in
   run)
     # Build the demo study (keys, container, audit log in ./demo), print its redacted summary,
@@ -74,6 +82,7 @@ case "${1:-}" in
     # pytest, then (unless pytest was given particular tests) jest and the Galata browser tests.
     setup
     build_lab
+    setup_hub_proxy
     shift
     targeted=0
     for arg in "$@"; do case "$arg" in -*) ;; *) targeted=1 ;; esac; done

@@ -26,8 +26,9 @@ from ..container.header import read_header
 from ..container.writer import rewrap
 from ..core.errors import MedsecError, PolicyDeniedError
 from ..keys.identity import Identity, Passphrase, Recipient
+from .hub_service import connect
 from .policy import DEFAULT_POLICY, Decider, Policy, local_user
-from .service import KeyService, ServiceLog, ServicePolicy, resolve_keyservice
+from .service import ServiceLog, ServicePolicy, resolve_keyservice
 
 EVENT_ACCESS, EVENT_EXPORT, EVENT_SECURITY = "110103", "110106", "110113"
 _PURPOSE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -414,7 +415,7 @@ def _open_through_service(
 ) -> tuple[Container, Access]:
     """:func:`open_audited` in key-service mode: no key file here, and no local record."""
     purpose = resolve_purpose(purpose)
-    service = KeyService(service_path)
+    service = connect(service_path)
     try:
         raw_header, index_ct = read_unlock_parts(path)
         study_key, key_id = service.unlock(

@@ -43,9 +43,9 @@ def _service(args: argparse.Namespace) -> Any:
     path = args.keyservice or (None if args.log else os.environ.get("MEDSEC_KEYSERVICE"))
     if not path:
         return None
-    from ..access.service import KeyService
+    from ..access.hub_service import connect
 
-    return KeyService(path)
+    return connect(path)
 
 
 def _filtered(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -41,6 +41,14 @@ def add_keyservice_command(sub: argparse._SubParsersAction) -> None:  # type: ig
         help="the Unix socket to listen on (default /run/medsec/keyservice.sock)",
     )
     p.add_argument(
+        "--hub",
+        action="store_true",
+        help="serve HTTP as a JupyterHub-managed service: callers send their $JUPYTERHUB_API_TOKEN, the Hub says who",
+    )
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="with --hub: where to listen (default $JUPYTERHUB_SERVICE_URL)"
+    )
+    p.add_argument(
         "-i",
         "--identity",
         action="append",
@@ -126,5 +134,10 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
         steward_group=args.steward_group,
         checkpoint_seconds=max(1.0, args.checkpoint_every),
     )
+    if args.hub:
+        from ..keyservice.hub import serve_hub
+
+        serve_hub(config, args.listen)
+        return 0
     serve(config)
     return 0

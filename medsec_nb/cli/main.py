@@ -105,9 +105,9 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         passphrase = prompt_secret(f"New passphrase for {args.output}", confirm=True)
     recipients: list[Any] = list(args.recipient or ())
     if args.to_keyservice:
-        from ..access.service import KeyService
+        from ..access.hub_service import connect
 
-        recipients += KeyService(args.to_keyservice).recipients()
+        recipients += connect(args.to_keyservice).recipients()
     if not recipients and passphrase is None:
         raise MedsecError(
             "give at least one recipient (-r KEY.pub, --to-keyservice SOCKET) or --passphrase / --passphrase-file"

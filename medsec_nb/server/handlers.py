@@ -23,6 +23,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from ..access.hub_service import connect
 from ..access.service import KeyService, resolve_keyservice
 from ..audit import AuditLog, export
 from ..audit.page import MAX_LIMIT, make_filters, read_page
@@ -107,7 +108,7 @@ def _service() -> KeyService | None:
     """The key service this server's user opens studies through (``$MEDSEC_KEYSERVICE``): its
     log, not a local one, is then the one the panel shows."""
     path = resolve_keyservice(None)
-    return KeyService(path) if path else None
+    return connect(path) if path else None
 
 
 def _service_records(service: KeyService) -> list[dict[str, Any]]:
