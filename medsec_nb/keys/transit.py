@@ -109,6 +109,21 @@ class TransitOaep(RecipientType):
 TYPE = TransitOaep()
 
 
+class _Refused(MedsecError):
+    """OpenBao answered but refused this request (for instance a version below the key's
+    ``min_decryption_version``): another stanza may still open."""
+
+
+def _reason(exc: urllib.error.HTTPError) -> str:
+    """OpenBao's first error message, on one line (it holds no token or key material)."""
+    try:
+        errs = json.loads(exc.read(1 << 16)).get("errors")
+    except (ValueError, AttributeError, OSError):
+        return ""
+    text = " ".join(str(errs[0]).split())[:200] if isinstance(errs, list) and errs else ""
+    return f" ({text})" if text else ""
+
+
 class TransitKey:
     """A site key in OpenBao's Transit engine at ``addr``, used with ``token``: the key service
     holds this instead of a private key. Its repr and its errors never show the token."""
@@ -157,7 +172,7 @@ class TransitKey:
                 raise MedsecError(f"{where} is sealed (or in standby): transit key {self.name} unavailable") from None
             if exc.code == 403:
                 raise MedsecError(f"{where}: permission denied for transit key {self.name} (check the token)") from None
-            raise MedsecError(f"{where}: {method} {path} failed with HTTP {exc.code}") from None
+            raise _Refused(f"{where}: {method} {path} failed with HTTP {exc.code}{_reason(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise MedsecError(f"{where} unreachable ({str(reason)[:200]})") from None
@@ -205,10 +220,18 @@ class TransitKey:
             raise NoMatchingRecipientError(
                 f"{where}: not encrypted to transit key {self.name} (recipients: {key_ids(stanzas)})"
             )
-        for st in mine:
-            study_key = TYPE.open(st, self.decrypt(str(st["otk"])), file_id, where)
+        refused: _Refused | None = None
+        for st in sorted(mine, key=lambda s: -int(s["version"])):  # newest first: old ones may be retired
+            try:
+                otk = self.decrypt(str(st["otk"]))
+            except _Refused as exc:
+                refused = exc
+                continue
+            study_key = TYPE.open(st, otk, file_id, where)
             if study_key is not None:
                 return study_key, str(st["kid"])
+        if refused is not None:
+            raise MedsecError(str(refused))
         raise AuthenticationError(f"{where}: the study key wrapped for transit key {self.name} failed authentication")
 
 

@@ -154,7 +154,9 @@ def site(bao, tmp_path_factory):
     base = Path(tempfile.mkdtemp(prefix="medsec-transit-", dir="/tmp"))
     (base / "data").mkdir()
     (base / "token").write_text(TOKEN + "\n")
-    (base / "site.csv").write_text("p, root, *, decrypt, HRESCH, *, allow\n")
+    (base / "site.csv").write_text(
+        "p, root, *, decrypt, HRESCH, *, allow\np, root, *, add-recipient, HRESCH, *, allow\n"
+    )
     sock = base / "keyservice.sock"
     log = base / "audit.jsonl"
     Policy.load(base / "site.csv")
@@ -228,6 +230,26 @@ def test_no_private_key_on_disk(site, bao):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_after_a_rotation_the_study_key_is_rewrapped_to_the_new_version_and_the_old_one_retired(site):
+    """The payload is untouched; once version 1 may no longer decrypt, the version 2 stanza opens."""
+    study = site["base"] / "rotated.msec"
+    shutil.copyfile(site["study"], study)
+    payload = study.read_bytes()[-4096:]
+    site["bao"]["cmd"]("write", "-f", "transit/keys/site/rotate")
+    newest = KeyService(site["socket"]).recipients()
+    assert [(r.name, r.version) for r in newest] == [("site", 2)]
+    added = medsec_nb.add_recipients(study, newest, keyservice=site["socket"], purpose="HRESCH")
+    assert added == [newest[0].key_id] and study.read_bytes()[-4096:] == payload
+    assert medsec_nb.inspect_study(study).recipients[1].endswith("(transit key site v2)")
+    site["bao"]["cmd"]("write", "transit/keys/site/config", "min_decryption_version=2")
+    before = len(_records(site))
+    with medsec_nb.open_study(study, keyservice=site["socket"], purpose="HRESCH") as st:
+        assert np.array_equal(st.series[0].volume(), site["expected"])
+    assert _records(site)[before]["who"]["key_id"] == newest[0].key_id
+    with pytest.raises(MedsecError, match="HTTP 400 .*version"):  # the original study has only the retired one
+        medsec_nb.open_study(site["study"], keyservice=site["socket"], purpose="HRESCH")
 
 
 def test_sealed_openbao_releases_nothing_and_the_failure_is_recorded(site):
