@@ -246,3 +246,12 @@ def test_a_wrong_or_missing_token_is_a_one_line_403_and_releases_nothing(hub, as
     status, reply = _api(f"{hub['url']}/v1/recipients", token or "x", "POST", {"v": 1})
     assert status == 403 and reply == {"v": 1, "ok": False, "error": "MedsecError", "message": reply["message"]}
     assert _records(hub)[before:] == []
+
+
+def test_records_over_http_are_the_callers_own(hub, as_hub_user):
+    as_hub_user("")
+    bob = HubKeyService(hub["url"], token=hub["tokens"]["bob"])
+    rec = bob.call("record", action="reveal-tag", outcome="success", purpose="HRESCH", user="alice")
+    assert _records(hub)[-1]["seq"] == rec["seq"] and _records(hub)[-1]["who"]["hub_user"] == "bob"
+    mine = bob.call("records", user="alice")["records"]
+    assert mine and {(r["who"]["os_user"], r["who"]["hub_user"]) for r in mine} == {("bob", "bob")}
