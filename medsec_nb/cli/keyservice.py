@@ -34,6 +34,7 @@ def add_keyservice_command(sub: argparse._SubParsersAction) -> None:  # type: ig
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_keyservice)
+    add_rewrap_command(sub)  # a key service command too: registered with it
     p.add_argument(
         "--socket",
         metavar="PATH",
@@ -140,4 +141,49 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
         serve_hub(config, args.listen)
         return 0
     serve(config)
+    return 0
+
+
+def add_rewrap_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own
+    p = sub.add_parser(
+        "rewrap",
+        help="Wrap a study's key to the key service's newest site keys (after a Transit key rotation).",
+        description="Wrap the study key to every site key the key service gives that the study does not have yet "
+        "(the newest version of a rotated Transit key); the payload is not re-encrypted. Policy action add-recipient.",
+        epilog="example:\n  medsec rewrap study.msec --keyservice /run/medsec/keyservice.sock --purpose HRESCH",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_rewrap)
+    p.add_argument("container")
+    p.add_argument(
+        "--keyservice",
+        metavar="SOCKET",
+        default=os.environ.get("MEDSEC_KEYSERVICE"),
+        help="the key service (default $MEDSEC_KEYSERVICE)",
+    )
+    p.add_argument(
+        "--purpose",
+        metavar="CODE",
+        default=os.environ.get("MEDSEC_PURPOSE"),
+        help="purpose of use, recorded (default $MEDSEC_PURPOSE)",
+    )
+
+
+def cmd_rewrap(args: argparse.Namespace) -> int:
+    from ..access.gate import add_recipients
+    from ..access.service import KeyService
+    from ..core.errors import MedsecError
+
+    if not args.keyservice:
+        raise MedsecError("rewrap needs --keyservice SOCKET (or $MEDSEC_KEYSERVICE)")
+    added = add_recipients(
+        args.container,
+        KeyService(args.keyservice).recipients(),
+        keyservice=args.keyservice,
+        purpose=args.purpose,
+    )
+    if not added:
+        print(f"{args.container}: already wrapped to every key the service gives; nothing changed")
+    for kid in added:
+        print(f"added {kid}")
     return 0

@@ -84,8 +84,16 @@ def test_inspect_loads_nothing_heavy(tmp_path, signed_container, passphrase_cont
 
 def test_every_command_help(tmp_path):
     found = commands(build_parser())
-    assert {("inspect",), ("deid",), ("audit",), ("audit", "export"), ("reidentify",), ("keyservice",)} <= set(found)
-    assert len(found) == 14
+    assert {
+        ("inspect",),
+        ("deid",),
+        ("audit",),
+        ("audit", "export"),
+        ("reidentify",),
+        ("keyservice",),
+        ("rewrap",),
+    } <= set(found)
+    assert len(found) == 15
     codes, packages, stdout = run_fresh(tmp_path, *[[*cmd, "--help"] for cmd in found])
     assert codes == [0] * len(found)
     for cmd in found:

@@ -232,7 +232,7 @@ def test_no_private_key_on_disk(site, bao):
                 assert b"PRIVATE KEY" not in path.read_bytes(), path
 
 
-def test_after_a_rotation_the_study_key_is_rewrapped_to_the_new_version_and_the_old_one_retired(site):
+def test_after_a_rotation_the_study_key_is_rewrapped_to_the_new_version_and_the_old_one_retired(site, capsys):
     """The payload is untouched; once version 1 may no longer decrypt, the version 2 stanza opens."""
     study = site["base"] / "rotated.msec"
     shutil.copyfile(site["study"], study)
@@ -240,8 +240,10 @@ def test_after_a_rotation_the_study_key_is_rewrapped_to_the_new_version_and_the_
     site["bao"]["cmd"]("write", "-f", "transit/keys/site/rotate")
     newest = KeyService(site["socket"]).recipients()
     assert [(r.name, r.version) for r in newest] == [("site", 2)]
-    added = medsec_nb.add_recipients(study, newest, keyservice=site["socket"], purpose="HRESCH")
-    assert added == [newest[0].key_id] and study.read_bytes()[-4096:] == payload
+    rewrap = ["rewrap", str(study), "--keyservice", str(site["socket"]), "--purpose", "HRESCH"]
+    assert cli_main(rewrap) == 0
+    assert f"added {newest[0].key_id}" in capsys.readouterr().out and study.read_bytes()[-4096:] == payload
+    assert cli_main(rewrap) == 0 and "nothing changed" in capsys.readouterr().out
     assert medsec_nb.inspect_study(study).recipients[1].endswith("(transit key site v2)")
     site["bao"]["cmd"]("write", "transit/keys/site/config", "min_decryption_version=2")
     before = len(_records(site))
