@@ -111,7 +111,7 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
     from ..keys.transit import SiteKey, TransitKey
     from ..keyservice import KeyServiceConfig, serve
     from ..keyservice.server import stewards_from
-    from .prompt import key_passphrase
+    from .prompt import key_passphrase, read_secret_file
 
     if not args.identity and not args.transit_key:
         raise MedsecError("give the site keys: -i KEY and/or --transit-key NAME")
@@ -120,7 +120,7 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
         if not args.transit_addr:
             raise MedsecError("--transit-key needs --transit-addr URL (or $BAO_ADDR)")
         if args.transit_token_file:
-            token = Path(args.transit_token_file).read_text(encoding="utf-8").strip()
+            token = read_secret_file(args.transit_token_file, "OpenBao token").decode("utf-8", "replace").strip()
         else:
             token = os.environ.get("BAO_TOKEN", "")
         if not token:

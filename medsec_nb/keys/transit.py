@@ -57,7 +57,10 @@ def _otk(stanza: Stanza, where: str) -> tuple[str, int, bytes]:
         raise FormatError(f"{where}: {TYPE_NAME} stanza has no valid 'otk' of its 'version'")
     if not isinstance(stanza.get("kid"), str):
         raise FormatError(f"{where}: {TYPE_NAME} stanza has no valid 'kid'")
-    return name, version, base64.b64decode(m.group(2))
+    try:
+        return name, version, base64.b64decode(m.group(2), validate=True)
+    except binascii.Error:
+        raise FormatError(f"{where}: {TYPE_NAME} stanza 'otk' is not valid base64") from None
 
 
 class TransitOaep(RecipientType):

@@ -86,7 +86,15 @@ def test_an_altered_stanza_fails_authentication(vector, change):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("otk", "vault:v2:AAAA"), ("otk", "v3:AAAA"), ("version", "3"), ("transit", "../sys"), ("wrapped", "00")],
+    [
+        ("otk", "vault:v2:AAAA"),
+        ("otk", "v3:AAAA"),
+        ("otk", "vault:v3:AAA"),
+        ("otk", "vault:v3:AAAA"),
+        ("version", "3"),
+        ("transit", "../sys"),
+        ("wrapped", "00"),
+    ],
 )
 def test_a_malformed_stanza_is_a_format_error(vector, field, value):
     stanza = {**vector["stanza"], field: value}
