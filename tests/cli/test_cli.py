@@ -12,6 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from medsec_nb.audit import AuditLog
 from medsec_nb.container.header import read_header
 from medsec_nb.testdata import synthesize_series
 
@@ -167,3 +168,30 @@ def test_library_warnings_are_one_line_each(work, tmp_path):
     assert lines and all(ln.startswith(f"medsec: warning: {src}: ") for ln in lines), r.stderr
     assert "site-packages" not in r.stderr and "warn_and_log" not in r.stderr
     assert str(pydicom.dcmread(src, stop_before_pixels=True).StudyInstanceUID) not in r.stderr
+
+
+def test_purpose_text_is_recorded_by_every_unlocking_command(work, tmp_path):
+    """``--purpose-text`` reached verify, decrypt and add-recipient as an unexpected keyword
+    ("internal error"); each command now records it."""
+    key = tmp_path / "k"
+    assert medsec("keygen", "--out", key, "--unencrypted", cwd=work).returncode == 0
+    assert medsec("encrypt", "CT", "-o", tmp_path / "s.msec", "-r", f"{key}.pub", "-q", cwd=work).returncode == 0
+    env_log = tmp_path / "audit.jsonl"
+    common = ["-i", f"{key}.key", "--purpose", "HRESCH", "--purpose-text", "protocol 2026-17"]
+    for args in (
+        ["verify", tmp_path / "s.msec", "-q"],
+        ["decrypt", tmp_path / "s.msec", "-o", tmp_path / "out", "-q"],
+        ["add-recipient", tmp_path / "s.msec", "-r", f"{key}.pub"],
+    ):
+        cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "medsec_nb.cli"]
+        r = subprocess.run(
+            cmd + [str(a) for a in (*args, *common)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "MEDSEC_AUDIT_LOG": str(env_log)},
+        )
+        assert r.returncode == 0 and "internal error" not in r.stderr, (args[0], r.stderr)
+    texts = {rec["why"]["text"] for rec in AuditLog(env_log).records()}
+    assert texts == {"protocol 2026-17"}
