@@ -14,6 +14,7 @@ from .gate import (
     new_access,
     open_audited,
     resolve_purpose,
+    rotate_study,
     verify_study,
 )
 from .policy import Decision, Policy
@@ -33,5 +34,6 @@ __all__ = [
     "new_access",
     "open_audited",
     "resolve_purpose",
+    "rotate_study",
     "verify_study",
 ]

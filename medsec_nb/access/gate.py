@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,8 @@ from ..container._export import export_container
 from ..container._reader import Container, open_container, read_unlock_parts
 from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container.header import read_header
-from ..container.writer import rewrap
+from ..container.sources import SourceInstance, split_instance
+from ..container.writer import rewrap, write_container
 from ..core.errors import MedsecError, PolicyDeniedError
 from ..keys.identity import Identity, Passphrase, Recipient
 from .hub_service import connect
@@ -404,6 +405,60 @@ def add_recipients(
             lambda: rewrap(box, recipients),
             event=EVENT_SECURITY,
             detail=lambda added: {"added": added},
+        )
+
+
+def rotate_study(
+    path: str | os.PathLike[str],
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]],
+    output: str | os.PathLike[str] | None = None,
+    identity: Identity | str | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    identity_passphrase: Passphrase = None,
+    audit_log: AuditLog | str | None = None,
+    policy: Policy | str | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> Path:
+    """Re-encrypt ``path`` under a fresh study key for exactly ``recipients`` (true revocation:
+    a key released before no longer opens it), instance by instance in memory, to ``output``
+    (default: ``path`` itself, replaced atomically). Policy action ``add-recipient``; the
+    result is unsigned (the producer's signature covered the old header). Every instance's
+    bytes are unchanged."""
+    recips = list(recipients)
+    if not recips:
+        raise MedsecError(f"{path}: rotating needs at least one recipient for the new study key")
+    box, access = open_audited(
+        path,
+        op="rotate-open",
+        action="add-recipient",
+        event=EVENT_SECURITY,
+        purpose=purpose,
+        purpose_text=purpose_text,
+        identity=identity,
+        passphrase=passphrase,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+        keyservice=keyservice,
+    )
+    dest = Path(output if output is not None else path)
+
+    def instances() -> Iterator[SourceInstance]:
+        for i, e in enumerate(box.entries):
+            yield split_instance(box.file_bytes(i), e["path"], f"{path}: instance {i}")
+
+    with box:
+        return access.audited(
+            "rotate",
+            lambda: write_container(
+                dest, instances(), len(box.entries), recips, chunk_size=box.header.body.chunk_size, progress=progress
+            ),
+            event=EVENT_SECURITY,
+            detail=lambda _: {"recipients": len(recips)},
         )
 
 

@@ -164,6 +164,19 @@ def cmd_add_recipient(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from ..access.gate import rotate_study
+
+    recipients: list[Any] = list(args.recipient or ())
+    if args.to_keyservice:
+        from ..access.hub_service import connect
+
+        recipients += connect(args.to_keyservice).recipients()
+    dest = rotate_study(args.container, recipients, args.output, **_unlock_args(args), progress=not args.quiet)
+    print(f"wrote {dest}: a fresh study key for {len(recipients)} recipient(s); keys released before no longer open it")
+    return 0
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
     from ..access.gate import decrypt_study
 
@@ -289,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("container")
     p.add_argument("-r", "--recipient", action="append", required=True, metavar="KEY.pub")
     _unlock_options(p)
+
+    p = add(
+        "rotate",
+        cmd_rotate,
+        "Re-encrypt under a fresh study key for exactly these recipients (revokes released keys).",
+        "medsec rotate study.msec -i site-a.key -r site-a.pub -r site-c.pub --purpose HRESCH",
+    )
+    p.add_argument("container")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: replace the container atomically)")
+    p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
+    p.add_argument("--to-keyservice", metavar="SOCKET", help="also encrypt to the key service's site keys")
+    _unlock_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = add(
         "decrypt",
