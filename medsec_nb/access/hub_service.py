@@ -4,14 +4,13 @@ token it is. :func:`connect` picks the transport from the address."""
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.error
 import urllib.request
 from typing import Any
 
-from ..core.errors import MedsecError
-from .service import MAX_LINE, VERSION, KeyService, _raise
+from ..core.errors import FormatError, MedsecError
+from .service import MAX_LINE, KeyService, _raise, decode_message, encode_message
 
 TIMEOUT = 60.0
 
@@ -47,9 +46,7 @@ class HubKeyService(KeyService):
         token = self._token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
             raise MedsecError(f"key service {self.path}: no $JUPYTERHUB_API_TOKEN to authenticate with")
-        body = json.dumps({"v": VERSION, **fields}, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-        if len(body) >= MAX_LINE:
-            raise MedsecError(f"key service message of {len(body)} bytes exceeds {MAX_LINE}")
+        body = encode_message(fields)
         request = urllib.request.Request(
             f"{self.path}/v1/{op}",
             data=body,
@@ -71,11 +68,9 @@ class HubKeyService(KeyService):
         else:
             status = 200
         try:
-            reply = json.loads(data)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict) or reply.get("v") != VERSION:
-            raise MedsecError(f"key service {self.path}: HTTP {status} without a key service reply")
+            reply = decode_message(data, f"key service {self.path}")
+        except FormatError:
+            raise MedsecError(f"key service {self.path}: HTTP {status} without a key service reply") from None
         if reply.get("ok") is not True:
             _raise(reply)
         return reply

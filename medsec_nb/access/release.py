@@ -55,8 +55,11 @@ def claims(where: Any) -> dict[str, Any]:
     return out
 
 
-def caller_log(log: AuditLog, subject: str, pid: int, client_where: Any) -> AttributedLog:
-    """``log`` writing as ``subject`` (verified) from process ``pid``, with the client's claims."""
+def caller_log(
+    log: AuditLog, subject: str, pid: int | None, client_where: Any, *, hub_user: str | None = None
+) -> AttributedLog:
+    """``log`` writing as ``subject`` (verified) from process ``pid`` (None when the service cannot
+    know it), with the client's claims; ``hub_user``: the Hub's name for a caller it vouched for."""
     where = {
         **context.where(),
         "pid": pid,
@@ -65,7 +68,7 @@ def caller_log(log: AuditLog, subject: str, pid: int, client_where: Any) -> Attr
         "cell": None,
         "client": claims(client_where),
     }
-    return AttributedLog(log, {"os_user": subject, "hub_user": None}, where)
+    return AttributedLog(log, {"os_user": subject, "hub_user": hub_user}, where)
 
 
 @dataclass(frozen=True)

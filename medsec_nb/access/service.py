@@ -37,27 +37,45 @@ def resolve_keyservice(path: str | os.PathLike[str] | None) -> str | None:
     return str(value) if value else None
 
 
+def encode_message(message: dict[str, Any]) -> bytes:
+    """``message`` (``v`` added) as compact ASCII JSON, within :data:`MAX_LINE` (both transports)."""
+    data = json.dumps({"v": VERSION, **message}, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    if len(data) >= MAX_LINE:
+        raise FormatError(f"key service message of {len(data)} bytes exceeds {MAX_LINE}")
+    return data
+
+
+def decode_message(data: bytes, where: str) -> dict[str, Any]:
+    """A version-1 message from ``data``; FormatError for anything else, including more than
+    :data:`MAX_LINE` bytes or deeper nesting than docs/FORMAT.md allows (both transports)."""
+    if len(data) >= MAX_LINE:
+        raise FormatError(f"{where}: message too long (at most {MAX_LINE} bytes)")
+    obj = parse_json(data, where, "key service message")
+    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        raise FormatError(f"{where}: not a version {VERSION} key service message")
+    return obj
+
+
 def write_message(fh: BinaryIO, message: dict[str, Any]) -> None:
-    """Send ``message`` (``v`` added) as one line."""
-    line = json.dumps({"v": VERSION, **message}, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    if len(line) >= MAX_LINE:
-        raise FormatError(f"key service message of {len(line)} bytes exceeds {MAX_LINE}")
-    fh.write(line + b"\n")
+    """Send ``message`` as one line."""
+    fh.write(encode_message(message) + b"\n")
     fh.flush()
 
 
 def read_message(fh: BinaryIO, where: str) -> dict[str, Any] | None:
-    """The next message, or None at the end of the stream; FormatError for anything that is not
-    a version-1 JSON object on one line within the limits (docs/FORMAT.md's nesting limit too)."""
+    """The next line's message, or None at the end of the stream (see :func:`decode_message`)."""
     line = fh.readline(MAX_LINE + 1)
     if not line:
         return None
     if not line.endswith(b"\n"):
         raise FormatError(f"{where}: message too long or cut off (at most {MAX_LINE} bytes per line)")
-    obj = parse_json(line[:-1], where, "key service message")
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise FormatError(f"{where}: not a version {VERSION} key service message")
-    return obj
+    return decode_message(line[:-1], where)
+
+
+def client_where() -> dict[str, Any]:
+    """What a client says about where it runs (recorded by the service as claims)."""
+    here = local_where()
+    return {"notebook": here.get("notebook"), "kernel_id": here.get("kernel_id"), "cell": here.get("cell")}
 
 
 def error_reply(exc: MedsecError) -> dict[str, Any]:
@@ -147,7 +165,6 @@ class KeyService:
         action: str,
     ) -> tuple[bytes, str]:
         """(study key, key id) for the container at ``path``, after the service decided and recorded."""
-        notebook, kernel_id, cell = (local_where().get(k) for k in ("notebook", "kernel_id", "cell"))
         reply = self.call(
             "unlock",
             path=str(path),
@@ -156,7 +173,7 @@ class KeyService:
             purpose=purpose,
             purpose_text=purpose_text,
             action=action,
-            where={"notebook": notebook, "kernel_id": kernel_id, "cell": cell},
+            where=client_where(),
         )
         try:
             key = base64.b64decode(str(reply["study_key"]), validate=True)
@@ -198,9 +215,7 @@ class ServiceLog(AuditLog):
 
     def append(self, **fields: Any) -> dict[str, Any]:
         fields.pop("who", None)  # the service decides who
-        notebook, kernel_id, cell = (local_where().get(k) for k in ("notebook", "kernel_id", "cell"))
-        where = {"notebook": notebook, "kernel_id": kernel_id, "cell": cell}
-        reply = self.service.call("record", **{**fields, "where": where})
+        reply = self.service.call("record", **{**fields, "where": client_where()})
         return {**fields, "seq": reply.get("seq"), "hash": reply.get("hash")}
 
 

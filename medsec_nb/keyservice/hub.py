@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import signal
 import sys
@@ -17,12 +15,10 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from ..access.service import MAX_LINE, VERSION, error_reply
-from ..audit import AuditLog
-from ..container.format import parse_json
-from ..core.errors import FormatError, MedsecError
+from ..access.service import MAX_LINE, decode_message, encode_message, error_reply
+from ..core.errors import MedsecError
 from .peer import Peer
-from .server import OPS, KeyServiceConfig, _checkpoint
+from .server import OPS, KeyServiceConfig, _checkpoint, answer
 
 if TYPE_CHECKING:
     from jupyterhub.services.auth import HubAuth
@@ -30,23 +26,9 @@ if TYPE_CHECKING:
 NO_TOKEN = "no valid JupyterHub token: send Authorization: token $JUPYTERHUB_API_TOKEN"
 
 
-class HubLog(AuditLog):
-    """The service's log for one request of Hub user ``user``: ``who.hub_user`` is that user, and
-    ``where.pid`` is null (the service does not know the caller's process)."""
-
-    def __init__(self, log: AuditLog, user: str):  # the same file (appends lock it with flock)
-        self.__dict__.update(vars(log))
-        self.user = user
-
-    def append(self, **fields: Any) -> dict[str, Any]:
-        who = {**(fields.pop("who", None) or {}), "hub_user": self.user}
-        where = {**(fields.pop("where", None) or {}), "pid": None}
-        return super().append(**fields, who=who, where=where)
-
-
 def hub_peer(name: str) -> Peer:
-    """The caller as the Hub named them: no pid, uid or gid (-1)."""
-    return Peer(-1, -1, -1, name)
+    """The caller as the Hub named them: no pid (None), uid or gid (-1)."""
+    return Peer(None, -1, -1, name, hub=True)
 
 
 class _OpHandler(web.RequestHandler):
@@ -60,7 +42,7 @@ class _OpHandler(web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"v": VERSION, **reply}, separators=(",", ":"), ensure_ascii=True))
+        self.finish(encode_message(reply))
 
     async def post(self, name: str) -> None:
         token = self.auth.get_token(self, in_cookie=False)
@@ -73,27 +55,15 @@ class _OpHandler(web.RequestHandler):
             self._reply(403, error_reply(MedsecError(NO_TOKEN)))
             return
         user = str(model["name"])
-        op = OPS.get(name)
-        if op is None:
-            self._reply(404, error_reply(MedsecError(f"unknown operation {name[:40]!r}; one of {', '.join(OPS)}")))
+        if name not in OPS:
+            self._reply(404, answer(name, hub_peer(user), self.config, {}))
             return
         try:
-            if len(self.request.body) >= MAX_LINE:
-                raise FormatError(f"key service request from {user}: more than {MAX_LINE} bytes")
-            request = parse_json(self.request.body, f"key service request from {user}", "key service message")
-            if not isinstance(request, dict) or request.get("v") != VERSION:
-                raise FormatError(f"key service request from {user}: not a version {VERSION} key service message")
+            request = decode_message(self.request.body, f"key service request from {user}")
         except MedsecError as exc:
             self._reply(400, error_reply(exc))
             return
-        config = dataclasses.replace(self.config, log=HubLog(self.config.log, user))
-        try:
-            reply = {"ok": True, **await IOLoop.current().run_in_executor(None, op, hub_peer(user), config, request)}
-        except MedsecError as exc:
-            reply = error_reply(exc)
-        except Exception as exc:  # a bug must not take the service down or leak a traceback
-            print(f"medsec keyservice: error in {name!r} for {user}: {type(exc).__name__}", file=sys.stderr, flush=True)
-            reply = {"ok": False, "error": "MedsecError", "message": f"internal error ({type(exc).__name__})"}
+        reply = await IOLoop.current().run_in_executor(None, answer, name, hub_peer(user), self.config, request)
         self._reply(200, reply)
 
 

@@ -1,4 +1,5 @@
-"""Who is on the other end of a Unix socket, from the kernel: never from what they send."""
+"""Who is on the other end: from the kernel for a Unix socket, from the Hub for a Hub token;
+never from what they send."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
+
+from ..access.release import AttributedLog, caller_log
+from ..audit import AuditLog
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 @dataclass(frozen=True)
 class Peer:
-    pid: int
+    pid: int | None  # None: the caller came through the Hub (its process is not known here)
     uid: int
     gid: int
-    user: str  # the password database's name for uid, else "uid:<n>"
+    user: str  # the password database's name for uid, else "uid:<n>"; or the Hub's user name
+    hub: bool = False  # the Hub vouched for ``user`` (a token), not the kernel
+
+    def log(self, log: AuditLog, client_where: Any) -> AttributedLog:
+        """``log`` writing as this caller, with the client's claims about where it runs."""
+        return caller_log(log, self.user, self.pid, client_where, hub_user=self.user if self.hub else None)
 
 
 def peer_of(sock: socket.socket) -> Peer:

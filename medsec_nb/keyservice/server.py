@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..access.policy import Policy
-from ..access.release import caller_log, release_study_key
+from ..access.release import release_study_key
 from ..access.service import error_reply, read_message, write_message
 from ..audit import AuditLog, export, verify_log
 from ..audit import checkpoint as ckpt
@@ -99,7 +99,7 @@ def op_unlock(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> 
         _b64(request.get("index"), f"{name}: index"),
         name=name,
         identities=config.identities,
-        log=caller_log(config.log, peer.user, peer.pid, request.get("where")),
+        log=peer.log(config.log, request.get("where")),
         policy=config.policy,
         subject=peer.user,
         purpose=_text(request.get("purpose"), "purpose", 64),
@@ -111,7 +111,7 @@ def op_unlock(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> 
 
 def op_record(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> dict[str, Any]:
     fields = {k: request[k] for k in RECORD_FIELDS if k in request}
-    rec = caller_log(config.log, peer.user, peer.pid, request.get("where")).append(**fields)
+    rec = peer.log(config.log, request.get("where")).append(**fields)
     return {"seq": rec["seq"], "hash": rec["hash"]}
 
 
@@ -194,6 +194,25 @@ OPS: dict[str, Callable[[Peer, KeyServiceConfig, dict[str, Any]], dict[str, Any]
 }
 
 
+def answer(name: str, peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> dict[str, Any]:
+    """The reply to operation ``name`` for ``peer`` (both transports): the operation's result, or
+    its MedsecError; another exception is logged by type and answered as an internal error."""
+    op = OPS.get(name)
+    try:
+        if op is None:
+            raise MedsecError(f"unknown operation {name[:40]!r}; one of {', '.join(OPS)}")
+        return {"ok": True, **op(peer, config, request)}
+    except MedsecError as exc:
+        return error_reply(exc)
+    except Exception as exc:  # a bug must not take the service down or leak a traceback
+        print(
+            f"medsec keyservice: error in {name[:40]!r} for {peer.user}: {type(exc).__name__}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {"ok": False, "error": "MedsecError", "message": f"internal error ({type(exc).__name__})"}
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
@@ -210,20 +229,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if request is None:
                 return
-            op = OPS.get(str(request.get("op")))
-            try:
-                if op is None:
-                    raise MedsecError(f"unknown operation {str(request.get('op'))[:40]!r}; one of {', '.join(OPS)}")
-                reply = {"ok": True, **op(peer, config, request)}
-            except MedsecError as exc:
-                reply = error_reply(exc)
-            except Exception as exc:  # a bug must not take the service down or leak a traceback
-                print(
-                    f"medsec keyservice: error in {request.get('op')!r} for {peer.user}: {type(exc).__name__}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                reply = {"ok": False, "error": "MedsecError", "message": f"internal error ({type(exc).__name__})"}
+            reply = answer(str(request.get("op")), peer, config, request)
             try:
                 write_message(self.wfile, reply)
             except OSError:
