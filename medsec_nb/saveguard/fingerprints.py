@@ -89,11 +89,6 @@ def key_path() -> Path:
     return data_dir() / "save-guard.key"
 
 
-def runtime_dir() -> Path:
-    """``<data dir>/runtime/guard`` (created 0700)."""
-    return runtime.runtime_dir(KIND)
-
-
 def guard_key() -> bytes:
     """The per-user fingerprint key (32 random bytes, created 0600 on first use)."""
     path = key_path()
