@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,6 @@ from ..container._export import export_container
 from ..container._reader import Container, open_container, read_unlock_parts
 from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container.header import read_header
-from ..container.sources import SourceInstance, split_instance
 from ..container.writer import rewrap, write_container
 from ..core.errors import MedsecError, PolicyDeniedError
 from ..keys.identity import Identity, Passphrase, Recipient
@@ -447,15 +446,16 @@ def rotate_study(
     )
     dest = Path(output if output is not None else path)
 
-    def instances() -> Iterator[SourceInstance]:
-        for i, e in enumerate(box.entries):
-            yield split_instance(box.file_bytes(i), e["path"], f"{path}: instance {i}")
-
     with box:
         return access.audited(
             "rotate",
             lambda: write_container(
-                dest, instances(), len(box.entries), recips, chunk_size=box.header.body.chunk_size, progress=progress
+                dest,
+                (box.source_instance(i) for i in range(len(box.entries))),
+                len(box.entries),
+                recips,
+                chunk_size=box.header.body.chunk_size,
+                progress=progress,
             ),
             event=EVENT_SECURITY,
             detail=lambda _: {"recipients": len(recips)},

@@ -40,6 +40,7 @@ from .format import (
     plaintext_length,
 )
 from .segments import decrypt_segment
+from .sources import SourceInstance
 from .stanzas import passphrase_stanza, unwrap_with_identity, unwrap_with_passphrase
 
 
@@ -194,6 +195,17 @@ class Container:
         if v is None:
             return bytes(meta)
         return b"".join((meta[:v], self.pixel_view(i), meta[v:]))
+
+    def source_instance(self, i: int) -> SourceInstance:
+        """Instance ``i`` as the writer takes it (re-encryption): its original bytes split where
+        the index says (docs/FORMAT.md, "Index"), with no DICOM parsing."""
+        data = self.file_bytes(i)
+        e = self._entry(i)
+        entry = {k: v for k, v in e.items() if k not in ("meta", "pixels")}
+        v = e.get("pixel_value_offset")
+        if v is None or e.get("pixels") is None:
+            return SourceInstance(data, entry, len(data), 0)
+        return SourceInstance(data, entry, v, self._plain_len(e["pixels"]))
 
     def verify(self, progress: bool = False) -> int:
         """Authenticate every byte of the payload (hashes when signed, every GCM tag);
