@@ -20,6 +20,9 @@ from .atomic import atomic_file
 from .errors import MedsecError
 
 APP_NAME = "medsec-nb"
+#: The runtime files of kernels' open studies: written by the notebook layer's registry, read by
+#: the server (:func:`published_studies`).
+STUDIES = "studies"
 #: Ids of the entries processes publish (registry study ids): 16 hex digits, checked by readers
 #: before one is used, e.g. in a request to a kernel.
 ENTRY_ID = re.compile(r"[0-9a-f]{16}")
@@ -84,6 +87,11 @@ def read_published(kind: str, *, strict: bool = False) -> list[dict[str, Any]]:
             continue
         out.append({**data, "pid": pid})  # the file's name, not what the file says
     return out
+
+
+def published_studies() -> list[dict[str, Any]]:
+    """Every live kernel's published open studies (``pid``, ``kernel_id``, ``studies``)."""
+    return [d for d in read_published(STUDIES) if isinstance(d.get("studies"), list)]
 
 
 def _alive(pid: int) -> bool:

@@ -34,7 +34,7 @@ from ..core.errors import MedsecError
 if TYPE_CHECKING:
     from ..study import Study
 
-KIND = "studies"
+KIND = runtime.STUDIES
 
 _lock = threading.Lock()
 _open: dict[str, tuple[weakref.ref, dict[str, Any]]] = {}
@@ -117,11 +117,6 @@ def lookup(study_id: str) -> Study | None:
     with _lock:
         item = _open.get(study_id)
     return item[0]() if item else None
-
-
-def read_all() -> list[dict[str, Any]]:
-    """Every live process's published entry (``pid``, ``kernel_id``, ``studies``)."""
-    return [d for d in runtime.read_published(KIND) if isinstance(d.get("studies"), list)]
 
 
 @atexit.register

@@ -85,11 +85,6 @@ class StudiesHandler(_Base):
         self.finish(json.dumps({"kernels": await running_studies(self)}))
 
 
-def _published_studies() -> list[dict[str, Any]]:
-    """What kernels published as open studies (medsec_nb.notebook.registry writes these files)."""
-    return [d for d in runtime.read_published("studies") if isinstance(d.get("studies"), list)]
-
-
 async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
     """The studies list of every running kernel, with its notebook path when a session has one."""
     notebooks = {}
@@ -100,7 +95,7 @@ async def running_studies(handler: APIHandler) -> list[dict[str, Any]]:
     kernels = {
         kid: {"name": km.get_kernel(kid).kernel_name, "notebook": notebooks.get(kid)} for kid in km.list_kernel_ids()
     }
-    entries = await asyncio.get_running_loop().run_in_executor(None, _published_studies)
+    entries = await asyncio.get_running_loop().run_in_executor(None, runtime.published_studies)
     return views.kernel_studies(entries, kernels)
 
 

@@ -310,10 +310,10 @@ def test_registry_writes_nothing_outside_a_kernel(signed_container, identities):
     with open_study(signed_container, identity=identities.x25519) as study:
         assert not study.closed
         assert not list(runtime.runtime_dir(registry.KIND).glob("*.json"))
-    assert registry.read_all() == []
+    assert runtime.published_studies() == []
 
 
-def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
+def test_published_studies_drop_dead_processes_and_junk(tmp_path):
     from medsec_nb.notebook import registry
 
     dead = subprocess.run(
@@ -326,7 +326,7 @@ def test_registry_read_all_drops_dead_processes_and_junk(tmp_path):
         files[1].write_text("{not json")
         files[2].write_text("{not json either")  # a live process's unreadable file: skipped, kept
         files[3].write_text(json.dumps({"pid": 99, "kernel_id": "k1", "studies": [{"id": "a"}]}))
-        assert [(e["kernel_id"], e["pid"]) for e in registry.read_all()] == [("k1", 1)]  # pid: the file's name
+        assert [(e["kernel_id"], e["pid"]) for e in runtime.published_studies()] == [("k1", 1)]  # pid: the file's name
         assert not files[0].exists() and files[2].exists()
     finally:
         for f in files:
