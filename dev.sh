@@ -63,6 +63,14 @@ setup_hub_proxy() {
   export PATH="$PWD/$VENV/chp/node_modules/.bin:$PATH"
 }
 
+# The PACS tests' real Orthanc (with its DICOMweb plugin): Debian's packages, installed when missing.
+setup_orthanc() {
+  if [ ! -x /usr/sbin/Orthanc ] || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
+    apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q orthanc orthanc-dicomweb >/dev/null; }
+  fi
+}
+
 case "${1:-}" in
   run)
     # Build the demo study (keys, container, audit log in ./demo), print its redacted summary,
@@ -83,6 +91,7 @@ case "${1:-}" in
     setup
     build_lab
     setup_hub_proxy
+    setup_orthanc
     shift
     targeted=0
     for arg in "$@"; do case "$arg" in -*) ;; *) targeted=1 ;; esac; done
