@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -234,20 +234,50 @@ def iter_source_instances(src: str | os.PathLike[str], files: list[Path]) -> Ite
     """Yield every file of a study folder split for storage; one study per container."""
     src = Path(src)
     base = src if src.is_dir() else src.parent
+
+    def read() -> Iterator[tuple[SourceInstance, str]]:
+        for path in files:
+            rel = str(PurePosixPath(*path.relative_to(base).parts))
+            yield read_source_instance(path, rel), str(path)
+
+    return one_study(read(), str(files[0]) if files else str(src))
+
+
+def one_study(instances: Iterable[tuple[SourceInstance, str]], first: str) -> Iterator[SourceInstance]:
+    """Pass ``(instance, where)`` pairs through, refusing a second study or a repeated SOP Instance UID."""
     study = None
     seen: dict[str, str] = {}
-    for path in files:
-        rel = str(PurePosixPath(*path.relative_to(base).parts))
-        inst = read_source_instance(path, rel)
+    for inst, where in instances:
         e = inst.entry
         if study is None:
             study = e["study"]
         elif e["study"] != study:
             raise SourceError(
-                f"{path}: belongs to another study than {files[0]} "
-                "(a container holds one study; encrypt each study folder separately)"
+                f"{where}: belongs to another study than {first} "
+                "(a container holds one study; encrypt each study separately)"
             )
         if e["sop"] in seen:
-            raise SourceError(f"{path}: same SOP Instance UID as {seen[e['sop']]} (duplicate instance)")
-        seen[e["sop"]] = rel
+            raise SourceError(f"{where}: same SOP Instance UID as {seen[e['sop']]} (duplicate instance)")
+        seen[e["sop"]] = where
         yield inst
+
+
+def dataset_bytes(ds: pydicom.Dataset) -> bytes:
+    """The DICOM file bytes of an in-memory dataset (Part 10, with File Meta), made in memory."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def iter_memory_instances(items: Iterable[pydicom.Dataset | bytes]) -> Iterator[SourceInstance]:
+    """Split in-memory instances (datasets or Part 10 bytes) for storage, named ``IM00001.dcm``, ...;
+    one study per container. Nothing is written to disk."""
+
+    def split() -> Iterator[tuple[SourceInstance, str]]:
+        for k, item in enumerate(items, 1):
+            rel = f"IM{k:05d}.dcm"
+            where = f"instance {k}"
+            data = item if isinstance(item, bytes) else dataset_bytes(item)
+            yield split_instance(data, rel, where), where
+
+    return one_study(split(), "instance 1")

@@ -1,15 +1,16 @@
-"""Writing containers: encrypt a study folder, add recipients to an existing container."""
+"""Writing containers: encrypt a study folder or in-memory instances, add recipients to an existing container."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from Crypto.Random import get_random_bytes
 from tqdm.auto import tqdm
 
@@ -38,7 +39,7 @@ from .format import (
     signed_message,
 )
 from .segments import encrypt_segment
-from .sources import SourceInstance, iter_source_instances, list_source_files
+from .sources import SourceInstance, iter_memory_instances, iter_source_instances, list_source_files
 from .stanzas import SCRYPT_DEFAULT_LOG_N, recipient_stanza, scrypt_stanza
 
 
@@ -108,10 +109,44 @@ def encrypt_study(
     )
 
 
+def encrypt_datasets(
+    instances: Iterable[pydicom.Dataset | bytes],
+    dest: str | os.PathLike[str],
+    recipients: Iterable[Any] = (),
+    passphrase: Passphrase = None,
+    signer: Identity | str | os.PathLike[str] | None = None,
+    *,
+    total: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    workers: int = 2,
+) -> Path:
+    """Encrypt in-memory instances (pydicom datasets or DICOM file bytes, one study) to ``dest``.
+
+    Nothing is written to disk but the container, and that only when complete: derived
+    results, generated series and instances received from a PACS never exist as plaintext
+    files. ``instances`` may be a generator (it is consumed once, a few instances ahead of
+    the encryption); ``total`` only sizes the progress bar.
+    """
+    if total is None and isinstance(instances, Sized):
+        total = len(instances)
+    return write_container(
+        dest,
+        iter_memory_instances(instances),
+        total,
+        recipients,
+        passphrase,
+        signer,
+        chunk_size=chunk_size,
+        progress=progress,
+        workers=workers,
+    )
+
+
 def write_container(
     dest: str | os.PathLike[str],
     instances: Iterable[SourceInstance],
-    total: int,
+    total: int | None,
     recipients: Iterable[Any] = (),
     passphrase: Passphrase = None,
     signer: Identity | str | os.PathLike[str] | None = None,
@@ -189,7 +224,7 @@ def _write_instances(
     file_id: bytes,
     chunk_size: int,
     instances: Iterable[SourceInstance],
-    total: int,
+    total: int | None,
     progress: bool,
     workers: int,
     hashed: bool,
