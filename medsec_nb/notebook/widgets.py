@@ -12,6 +12,7 @@ import struct
 import weakref
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import ipywidgets as w
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 
 from ..core.errors import MedsecError
 from ..study import events
+from .overlay import colour_table, composite, label_colours, label_mask, labels_present, legend_html
 
 if TYPE_CHECKING:
     from ..study import Series, Study
@@ -129,11 +131,25 @@ class SliceViewer(w.VBox):
 
     _open = False  # until __init__ completes (ipywidgets calls close() from __del__)
 
-    def __init__(self, series: Series, *, index: int | None = None, preset: str = AUTO, cache_size: int = 8):
+    def __init__(
+        self,
+        series: Series,
+        *,
+        index: int | None = None,
+        preset: str = AUTO,
+        cache_size: int = 8,
+        mask: object = None,
+        labels: Mapping[int, str] | None = None,
+        opacity: float = 0.4,
+    ):
         """``index``: first frame shown (default: the middle one); ``preset``: a WINDOW_PRESETS name
-        or "auto"; ``cache_size``: decrypted instances kept in memory."""
+        or "auto"; ``cache_size``: decrypted instances kept in memory; ``mask``: a boolean or integer
+        label array of the volume's shape (z, y, x), drawn in colour at ``opacity`` with a legend
+        (``labels``: names of label values)."""
         if preset != AUTO and preset not in WINDOW_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose {AUTO!r} or one of {', '.join(WINDOW_PRESETS)}")
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"opacity must lie in 0..1, not {opacity}")
         self._frames = [
             (i, f) for i, e in enumerate(series.entries) if e.get("image") for f in range(e["image"]["frames"])
         ]
@@ -142,8 +158,14 @@ class SliceViewer(w.VBox):
         self._series = series
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = max(1, cache_size)
-        spacing = series.geometry.spacing
+        geometry = series.geometry
+        spacing = geometry.spacing
         self._aspect = spacing[1] / spacing[2]
+        self._mask = None if mask is None else label_mask(mask, geometry.shape)
+        colours = label_colours(labels_present(self._mask)) if self._mask is not None else {}
+        self._table = colour_table(colours)
+        self._opacity = opacity
+        self.legend = w.HTML(legend_html(colours, labels) if self._mask is not None else "")
         self._canvas: _Canvas | None = None
         self._open = True
         last = len(self._frames) - 1
@@ -158,7 +180,7 @@ class SliceViewer(w.VBox):
         self.image = w.Image(format="png")
         self.status = w.Label()
         self._controls = w.HBox([self.slider, self.window])
-        super().__init__([self._controls, self.image, self.status])
+        super().__init__([self._controls, self.image, self.legend, self.status])
         self.slider.observe(self._redraw, "value")
         self.window.observe(self._redraw, "value")
         _VIEWERS.add(self)
@@ -198,6 +220,8 @@ class SliceViewer(w.VBox):
             text += f" \u00b7 W {width:g} L {level:g}"
         else:
             shown = _colour_to_uint8(frame)
+        if self._mask is not None:
+            shown = composite(shown, self._mask[pos], self._table, self._opacity)
         if self._canvas is None or self._canvas.shape != shown.shape:
             self._canvas = _Canvas(shown.shape, self._aspect)
         self.image.value = self._canvas.png(shown)
@@ -210,10 +234,11 @@ class SliceViewer(w.VBox):
         self._open = False
         self._cache.clear()
         self._canvas = None  # the only reference to the figure and the pixels it holds
+        self._mask = None
         self.image.value = b""
         self.status.value = "closed"
         _VIEWERS.discard(self)
-        for child in (self.slider, self.window, self.image, self.status, self._controls):
+        for child in (self.slider, self.window, self.image, self.legend, self.status, self._controls):
             child.close()
         super().close()
 
