@@ -29,7 +29,7 @@ from ..deid import DeidKeys, Profile
 from ..deid.export import ExportReport, ExportSettings, export_instances, parse_accept
 from ..deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from ..deid.pixels import MaskRule, burned_in_reason, load_mask_rules
-from ..keys.identity import Identity, Passphrase
+from ..keys.identity import Identity, Passphrase, as_identity
 
 if TYPE_CHECKING:
     from .study import Study
@@ -311,9 +311,15 @@ def read_mapping(
         policy=policy,
     )
     access.authorize("reveal-tag", "reidentify", {"mapping": sealed.file_id}, obj=sealed.file_id, projects=studies)
+
+    def reveal() -> dict[str, Any]:
+        key = as_identity(identity, identity_passphrase) if identity is not None else None
+        access.key_id = key.key_id if key is not None else None  # the record names the key that opened it
+        return open_mapping(sealed, key, passphrase)
+
     return access.audited(
         "reidentify",
-        lambda: open_mapping(sealed, identity, passphrase, identity_passphrase),
+        reveal,
         event=EVENT_SECURITY,
         detail=lambda m: {
             "mapping": sealed.file_id,

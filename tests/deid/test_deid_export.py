@@ -292,6 +292,28 @@ def test_mapping_round_trip_is_encrypted_and_audited(series_source, identities, 
         read_mapping(bad, identities.x25519, purpose="HRESCH", audit_log=log)
 
 
+def test_reidentify_record_names_the_key_that_opened_the_mapping(series_source, identities, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    mapping = tmp_path / "map.json"
+    export_deidentified(
+        series_source.folder,
+        tmp_path / "deid.msec",
+        secret=SECRET,
+        recipients=[identities.x25519],
+        mapping=mapping,
+        mapping_recipients=[identities.x25519],
+        audit_log=log,
+        progress=False,
+    )
+    read_mapping(mapping, identities.x25519, purpose="HRESCH", audit_log=log)
+    rec = _records(log)[-1]
+    assert (rec["action"], rec["outcome"], rec["who"]["key_id"]) == ("reidentify", "success", identities.x25519.key_id)
+    with pytest.raises(NoMatchingRecipientError):
+        read_mapping(mapping, identities.other_x25519, purpose="HRESCH", audit_log=log)
+    rec = _records(log)[-1]
+    assert (rec["outcome"], rec["who"]["key_id"]) == ("failure", identities.other_x25519.key_id)
+
+
 # ---------------------------------------------------------------- CLI
 
 
