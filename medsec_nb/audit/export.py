@@ -43,6 +43,7 @@ ACTION_CODES = {
     "reveal-tag": "R",
     "export": "R",
     "add-recipient": "U",
+    "derived": "C",
 }
 #: EventTypeCode (DCM, CID 403) of Security Alert (110113) records.
 ALERT_TYPES = {"add-recipient": ("110135", "Object Security Attributes Changed")}

@@ -9,7 +9,11 @@ threads (AES-GCM, SHA-256 and NumPy release the GIL), without parsing any header
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pydicom
 
 from ..access.gate import Access, open_audited
 from ..access.policy import Policy
@@ -18,6 +22,7 @@ from ..container._reader import Container
 from ..core.errors import StudyClosedError
 from ..keys.identity import Identity, Passphrase, Recipient
 from . import events
+from .derived import Opener, save_derived
 from .series import Series
 
 if TYPE_CHECKING:
@@ -38,11 +43,13 @@ def _threads(n: int | None) -> int:
 class Study:
     """A decrypted-on-demand view of a container. Use ``with open_study(...) as study:``.
 
-    ``threads``: how many threads decrypt a bulk read (``volume()``, iteration)."""
+    ``threads``: how many threads decrypt a bulk read (``volume()``, iteration). ``opener``: the
+    opening identity's public key or key file, for the default recipients of ``save_derived``."""
 
-    def __init__(self, box: Container, access: Access, *, threads: int | None = None):
+    def __init__(self, box: Container, access: Access, *, threads: int | None = None, opener: Opener = None):
         self._box = box
         self._access = access
+        self._opener = opener
         self.threads = _threads(threads)
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(box.entries):
@@ -111,6 +118,20 @@ class Study:
 
         return export_deidentified(self, output, **kwargs)
 
+    def save_derived(
+        self,
+        instances: Iterable[pydicom.Dataset | bytes],
+        dest: str | os.PathLike[str],
+        recipients: Iterable[Recipient | Identity | str | os.PathLike[str]] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Store derived DICOM objects (a Segmentation, a secondary capture; datasets or Part 10 bytes)
+        of this study encrypted in the new container ``dest``, never as plaintext; audited as ``derived``.
+        Without ``recipients`` (or ``passphrase=``) they go to the key service's site keys or the
+        opening identity's public key. ``passphrase``, ``signer``, ``progress`` and the choice of
+        recipients: ``medsec_nb.study.derived.save_derived``."""
+        return save_derived(self, instances, dest, recipients, opener=self._opener, **kwargs)
+
     def __enter__(self) -> Study:
         return self
 
@@ -166,6 +187,7 @@ def open_study(
         policy=policy,
         keyservice=keyservice,
     )
-    study = Study(box, access, threads=threads)
+    opener = identity.public if isinstance(identity, Identity) else identity
+    study = Study(box, access, threads=threads, opener=opener)
     events.emit_opened(study)
     return study
