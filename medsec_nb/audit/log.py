@@ -146,7 +146,7 @@ class AuditLog:
             own = ckpt.signing_identity()
             if own.key_id != idents[0].key_id:
                 idents.append(own)
-        with self._locked() as fd:
+        with self._locked(create=False) as fd:
             seq, head, size = self._tail(fd)
             if seq == 0:
                 raise AuditRecordError(f"{self.path}: the log is empty; nothing to checkpoint")
@@ -162,12 +162,18 @@ class AuditLog:
         return AuditUnavailableError(f"{self.path}: cannot {what} ({why}); the audited operation must not proceed")
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[int]:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+    def _locked(self, create: bool = True) -> Iterator[int]:
+        """The log open and exclusively locked; ``create``: make it (and its folder) if missing,
+        else a missing log is an AuditRecordError and nothing is created."""
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
         try:
             try:
                 fd = os.open(self.path, flags, 0o600)
             except FileNotFoundError:
+                if not create:
+                    raise AuditRecordError(
+                        f"{self.path}: the log is empty (no such file); nothing to checkpoint"
+                    ) from None
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(self.path, flags, 0o600)
         except OSError as exc:

@@ -333,6 +333,16 @@ def test_checkpoint_key_is_created_private_once(data_dir, tmp_path):
     assert ckpt.verify(again["note"], ckpt.trusted_keys(pub))[0].size == 3
 
 
+def test_checkpoint_of_a_missing_log_creates_nothing(tmp_path):
+    """A kernel checkpoints at exit every log it opened studies with; a notebook's temporary log
+    folder, removed since, must not come back as an empty log."""
+    folder = tmp_path / "gone"
+    log = AuditLog(folder / "audit.jsonl", checkpoint_every=0)
+    with pytest.raises(AuditRecordError, match="empty"):
+        log.checkpoint(generate_identity("ed25519"))
+    assert not folder.exists()
+
+
 def test_checkpoint_with_a_steward_key(tmp_path):
     steward = generate_identity("ed25519")
     log = AuditLog(tmp_path / "audit.jsonl", checkpoint_every=0)
