@@ -61,6 +61,49 @@ def synthesize_datasets(
     return out
 
 
+#: The chest phantom's anatomy, in mm on DICOM's patient axes (x towards the patient's left, y towards
+#: the back, z from the middle of the series): centre and semi-axes of each lung (an ellipsoid), the
+#: body's semi-axes (an elliptical cylinder), the spine's centre and radius (a cylinder along z), and
+#: the mean HU of each tissue.
+PHANTOM_LUNGS = (((-75.0, -10.0, 0.0), (58.0, 78.0, 82.0)), ((78.0, -10.0, -4.0), (52.0, 72.0, 76.0)))  # right, left
+PHANTOM_BODY = (160.0, 115.0)
+PHANTOM_SPINE = ((0.0, 80.0), 15.0)
+PHANTOM_HU = {"air": -1000.0, "soft tissue": 40.0, "lung": -850.0, "bone": 700.0}
+
+
+def synthesize_chest_phantom(
+    n_slices: int = 40, size: int = 192, *, spacing: float = 2.0, thickness: float = 5.0, seed: int = 0
+) -> list[pydicom.Dataset]:
+    """A chest-like CT series in memory (``CT_small.dcm``'s header, new UIDs) whose anatomy is known:
+    air around an elliptical body of soft tissue, two ellipsoidal lungs and a cylindrical spine
+    (``PHANTOM_*``), each tissue its mean HU plus Gaussian noise (``seed``). ``size`` x ``size``
+    pixels of ``spacing`` mm, ``n_slices`` of ``thickness`` mm; the lungs lie wholly inside when
+    ``n_slices * thickness`` exceeds 160 mm. Nothing is written to disk."""
+    datasets = synthesize_datasets(n_slices, rows=size, columns=size, thickness=thickness)
+    rng = np.random.default_rng(seed)
+    half = (size - 1) * spacing / 2
+    y, x = np.mgrid[0:size, 0:size] * spacing - half
+    body = (x / PHANTOM_BODY[0]) ** 2 + (y / PHANTOM_BODY[1]) ** 2 <= 1
+    (sx, sy), radius = PHANTOM_SPINE
+    spine = (x - sx) ** 2 + (y - sy) ** 2 <= radius**2
+    for k, ds in enumerate(datasets):
+        z = (k - (n_slices - 1) / 2) * thickness
+        lungs = np.zeros_like(body)
+        for (cx, cy, cz), (a, b, c) in PHANTOM_LUNGS:
+            lungs |= ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 <= 1
+        hu = np.where(body, PHANTOM_HU["soft tissue"], PHANTOM_HU["air"]) + rng.normal(0, 10, body.shape)
+        hu[lungs] = PHANTOM_HU["lung"] + rng.normal(0, 30, int(lungs.sum()))
+        hu[spine] = PHANTOM_HU["bone"] + rng.normal(0, 50, int(spine.sum()))
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        stored = np.clip(np.rint((np.maximum(hu, -1024.0) - intercept) / slope), -32768, 32767).astype(np.int16)
+        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 16, 15
+        ds.PixelSpacing = [spacing, spacing]
+        ds.ImagePositionPatient = [-half, -half, round(z, 4)]
+        ds.SliceLocation = round(z, 4)
+        ds.PixelData = stored.tobytes()
+    return datasets
+
+
 def synthesize_series(
     out_dir: str | os.PathLike,
     n_slices: int = 20,
