@@ -23,6 +23,7 @@ from .audit import add_audit_commands
 from .deid import add_deid_commands
 from .keyservice import add_keyservice_command
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
+from .receive import add_receive_command
 
 #: ``medsec_nb.keys.KEY_TYPES``, spelled out so that building the parser does not load the
 #: cryptography library (tests/test_cli_start.py keeps the two equal).
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub)
     add_deid_commands(sub)
     add_keyservice_command(sub)
+    add_receive_command(sub)
     return parser
 
 
