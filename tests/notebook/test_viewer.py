@@ -25,7 +25,17 @@ from medsec_nb.notebook.overlay import (
     labels_present,
     legend_html,
 )
-from medsec_nb.notebook.widgets import SliceViewer, apply_window
+from medsec_nb.notebook.planes import (
+    aspect,
+    direction_letters,
+    orientation_labels,
+    pixel_at,
+    plane,
+    plane_name,
+    reslice,
+    scale_bar_mm,
+)
+from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, apply_window
 from medsec_nb.testdata import synthesize_datasets
 
 pytestmark = pytest.mark.usefixtures("widget_comm")
@@ -97,6 +107,70 @@ def test_labels_present_colours_and_legend():
     assert " 12</span>" in legend
 
 
+# -- plane functions --------------------------------------------------------------------------------
+
+#: A coronal acquisition: rows run to the patient's left, columns to the feet, slices to the back.
+CORONAL_IOP = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+CORONAL_DIRECTION = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0))  # normal, column, row (z, y, x)
+AXIAL_DIRECTION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def test_planes_of_an_axial_acquisition_put_the_head_up_and_the_patients_right_on_the_left():
+    spacing = (2.5, 0.5, 0.7)
+    axial, coronal, sagittal = (plane(a, AXIAL_DIRECTION, spacing) for a in (0, 1, 2))
+    assert [p.name for p in (axial, coronal, sagittal)] == ["axial", "coronal", "sagittal"]
+    assert orientation_labels(axial) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert orientation_labels(coronal) == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert orientation_labels(sagittal) == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    assert (axial.spacing, coronal.spacing, sagittal.spacing) == ((0.5, 0.7), (2.5, 0.7), (2.5, 0.5))
+    assert aspect(coronal) == pytest.approx(2.5 / 0.7) and aspect(axial) == pytest.approx(0.5 / 0.7)
+    vol = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    assert np.array_equal(reslice(vol, axial, 1), vol[1])
+    assert np.array_equal(reslice(vol, coronal, 2), vol[::-1, 2, :])  # head (last slice) at the top
+    assert np.array_equal(reslice(vol, sagittal, 4), vol[::-1, :, 4])
+    assert np.shares_memory(reslice(vol, sagittal, 4), vol)  # a view, not a copy
+    with pytest.raises(ValueError, match="axis 0, 1 or 2"):
+        plane(3, AXIAL_DIRECTION, spacing)
+
+
+def test_planes_of_a_coronal_acquisition_are_named_and_turned_from_its_orientation():
+    spacing = (2.0, 0.8, 0.6)  # z (slices, along y), y (rows, to the feet), x (columns)
+    acquired, axial, sagittal = (plane(a, CORONAL_DIRECTION, spacing) for a in (0, 1, 2))
+    assert (acquired.name, axial.name, sagittal.name) == ("coronal", "axial", "sagittal")
+    assert orientation_labels(acquired) == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert orientation_labels(axial) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert orientation_labels(sagittal) == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    assert sagittal.spacing == (0.8, 2.0) and axial.spacing == (2.0, 0.6)
+    vol = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    assert np.array_equal(reslice(vol, axial, 1), vol[:, 1, :])  # slices run to the back: already down
+    assert np.array_equal(reslice(vol, sagittal, 2), vol[:, :, 2].T)  # rows (to the feet) down the screen
+
+
+def test_direction_letters_name_oblique_directions_strongest_first():
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    assert direction_letters((c, s, 0.0)) == "LP" and direction_letters((-s, -c, 0.0)) == "AR"
+    assert direction_letters((0.1, -0.2, 0.97)) == "S"  # small components left out
+    assert direction_letters((0.0, 0.0, -1.0)) == "I"
+    assert plane_name((0.3, 0.2, -0.93)) == "axial" and plane_name((-0.9, 0.4, 0.1)) == "sagittal"
+    rotated = ((0.0, 0.0, 1.0), (-s, c, 0.0), (c, s, 0.0))  # axial slices turned 30 degrees about z
+    assert orientation_labels(plane(0, rotated, (1.0, 1.0, 1.0))) == {
+        "top": "AL",
+        "bottom": "PR",
+        "left": "RA",
+        "right": "LP",
+    }
+
+
+def test_scale_bar_and_pixel_under_the_pointer():
+    assert scale_bar_mm(128 * 0.661468) == 20 and scale_bar_mm(500) == 100 and scale_bar_mm(3) == 0.5
+    assert scale_bar_mm(40, fraction=0.5) == 20
+    with pytest.raises(ValueError, match="positive width"):
+        scale_bar_mm(0)
+    assert pixel_at((5, 128), (9, 128), 127.9, 8.9) == (4, 127)
+    assert pixel_at((5, 128), (9, 128), 0, 0) == (0, 0) and pixel_at((5, 128), (10, 64), 33, 4) == (2, 66)
+    assert pixel_at((5, 128), (9, 128), -1, 3) is None and pixel_at((5, 128), (9, 128), 3, 9) is None
+
+
 # -- the widget -------------------------------------------------------------------------------------
 
 
@@ -128,3 +202,95 @@ def test_boolean_mask_and_bad_masks(study):
         study.series[0].view(mask=np.ones((128, 128), bool))
     with pytest.raises(ValueError, match="opacity"):
         study.series[0].view(mask=np.ones((5, 128, 128), bool), opacity=2)
+
+
+def _hu_volume(datasets) -> np.ndarray:
+    return np.stack([_hu(d) for d in datasets])
+
+
+def _mouse(v, x, y, kind="mousemove"):
+    v.events._handle_mouse_msg(None, {"event": kind, "type": kind, "dataX": x, "dataY": y}, None)
+
+
+def test_axial_view_has_orientation_labels_scale_bar_and_the_value_under_the_cursor(study, ct):
+    v = study.series[0].view(preset="soft tissue")
+    assert [label for label, _ in v.plane_select.options] == ["axial", "coronal", "sagittal"]
+    assert {k: e.value for k, e in v.edges.items()} == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert v._volume is None  # the acquired plane decrypts instance by instance
+    mm = scale_bar_mm(128 * float(ct[1][0].PixelSpacing[1]))
+    px = round(mm / float(ct[1][0].PixelSpacing[1]))
+    assert mm == 20 and f"width:{px}px" in v.scale.value and "20 mm" in v.scale.value
+    hu = _hu(ct[1][2])
+    _mouse(v, 30, 12)
+    assert v.cursor.value == f"\u00b7 {float(hu[12, 30]):g} HU at row 12, column 30"
+    _mouse(v, 200, 12)
+    assert v.cursor.value == ""
+    _mouse(v, 30, 12)
+    _mouse(v, 30, 12, "mouseleave")
+    assert v.cursor.value == ""
+    v.close()
+    assert v.events.comm is None
+
+
+def test_coronal_and_sagittal_planes_decrypt_the_volume_once_with_the_right_aspect(study, ct):
+    hu = _hu_volume(ct[1])
+    mask = np.zeros((5, 128, 128), bool)
+    mask[:, 60:70, 60:70] = True
+    v = study.series[0].view(preset="bone", mask=mask)
+
+    def bulk_reads() -> int:
+        return sum(r["action"] == "decrypt-series" for r in study.audit_log.records())
+
+    before = bulk_reads()
+    v.plane_select.value = 1
+    assert v.plane.name == "coronal" and (v.slider.max, v.slider.value) == (127, 63)
+    assert v._volume is not None and np.array_equal(v._shown, hu[::-1, 63, :])
+    assert {k: e.value for k, e in v.edges.items()} == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    dz, dx = 1.25, float(ct[1][0].PixelSpacing[1])
+    shown = _png(v.image.value)
+    assert shown.shape == (round(5 * dz / dx), 128, 3)  # 5 slices of 1.25 mm over 128 columns of 0.66 mm
+    width, level = WINDOW_PRESETS["bone"]
+    expected_top = composite(
+        apply_window(hu[4, 63], width, level)[None], mask[4:5, 63], colour_table({1: PALETTE[0]}), 0.4
+    )
+    assert np.abs(shown[0].astype(int) - expected_top[0]).max() <= 1  # the head's slice on top, overlay resliced too
+    assert v.status.value.startswith("slice 64/128")
+    _mouse(v, 5, shown.shape[0] - 1)  # bottom row: the first (lowest) slice
+    assert v.cursor.value.endswith("HU at row 4, column 5") and f"{float(hu[0, 63, 5]):g} HU" in v.cursor.value
+    v.plane_select.value = 2
+    assert v.plane.name == "sagittal" and np.array_equal(v._shown, hu[::-1, :, 63])
+    assert v.edges["left"].value == "A" and v.edges["right"].value == "P"
+    v.slider.value = 10
+    assert np.array_equal(v._shown, hu[::-1, :, 10])
+    v.plane_select.value = 0  # back to the acquired plane: read from the volume now, nothing decrypted
+    assert np.array_equal(v._shown, hu[2]) and not v._cache
+    assert repr(v) == "SliceViewer(CT #1, slice 3/5, bone)"
+    assert bulk_reads() == before + 1  # one audited volume read for every plane
+    v.close()
+    assert v._volume is None and v._shown is None
+
+
+def test_a_viewer_can_open_on_a_resliced_plane_and_names_bad_planes(study, ct):
+    v = SliceViewer(study.series[0], plane="sagittal", index=3)
+    assert v.plane.name == "sagittal" and v.slider.value == 3 and v._volume is not None
+    assert repr(v).startswith("SliceViewer(CT #1, sagittal slice 4/128")
+    v.close()
+    with pytest.raises(ValueError, match="unknown plane 'oblique'.*axial, coronal, sagittal"):
+        study.series[0].view(plane="oblique")
+
+
+def test_a_coronal_acquisition_is_labelled_from_its_orientation(tmp_path, identities):
+    datasets = synthesize_datasets(4, rows=32, columns=40)
+    for k, ds in enumerate(datasets):
+        ds.ImageOrientationPatient = list(CORONAL_IOP)
+        ds.ImagePositionPatient = [0.0, 3.0 * k, 0.0]
+    dest = encrypt_datasets(datasets, tmp_path / "cor.msec", [identities.x25519.public], progress=False)
+    with medsec_nb.open_study(dest, identity=identities.x25519) as st:
+        v = st.series[0].view()
+        assert [label for label, _ in v.plane_select.options] == ["coronal", "axial", "sagittal"]
+        assert {k: e.value for k, e in v.edges.items()} == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+        v.plane_select.value = 2
+        assert {k: e.value for k, e in v.edges.items()} == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+        hu = _hu_volume(datasets)
+        assert v._shown.shape == (32, 4) and np.array_equal(v._shown, hu[:, :, 19].T)
+        v.close()
