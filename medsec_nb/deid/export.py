@@ -386,6 +386,29 @@ def _out_name(ds: Dataset) -> str | None:
     return f"{ds.SOPInstanceUID}.dcm" if "SOPInstanceUID" in ds else None
 
 
+def deidentify_to_memory(
+    items: Iterable[tuple[str, Dataset]],
+    total: int,
+    settings: ExportSettings,
+    *,
+    destination: str,
+    progress: bool = True,
+) -> tuple[ExportReport, list[bytes]]:
+    """De-identify ``total`` (name, dataset) pairs into DICOM file bytes in memory, to be sent to
+    ``destination`` (named in the report). Every instance passes the burned-in check and the leak
+    scan before anything is returned: a hit raises, so nothing can be sent."""
+    report = ExportReport(sorted(settings.profile.options), output=destination)
+    out: list[bytes] = []
+    sops: set[str] = set()
+    for name, ds in _deidentified(items, settings, report, total, progress, keep_changes=False):
+        sop = str(ds.get("SOPInstanceUID", ""))
+        if sop in sops:
+            raise MedsecError(f"{name}: two instances map to the same new SOP Instance UID (duplicate source)")
+        sops.add(sop)
+        out.append(_encode(ds, name))
+    return report, out
+
+
 def export_instances(
     items: Iterable[tuple[str, Dataset]],
     total: int,

@@ -9,7 +9,8 @@ Reading a mapping back is re-identification: policy action ``reveal-tag``, audit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,13 @@ from ..container.sources import list_source_files
 from ..core.errors import MedsecError, OutputError, SourceError
 from ..core.reading import reading
 from ..deid import DeidKeys, Profile
-from ..deid.export import ExportReport, ExportSettings, export_instances, parse_accept
+from ..deid.export import ExportReport, ExportSettings, deidentify_to_memory, export_instances, parse_accept
 from ..deid.mapping import RecordingKeys, open_mapping, read_sealed, write_mapping
 from ..deid.pixels import MaskRule, burned_in_reason, load_mask_rules
 from ..keys.identity import Identity, Passphrase, as_identity
+
+#: DICOM audit event 110104 DICOM Instances Transferred (a push to another system).
+EVENT_TRANSFERRED = "110104"
 
 if TYPE_CHECKING:
     from .study import Study
@@ -256,11 +260,39 @@ def export_deidentified(
         mapping_recipients=list(mapping_recipients or ()),
         mapping_passphrase=mapping_passphrase,
     )
+    with _source(
+        source,
+        purpose=purpose,
+        purpose_text=purpose_text,
+        identity=identity,
+        passphrase=passphrase,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+    ) as (access, items, total):
+        return run(access, items, total)
+
+
+@contextmanager
+def _source(
+    source: str | os.PathLike[str] | Study,
+    *,
+    purpose: str | None,
+    purpose_text: str | None,
+    identity: Identity | str | os.PathLike[str] | None,
+    passphrase: Passphrase,
+    identity_passphrase: Passphrase,
+    audit_log: AuditLog | str | os.PathLike[str] | None,
+    policy: Policy | str | os.PathLike[str] | None,
+) -> Iterator[tuple[Access, Iterator[tuple[str, pydicom.Dataset]], int]]:
+    """The export's access (policy action ``export`` allowed) and the source's (name, dataset) pairs and count:
+    an open Study, a ``.msec`` container (opened and closed here) or a DICOM file or folder."""
     if not isinstance(source, (str, os.PathLike)):
         study = source
         study.require_open()
         study.access.authorize("export", "deid-export")
-        return run(study.access, _study_items(study), study.instance_count)
+        yield study.access, _study_items(study), study.instance_count
+        return
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".msec":
         from .study import open_study  # the study layer opens containers
@@ -276,7 +308,8 @@ def export_deidentified(
             policy=policy,
         ) as study:
             study.access.authorize("export", "deid-export")
-            return run(study.access, _study_items(study), study.instance_count)
+            yield study.access, _study_items(study), study.instance_count
+        return
     files = list_source_files(src)
     first = _read(files[0])
     with reading(str(files[0])):
@@ -284,7 +317,56 @@ def export_deidentified(
     if not uid:
         raise SourceError(f"{files[0]}: not a DICOM instance (no StudyInstanceUID)")
     access = _plain_access(uid, purpose, purpose_text, audit_log, policy)
-    return run(access, _file_items(files), len(files))
+    yield access, _file_items(files), len(files)
+
+
+def send_deidentified(
+    source: str | os.PathLike[str] | Study,
+    send: Callable[[list[bytes]], dict[str, Any]],
+    *,
+    destination: str,
+    options: Iterable[str] | Profile = (),
+    secret: bytes | DeidKeys | None = None,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    identity: Identity | str | os.PathLike[str] | None = None,
+    passphrase: Passphrase = None,
+    identity_passphrase: Passphrase = None,
+    mask_rules: str | os.PathLike[str] | Iterable[MaskRule] | None = None,
+    allow_burned_in: bool = False,
+    accept_leaks_in: Iterable[str | int] = (),
+    progress: bool = True,
+    audit_log: AuditLog | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+) -> ExportReport:
+    """De-identify a study as :func:`export_deidentified` does, in memory (no file is written), then
+    call ``send`` with every instance's DICOM file bytes (e.g. to a research PACS). The burned-in check
+    and the leak scan cover every instance before ``send`` is called: any hit, and nothing is sent.
+    Recorded as ``deid-export`` (output ``destination``) and then ``push`` (DICOM event 110104
+    Instances Transferred) with the detail ``send`` returns (what was sent where: no UIDs)."""
+    settings = ExportSettings(
+        _profile(options), _keys(secret, False), _rules(mask_rules), allow_burned_in, *_accepts(accept_leaks_in)
+    )
+    with _source(
+        source,
+        purpose=purpose,
+        purpose_text=purpose_text,
+        identity=identity,
+        passphrase=passphrase,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+    ) as (access, items, total):
+        checked = _override_audited(access, items, settings) if allow_burned_in else items
+        report, encoded = access.audited(
+            "deid-export",
+            lambda: deidentify_to_memory(checked, total, settings, destination=destination, progress=progress),
+            event=EVENT_EXPORT,
+            instances=total,
+            detail=lambda result: _summary(result[0]),
+        )
+        access.audited("push", lambda: send(encoded), event=EVENT_TRANSFERRED, instances=len(encoded), detail=dict)
+    return report
 
 
 def read_mapping(
