@@ -9,6 +9,11 @@
    instance, parse it, modality rescale, window/level, matplotlib draw, PNG encoding, widget
    update) against a bare matplotlib ``set_data`` + ``draw`` of the already decrypted slice
    on a figure of the same size (bound: ratio <= 1.5).
+3. The same step with a label overlay (``view(mask=...)``) against a bare matplotlib redraw of
+   the slice with a translucent label image on top (both ``set_data`` + ``draw``; bound 1.5).
+4. A coronal step (the volume decrypted once, when the plane is chosen: its time is printed)
+   against a bare ``set_data`` + ``draw`` of the same reslice on a figure of the viewer's size
+   (bound 1.5).
 
 Same process, routes alternated from round to round after an untimed warm-up; each ratio is
 the median over rounds of the per-round ratio. Both load routes write the same audit records
@@ -28,16 +33,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from IPython.core.interactiveshell import InteractiveShell
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pairs import paired_rounds  # bench/pairs.py (the script's folder is on sys.path)
 
 import medsec_nb
+from medsec_nb.notebook.planes import reslice
 from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, instance_pixels
 from medsec_nb.testdata import synthesize_series
 
-BOUNDS = {"load": 1.05, "step": 1.5}
+BOUNDS = {"load": 1.05, "step": 1.5, "overlay": 1.5, "coronal": 1.5}
 
 
 def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> list[tuple[float, float]]:
@@ -66,13 +73,21 @@ def bench_load(shell: InteractiveShell, study: Path, key: Path, rounds: int) -> 
     return paired_rounds(magic, direct, rounds, after=lambda _: drop())
 
 
-def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[float, float]]:
-    """(viewer step, bare set_data + draw) seconds per step, per round."""
+def bench_step(study: Path, key: Path, rounds: int, steps: int, overlay: bool = False) -> list[tuple[float, float]]:
+    """(viewer step, bare set_data + draw) seconds per step, per round; with ``overlay`` both
+    draw a label mask over the slice."""
     width, level = WINDOW_PRESETS["soft tissue"]
     with medsec_nb.open_study(study, identity=key, purpose="HRESCH") as st:
         series = st.series[0]
         n = len(series)
-        viewer = SliceViewer(series, index=0, preset="soft tissue", cache_size=8)
+        shape = series.geometry.shape
+        mask = None
+        if overlay:  # two labels, a disc and a band, on every slice
+            yy, xx = np.mgrid[: shape[1], : shape[2]]
+            plane = ((yy - shape[1] // 2) ** 2 + (xx - shape[2] // 3) ** 2 < (shape[1] // 6) ** 2).astype(np.uint8)
+            plane[shape[1] // 8 : shape[1] // 5] = 2
+            mask = np.broadcast_to(plane, shape)
+        viewer = SliceViewer(series, index=0, preset="soft tissue", cache_size=8, mask=mask)
         arrays = [instance_pixels(series, i)[0] for i in range(steps)]
         rows, cols = arrays[0].shape
         fig = Figure(figsize=(cols / 100, rows / 100), dpi=100)
@@ -82,6 +97,11 @@ def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[fl
         image = ax.imshow(
             arrays[0], cmap="gray", vmin=level - width / 2, vmax=level + width / 2, interpolation="nearest"
         )
+        labels = None
+        if mask is not None:
+            labels = ax.imshow(
+                np.ma.masked_equal(mask[0], 0), cmap="tab10", vmin=1, vmax=10, alpha=0.4, interpolation="nearest"
+            )
         canvas.draw()
         start = 1
 
@@ -92,8 +112,54 @@ def bench_step(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[fl
             start += steps
 
         def bare() -> None:
-            for a in arrays:
+            for k, a in enumerate(arrays):
                 image.set_data(a)
+                if labels is not None:
+                    labels.set_data(np.ma.masked_equal(mask[k], 0))
+                canvas.draw()
+
+        out = paired_rounds(step, bare, rounds, per=steps)
+        viewer.close()
+    return out
+
+
+def bench_coronal(study: Path, key: Path, rounds: int, steps: int) -> list[tuple[float, float]]:
+    """(viewer coronal step, bare set_data + draw of the same reslice) seconds per step, per round."""
+    width, level = WINDOW_PRESETS["soft tissue"]
+    with medsec_nb.open_study(study, identity=key, purpose="HRESCH") as st:
+        viewer = SliceViewer(st.series[0], index=0, preset="soft tissue")
+        t = time.perf_counter()
+        viewer.plane_select.value = 1  # decrypts the volume (an audited bulk read) and draws
+        print(
+            f"coronal plane chosen (volume decrypted, first reslice drawn) in {(time.perf_counter() - t) * 1e3:.0f} ms"
+        )
+        assert viewer._volume is not None and viewer._canvas is not None
+        volume, p, n = viewer._volume, viewer.plane, viewer.slider.max + 1
+        cuts = [reslice(volume, p, k) for k in range(steps)]
+        fig = Figure(figsize=viewer._canvas.fig.get_size_inches(), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_axis_off()
+        image = ax.imshow(
+            cuts[0],
+            cmap="gray",
+            vmin=level - width / 2,
+            vmax=level + width / 2,
+            aspect="auto",
+            interpolation="antialiased",
+        )
+        canvas.draw()
+        start = 1
+
+        def step() -> None:
+            nonlocal start
+            for k in range(steps):
+                viewer.slider.value = (start + k) % n
+            start += steps
+
+        def bare() -> None:
+            for c in cuts:
+                image.set_data(c)
                 canvas.draw()
 
         out = paired_rounds(step, bare, rounds, per=steps)
@@ -147,6 +213,20 @@ def main(argv: list[str] | None = None) -> int:
             "view() slider step vs bare set_data + draw",
             bench_step(study, key, args.rounds, args.steps),
             BOUNDS["step"],
+            1e3,
+            "ms",
+        )
+        ok &= _report(
+            "view(mask=...) slider step vs bare set_data + draw with a label image",
+            bench_step(study, key, args.rounds, args.steps, overlay=True),
+            BOUNDS["overlay"],
+            1e3,
+            "ms",
+        )
+        ok &= _report(
+            "view() coronal step vs bare set_data + draw",
+            bench_coronal(study, key, args.rounds, args.steps),
+            BOUNDS["coronal"],
             1e3,
             "ms",
         )

@@ -46,7 +46,9 @@ def labels_present(mask: np.ndarray) -> list[int]:
     """The non-zero label values in ``mask`` (a boolean mask has label 1)."""
     if mask.dtype == np.bool_:
         return [1] if mask.any() else []
-    counts = np.bincount(mask.reshape(-1).astype(np.intp, copy=False))
+    counts = np.zeros(int(mask.max(initial=0)) + 1, np.int64)
+    for plane in mask.reshape(-1, *mask.shape[-2:]):  # slice by slice: no volume-sized copy
+        counts += np.bincount(plane.reshape(-1), minlength=len(counts))
     return [int(v) for v in np.flatnonzero(counts) if v]
 
 
