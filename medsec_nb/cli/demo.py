@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..audit import AuditLog, verify_log
 from ..container.header import inspect_study
-from ..container.writer import encrypt_study
+from ..container.writer import encrypt_datasets
 from ..deid.redaction import redacted_items
 from ..keys.identity import generate_identity, load_identity, save_identity
 from ..study.study import open_study
-from ..testdata import synthesize_series
+from ..testdata import synthesize_datasets
 
 SHOWN = (
     "PatientName",
@@ -48,15 +47,14 @@ def _identity(folder: Path, name: str, key_type: str):
 
 
 def build_demo(folder: Path, slices: int = 24) -> tuple[Path, Path, Path]:
-    """Create (or reuse) demo keys and ``ct_demo.msec`` in ``folder``; the plaintext is temporary."""
+    """Create (or reuse) demo keys and ``ct_demo.msec`` in ``folder``; nothing else is written."""
     folder.mkdir(parents=True, exist_ok=True)
     analyst = _identity(folder, "demo-analyst", "x25519")
     producer = _identity(folder, "demo-producer", "ed25519")
     study = folder / "ct_demo.msec"
-    if not study.exists():
-        with tempfile.TemporaryDirectory(prefix="medsec-demo-src-") as tmp:
-            synthesize_series(tmp, n_slices=slices, rows=256, columns=256)
-            encrypt_study(tmp, study, recipients=[analyst.public], signer=producer, progress=False)
+    if not study.exists():  # the series is made and encrypted in memory: no plaintext file at any point
+        series = synthesize_datasets(slices, rows=256, columns=256)
+        encrypt_datasets(series, study, recipients=[analyst.public], signer=producer, progress=False)
     return study, folder / "demo-analyst.key", folder / "demo-producer.pub"
 
 

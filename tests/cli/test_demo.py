@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -48,3 +49,40 @@ def test_demo_prints_redacted_summary(tmp_path):
     ]
     assert "open success" in out and "decrypt-series success" in out and "chain: intact" in out
     assert not any(p.suffix == ".dcm" for p in tmp_path.rglob("*"))
+
+
+def test_build_demo_writes_only_in_its_folder(tmp_path):
+    """The demo series is made and encrypted in memory: every file or folder ``build_demo`` creates is
+    in the demo folder (it once wrote the plaintext series to a temporary folder to encrypt it)."""
+    from medsec_nb.cli.demo import build_demo
+
+    created: list[str] = []
+    recording = [True]
+
+    def hook(event: str, args: tuple) -> None:  # audit hooks cannot be removed: this one stops recording
+        if not recording[0] or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        if event == "os.mkdir" or (
+            event == "open"
+            and (
+                (isinstance(args[1], str) and any(c in args[1] for c in "wax+"))
+                or (isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            )
+        ):
+            created.append(os.path.abspath(os.fsdecode(args[0])))
+
+    sys.addaudithook(hook)
+    try:
+        build_demo(tmp_path / "demo", slices=3)
+    finally:
+        recording[0] = False
+    assert created and all(Path(p).parent == tmp_path / "demo" or Path(p) == tmp_path / "demo" for p in created), (
+        created
+    )
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "ct_demo.msec",
+        "demo-analyst.key",
+        "demo-analyst.pub",
+        "demo-producer.key",
+        "demo-producer.pub",
+    ]
