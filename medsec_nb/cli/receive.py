@@ -74,6 +74,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
     log = logging.getLogger("medsec_nb.pacs.receive")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    logging.getLogger("pynetdicom").addHandler(logging.NullHandler())  # our log says what matters, in one line
+    logging.getLogger("pynetdicom").propagate = False
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
