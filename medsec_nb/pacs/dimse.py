@@ -1,0 +1,248 @@
+"""A DIMSE peer as a pull source: C-FIND finds the study and its instances, C-GET or C-MOVE brings them.
+
+Instances arrive as C-STORE sub-operations on pynetdicom's threads (on the C-GET association itself, or on
+associations the peer opens to a temporary storage SCP for C-MOVE) and are handed to the caller through a
+short queue: a slow writer makes the peer wait, and memory holds a few instances whatever the study's size.
+Each arrives as the peer encodes it (the data set bytes, behind a File Meta header naming the transfer
+syntax the association agreed); C-GET proposes every common transfer syntax so that the peer can send each
+instance as it stores it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from .peer import Found, PacsError, StudyQuery, one_study
+
+#: Offered for each SOP Class of the study on a C-GET association, one presentation context each.
+GET_TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+MAX_CONTEXTS = 128
+#: Instances waiting for the writer; a full queue makes the peer wait.
+QUEUE_DEPTH = 4
+PENDING, SUCCESS, OUT_OF_RESOURCES, NOT_EXPECTED = (0xFF00, 0xFF01), 0x0000, 0xA702, 0xC000
+_DONE = object()
+
+
+class Dimse:
+    """The DIMSE peer ``called_aet`` at ``host:port``, which must know us as ``calling_aet`` (and, for C-MOVE,
+    at the address ``move_to`` that a temporary storage SCP listens on while the study arrives)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        called_aet: str,
+        calling_aet: str = "MEDSEC",
+        *,
+        move_to: tuple[str, int] | None = None,
+        timeout: float = 60.0,
+    ):
+        self.host, self.port, self.called_aet, self.calling_aet = host, port, called_aet, calling_aet
+        self.move_to, self.timeout = move_to, timeout
+        self.protocol = "c-move" if move_to else "c-get"
+
+    def __str__(self) -> str:
+        return f"DICOM {self.called_aet}@{self.host}:{self.port}"
+
+    def _ae(self) -> AE:
+        ae = AE(self.calling_aet)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = min(self.timeout, 15.0)
+        return ae
+
+    def _associate(self, ae: AE, doing: str, **kwargs: Any) -> Association:
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet, **kwargs)
+        if assoc.is_established:
+            return assoc
+        if assoc.is_rejected:
+            raise PacsError(
+                f"{self}: {doing}: association rejected (is {self.called_aet} its AE title, "
+                f"and does it know {self.calling_aet}?)"
+            )
+        raise PacsError(f"{self}: {doing}: no association (nothing answers there, or it broke off)")
+
+    def _find(self, identifier: Dataset, doing: str) -> list[Dataset]:
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = self._associate(ae, doing)
+        out = []
+        try:
+            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                code = getattr(status, "Status", None)
+                if code is None:
+                    raise PacsError(f"{self}: {doing}: the association broke off")
+                if code in PENDING and ds is not None:
+                    out.append(ds)
+                elif code != SUCCESS:
+                    raise PacsError(f"{self}: {doing}: C-FIND failed (status 0x{code:04X})")
+        finally:
+            assoc.release()
+        return out
+
+    def find(self, query: StudyQuery) -> Found:
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.StudyInstanceUID = ""
+        for key, value in query.keys().items():
+            setattr(ident, key, value)
+        studies = self._find(ident, "searching for the study (C-FIND)")
+        uid = one_study(
+            self, query, [str(ds.get("StudyInstanceUID", "")) for ds in studies if ds.get("StudyInstanceUID")]
+        )
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "IMAGE"
+        ident.StudyInstanceUID = uid
+        ident.SeriesInstanceUID = ""
+        ident.SOPInstanceUID = ""
+        ident.SOPClassUID = ""
+        images = self._find(ident, "listing the study's instances (C-FIND)")
+        instances = {str(ds.get("SOPInstanceUID", "")): str(ds.get("SOPClassUID", "")) for ds in images}
+        if not instances or "" in instances or "" in instances.values():
+            raise PacsError(f"{self}: study {uid} lists no usable instances")
+        return Found(uid, instances)
+
+    def retrieve(self, found: Found) -> Iterator[bytes]:
+        """Each instance as it arrives (C-GET, or C-MOVE to a temporary storage SCP)."""
+        items: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+        stop = threading.Event()
+
+        def on_store(event: evt.Event) -> int:
+            if str(getattr(event.request, "AffectedSOPInstanceUID", "")) not in found.instances:
+                return NOT_EXPECTED
+            data = event.encoded_dataset()
+            while not stop.is_set():
+                try:
+                    items.put(data, timeout=0.2)
+                    return SUCCESS
+                except queue.Full:
+                    continue
+            return OUT_OF_RESOURCES
+
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = found.study_uid
+        start = self._start_move if self.move_to else self._start_get
+        assoc, responses, scp = start(found, identifier, on_store)
+        doing = f"retrieving the study ({self.protocol.upper()})"
+
+        def drive() -> None:
+            """Run the retrieve's responses to the end, then tell the reader how it ended."""
+            outcome: object = _DONE
+            try:
+                for status, _ in responses:
+                    code = getattr(status, "Status", None)
+                    if code is None:
+                        outcome = PacsError(f"{self}: {doing}: connection dropped mid-transfer")
+                        break
+                    if code not in PENDING:
+                        if code != SUCCESS:
+                            outcome = PacsError(f"{self}: {doing}: the peer reports failure (status 0x{code:04X})")
+                        break
+            except Exception as exc:  # pynetdicom's thread must not die silently
+                outcome = PacsError(f"{self}: {doing}: {type(exc).__name__}")
+            while not stop.is_set():
+                try:
+                    items.put(outcome, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        driver = threading.Thread(target=drive, name="medsec-pull", daemon=True)
+        driver.start()
+        try:
+            while True:
+                item = items.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, PacsError):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if assoc.is_established and driver.is_alive():
+                assoc.abort()  # the reader stopped early: break off the transfer
+            elif assoc.is_established:
+                assoc.release()
+            driver.join(self.timeout)
+            if scp is not None:
+                scp.shutdown()
+
+    def _start_get(
+        self, found: Found, identifier: Dataset, on_store: Callable[[evt.Event], int]
+    ) -> tuple[Association, Iterator[tuple[Dataset, Dataset | None]], None]:
+        classes = sorted(set(found.instances.values()))
+        per_class = max(1, (MAX_CONTEXTS - 1) // len(classes))
+        if len(classes) > MAX_CONTEXTS - 1:
+            raise PacsError(f"{self}: the study has {len(classes)} SOP Classes, too many for C-GET; use C-MOVE")
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        for sop_class in classes:
+            for ts in GET_TRANSFER_SYNTAXES[:per_class]:
+                ae.add_requested_context(sop_class, ts)
+        roles = [build_role(c, scp_role=True) for c in classes]
+        assoc = self._associate(
+            ae, "retrieving the study (C-GET)", ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        )
+        return assoc, assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet), None
+
+    def _start_move(
+        self, found: Found, identifier: Dataset, on_store: Callable[[evt.Event], int]
+    ) -> tuple[Association, Iterator[tuple[Dataset, Dataset | None]], Any]:
+        assert self.move_to is not None
+        scp_ae = self._ae()
+        for sop_class in sorted(set(found.instances.values())):
+            scp_ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        try:
+            scp = scp_ae.start_server(self.move_to, block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+            assert scp is not None  # block=False returns the server
+        except OSError as exc:
+            host, port = self.move_to
+            raise PacsError(f"cannot listen on {host}:{port} for C-MOVE ({exc.strerror or exc})") from None
+        try:
+            ae = self._ae()
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = self._associate(ae, "retrieving the study (C-MOVE)")
+        except BaseException:
+            scp.shutdown()
+            raise
+        responses = assoc.send_c_move(identifier, self.calling_aet, StudyRootQueryRetrieveInformationModelMove)
+        return assoc, responses, scp
