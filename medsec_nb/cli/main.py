@@ -23,6 +23,7 @@ from .audit import add_audit_commands
 from .deid import add_deid_commands
 from .keyservice import add_keyservice_command
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
+from .pull import add_pull_command
 from .push import add_push_command
 from .receive import add_receive_command
 
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub)
     add_deid_commands(sub)
     add_keyservice_command(sub)
+    add_pull_command(sub)
     add_receive_command(sub)
     add_push_command(sub)
     return parser

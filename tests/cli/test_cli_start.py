@@ -95,7 +95,7 @@ def test_every_command_help(tmp_path):
         ("receive",),
         ("push",),
     } <= set(found)
-    assert len(found) == 18
+    assert len(found) == 19
     codes, packages, stdout = run_fresh(tmp_path, *[[*cmd, "--help"] for cmd in found])
     assert codes == [0] * len(found)
     for cmd in found:
