@@ -90,6 +90,7 @@ class Orthanc:
             "StorageDirectory": str(self.workdir / "storage"),
             "IndexDirectory": str(self.workdir / "index"),
             "StorageCompression": False,
+            "MaximumStorageCacheSize": 0,  # serve files from disk (a test may damage one there)
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
