@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -277,3 +278,29 @@ def test_sigterm_mid_association_loses_no_accepted_instance(tmp_path, identities
     recs = [r for r in AuditLog(tmp_path / "audit.jsonl").records() if r["action"] == "receive"]
     assert [r["study"]["instances"] for r in recs] == [len(stored)]
     assert json.dumps(recs).count(str(datasets[0].SOPInstanceUID)) == 0
+
+
+def test_command_errors_are_one_line(tmp_path, identities):
+    pub = save_identity(identities.x25519, tmp_path / "site", None)[1]
+    (tmp_path / "incoming").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = {
+            "no callers": (["-o", str(tmp_path / "incoming")], "or accept any (--any-caller)"),
+            "no folder": (["-o", str(tmp_path / "nope"), "--any-caller"], "nope: no such folder"),
+            "port in use": (
+                ["-o", str(tmp_path / "incoming"), "--any-caller", "--port", str(port)],
+                f"127.0.0.1:{port}: cannot listen",
+            ),
+        }
+        for argv, message in cases.values():
+            r = subprocess.run(
+                [sys.executable, "-m", "medsec_nb.cli", "receive", "-r", str(pub), "--purpose", "TREAT", *argv],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 1 and message in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
