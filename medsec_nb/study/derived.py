@@ -51,9 +51,8 @@ def default_recipients(study: Study, opener: Opener) -> list[Recipient]:
             f"{study.path}: no public key {pub.name} matching the opening key beside it; "
             "give recipients= (public keys) for the derived results"
         )
-    raise MedsecError(
-        f"{study.path}: opened with a passphrase; give recipients= (public keys) or passphrase= for the derived results"
-    )
+    how = "opened with a passphrase" if study.key_id == "passphrase" else "the opening key is not known here"
+    raise MedsecError(f"{study.path}: {how}; give recipients= (public keys) or passphrase= for the derived results")
 
 
 def _of_study(
