@@ -23,7 +23,7 @@ from ..container._export import export_container
 from ..container._reader import Container, open_container, read_unlock_parts
 from ..container.format import BODY_LEN, PREFIX_LEN, Header
 from ..container.header import read_header
-from ..container.writer import rewrap, write_container
+from ..container.writer import Rewrapped, rewrap, write_container
 from ..core.errors import MedsecError, PolicyDeniedError
 from ..keys.identity import Identity, Passphrase, Recipient
 from .hub_service import connect
@@ -382,7 +382,37 @@ def add_recipients(
     keyservice: str | os.PathLike[str] | None = None,
 ) -> list[str]:
     """Wrap the study key of ``path`` for more recipients (policy action ``add-recipient``);
-    the payload bytes are copied unchanged. Returns the key ids added."""
+    the payload bytes are copied unchanged. Returns the key ids added (:func:`rewrap_study`)."""
+    return rewrap_study(
+        path,
+        recipients,
+        identity,
+        passphrase,
+        purpose=purpose,
+        purpose_text=purpose_text,
+        identity_passphrase=identity_passphrase,
+        audit_log=audit_log,
+        policy=policy,
+        keyservice=keyservice,
+    ).added
+
+
+def rewrap_study(
+    path: str | os.PathLike[str],
+    recipients: Iterable[Recipient | Identity | str | os.PathLike[str]],
+    identity: Identity | str | None = None,
+    passphrase: Passphrase = None,
+    *,
+    purpose: str | None = None,
+    purpose_text: str | None = None,
+    identity_passphrase: Passphrase = None,
+    audit_log: AuditLog | str | None = None,
+    policy: Policy | str | None = None,
+    keyservice: str | os.PathLike[str] | None = None,
+) -> Rewrapped:
+    """Wrap the study key of ``path`` for more recipients and drop the stanzas a Transit recipient
+    retires (versions OpenBao no longer decrypts); policy action ``add-recipient``, recorded with
+    the key ids added and dropped. The payload bytes are copied unchanged."""
     box, access = open_audited(
         path,
         op="add-recipient-open",
@@ -403,7 +433,7 @@ def add_recipients(
             "add-recipient",
             lambda: rewrap(box, recipients),
             event=EVENT_SECURITY,
-            detail=lambda added: {"added": added},
+            detail=lambda done: {"added": done.added, "dropped": done.dropped},
         )
 
 

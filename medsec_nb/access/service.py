@@ -191,11 +191,12 @@ class KeyService:
             if not isinstance(pem, str):
                 raise FormatError(f"key service {self.path}: malformed recipients reply")
             recipient = recipient_from_pem(pem, f"key service {self.path}")
-            name, version = item.get("transit"), item.get("version")
+            name, version, minimum = item.get("transit"), item.get("version"), item.get("min_decryption_version", 1)
             if name is not None:  # a Transit key in OpenBao: its stanza names the key and version
-                if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+                ints = [v for v in (version, minimum) if isinstance(v, int) and not isinstance(v, bool)]
+                if not isinstance(name, str) or len(ints) != 2:
                     raise FormatError(f"key service {self.path}: malformed recipients reply")
-                recipient = TransitRecipient(recipient.key, name, version)
+                recipient = TransitRecipient(recipient.key, name, ints[0], ints[1])
             out.append(recipient)
         if not out:
             raise MedsecError(f"key service {self.path}: holds no site key")

@@ -147,9 +147,11 @@ def cmd_keyservice(args: argparse.Namespace) -> int:
 def add_rewrap_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own
     p = sub.add_parser(
         "rewrap",
-        help="Wrap a study's key to the key service's newest site keys (after a Transit key rotation).",
+        help="Wrap a study's key to the key service's newest site keys; drop stanzas of retired Transit versions.",
         description="Wrap the study key to every site key the key service gives that the study does not have yet "
-        "(the newest version of a rotated Transit key); the payload is not re-encrypted. Policy action add-recipient.",
+        "(the newest version of a rotated Transit key) and drop the stanzas of Transit versions OpenBao no longer "
+        "decrypts (below the key's min_decryption_version); the payload is not re-encrypted. Policy action "
+        "add-recipient.",
         epilog="example:\n  medsec rewrap study.msec --keyservice /run/medsec/keyservice.sock --purpose HRESCH",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -170,20 +172,22 @@ def add_rewrap_command(sub: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def cmd_rewrap(args: argparse.Namespace) -> int:
-    from ..access.gate import add_recipients
-    from ..access.service import KeyService
+    from ..access.gate import rewrap_study
+    from ..access.hub_service import connect
     from ..core.errors import MedsecError
 
     if not args.keyservice:
         raise MedsecError("rewrap needs --keyservice SOCKET (or $MEDSEC_KEYSERVICE)")
-    added = add_recipients(
+    done = rewrap_study(
         args.container,
-        KeyService(args.keyservice).recipients(),
+        connect(args.keyservice).recipients(),
         keyservice=args.keyservice,
         purpose=args.purpose,
     )
-    if not added:
+    if not done.added and not done.dropped:
         print(f"{args.container}: already wrapped to every key the service gives; nothing changed")
-    for kid in added:
+    for kid in done.added:
         print(f"added {kid}")
+    for kid in done.dropped:
+        print(f"dropped {kid} (a retired Transit version)")
     return 0

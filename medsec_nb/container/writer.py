@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from Crypto.Random import get_random_bytes
@@ -18,6 +18,7 @@ from ..core.atomic import atomic_file
 from ..core.errors import MedsecError, NoMatchingRecipientError, OutputError
 from ..keys.identity import Identity, Passphrase, Recipient, as_identity, as_recipient, resolve_passphrase
 from ..keys.scrypt import is_passphrase
+from ..keys.transit import TransitRecipient
 from . import signing
 from ._reader import Container
 from .format import (
@@ -278,10 +279,19 @@ def _write_instances(
     return entries, offset
 
 
-def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
+class Rewrapped(NamedTuple):
+    """What :func:`rewrap` changed: key ids added, key ids of the retired stanzas dropped."""
+
+    added: list[str]
+    dropped: list[str]
+
+
+def rewrap(box: Container, recipients: Iterable[Any]) -> Rewrapped:
     """Wrap the study key of an unlocked container (opened keeping its study key) for more
-    recipients and rewrite its header; the payload bytes are copied unchanged. Returns the key
-    ids added. The producer signature stays valid (it covers the body only)."""
+    recipients and rewrite its header; the payload bytes are copied unchanged. A Transit
+    recipient also drops the stanzas it retires (its key's versions below
+    ``min_decryption_version``, which OpenBao no longer decrypts). Returns the key ids added and
+    the key ids dropped. The producer signature stays valid (it covers the body only)."""
     path = box.path
     recips = [as_recipient(r) for r in recipients]
     header = box.header
@@ -297,10 +307,15 @@ def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
     for r in new:
         if r.type == "ed25519":
             raise NoMatchingRecipientError(f"{r.key_id}: an ed25519 key signs; it cannot be a recipient")
-    if not new:
-        return []
+    retiring = [r for r in recips if isinstance(r, TransitRecipient)]
+    kept = [s for s in header.stanzas if not any(r.retires(s) for r in retiring)]
+    dropped = [str(s.get("kid")) for s in header.stanzas if any(r.retires(s) for r in retiring)]
+    if not new and not dropped:
+        return Rewrapped([], [])
     fid = header.body.file_id
-    stanzas = header.stanzas + [recipient_stanza(box.study_key, r, fid) for r in new]
+    stanzas = kept + [recipient_stanza(box.study_key, r, fid) for r in new]
+    if not stanzas:
+        raise MedsecError(f"{path}: every stanza is retired and there is no new recipient; the container is unchanged")
     raw = encode_header(header.body, stanzas, header.signature_raw)
     ks = KeySchedule.derive(box.study_key, fid)
     try:
@@ -309,4 +324,4 @@ def rewrap(box: Container, recipients: Iterable[Any]) -> list[str]:
             box.copy_payload_to(fh)
     except OSError as exc:
         raise OutputError(f"{path}: cannot rewrite container ({exc.strerror or exc}); it is unchanged") from None
-    return [r.key_id for r in new]
+    return Rewrapped([r.key_id for r in new], dropped)

@@ -34,13 +34,26 @@ _OTK = re.compile(r"vault:v([1-9][0-9]{0,8}):([A-Za-z0-9+/]+={0,2})")
 
 @dataclass(frozen=True, eq=False)
 class TransitRecipient(Recipient):
-    """The public key of one version of a Transit key, with the key's name and that version."""
+    """The public key of one version of a Transit key, with the key's name and that version, and
+    the key's ``min_decryption_version`` (OpenBao no longer decrypts the versions below it)."""
 
     name: str
     version: int
+    min_decryption_version: int = 1
 
     def __repr__(self) -> str:
         return f"TransitRecipient({self.name} v{self.version}, {self.key_id})"
+
+    def retires(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` wraps to a version of this key that OpenBao no longer decrypts."""
+        version = stanza.get("version")
+        return (
+            stanza.get("type") == TYPE_NAME
+            and stanza.get("transit") == self.name
+            and isinstance(version, int)
+            and not isinstance(version, bool)
+            and version < self.min_decryption_version
+        )
 
 
 def _ad(file_id: bytes, kid: str) -> bytes:
@@ -193,12 +206,14 @@ class TransitKey:
         keys = data.get("keys")
         if not isinstance(keys, dict) or not str(data.get("type", "")).startswith("rsa-"):
             raise MedsecError(f"{where} is not an RSA key (create it with type=rsa-3072)")
+        minimum = data.get("min_decryption_version")
+        minimum = minimum if isinstance(minimum, int) and not isinstance(minimum, bool) and minimum > 1 else 1
         versions = {}
         for v, info in keys.items():
             pem = info.get("public_key") if isinstance(info, dict) else None
             if not isinstance(pem, str) or not v.isdigit():
                 raise MedsecError(f"{where}: version {shown(v)} has no public key")
-            versions[int(v)] = TransitRecipient(recipient_from_pem(pem, where).key, self.name, int(v))
+            versions[int(v)] = TransitRecipient(recipient_from_pem(pem, where).key, self.name, int(v), minimum)
         if not versions:
             raise MedsecError(f"{where} has no versions")
         self.versions = versions
@@ -218,7 +233,13 @@ class TransitKey:
         if any(_otk(s, where)[1] not in self.versions for s in mine):
             self.refresh()  # rotated since
         ids = {r.key_id for r in self.versions.values()}
+        retired = sorted({int(s["version"]) for s in mine if self.public.retires(s)})
         mine = [s for s in mine if s.get("kid") in ids]
+        if not mine and retired:
+            raise MedsecError(
+                f"{where}: wrapped to transit key {self.name} only in retired version(s) "
+                f"{', '.join(map(str, retired))} (OpenBao decrypts from version {self.public.min_decryption_version})"
+            )
         if not mine:
             raise NoMatchingRecipientError(
                 f"{where}: not encrypted to transit key {self.name} (recipients: {key_ids(stanzas)})"

@@ -165,7 +165,7 @@ def op_export(peer: Peer, config: KeyServiceConfig, request: dict[str, Any]) -> 
 def _recipient(r: Recipient) -> dict[str, Any]:
     item: dict[str, Any] = {"key_id": r.key_id, "pem": r.pem()}
     if isinstance(r, TransitRecipient):
-        item.update(transit=r.name, version=r.version)
+        item.update(transit=r.name, version=r.version, min_decryption_version=r.min_decryption_version)
     return item
 
 

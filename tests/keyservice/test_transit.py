@@ -211,8 +211,38 @@ def test_after_a_rotation_the_study_key_is_rewrapped_to_the_new_version_and_the_
     with medsec_nb.open_study(study, keyservice=site["socket"], purpose="HRESCH") as st:
         assert np.array_equal(st.series[0].volume(), site["expected"])
     assert _records(site)[before]["who"]["key_id"] == newest[0].key_id
+    original = site["study"].read_bytes()
     with pytest.raises(MedsecError, match="HTTP 400 .*version"):  # the original study has only the retired one
         medsec_nb.open_study(site["study"], keyservice=site["socket"], purpose="HRESCH")
+    assert cli_main([*rewrap[:1], str(site["study"]), *rewrap[2:]]) == 1  # nothing to open it with: unchanged
+    assert "only in retired version(s) 1 (OpenBao decrypts from version 2)" in capsys.readouterr().err
+    assert site["study"].read_bytes() == original
+
+
+def test_rewrap_drops_the_stanza_of_a_retired_version(site, capsys):
+    """After ``min_decryption_version`` is raised, ``medsec rewrap`` leaves only stanzas OpenBao
+    still decrypts; the payload is untouched and the drop is recorded. Runs after the rotation."""
+    study = site["base"] / "retire.msec"
+    assert [(r.version, r.min_decryption_version) for r in KeyService(site["socket"]).recipients()] == [(2, 2)]
+    site["bao"]["cmd"]("write", "transit/keys/site/config", "min_decryption_version=1")  # v1 decrypts again
+    shutil.copyfile(site["study"], study)
+    payload = study.read_bytes()[-4096:]
+    old_kid = medsec_nb.inspect_study(study).recipients[0].split()[1]
+    rewrap = ["rewrap", str(study), "--keyservice", str(site["socket"]), "--purpose", "HRESCH"]
+    assert cli_main(rewrap) == 0 and "dropped" not in capsys.readouterr().out  # v1 still decrypts: kept
+    assert [s.rsplit(" ", 1)[-1] for s in medsec_nb.inspect_study(study).recipients] == ["v1)", "v2)"]
+    site["bao"]["cmd"]("write", "transit/keys/site/config", "min_decryption_version=2")
+    before = len(_records(site))
+    assert cli_main(rewrap) == 0
+    assert capsys.readouterr().out == f"dropped {old_kid} (a retired Transit version)\n"
+    stanzas = medsec_nb.inspect_study(study).recipients
+    assert len(stanzas) == 1 and stanzas[0].endswith("(transit key site v2)") and old_kid not in stanzas[0]
+    assert study.read_bytes()[-4096:] == payload
+    done = [r for r in _records(site)[before:] if r["action"] == "add-recipient"]
+    assert [(r["outcome"], r["detail"]) for r in done] == [("success", {"added": [], "dropped": [old_kid]})]
+    assert cli_main(rewrap) == 0 and "nothing changed" in capsys.readouterr().out
+    with medsec_nb.open_study(study, keyservice=site["socket"], purpose="HRESCH") as st:
+        assert np.array_equal(st.series[0].volume(), site["expected"])
 
 
 def test_sealed_openbao_releases_nothing_and_the_failure_is_recorded(site):
