@@ -207,6 +207,7 @@ class SliceViewer(w.VBox):
             max=last,
             description="slice",
             continuous_update=True,
+            layout=w.Layout(min_width="300px"),
         )
         self.window = w.Dropdown(options=[AUTO, *WINDOW_PRESETS], value=preset, description="window")
         self.plane_select = w.Dropdown(options=list(zip(names, axes)), value=self._plane.axis, description="plane")
@@ -225,13 +226,15 @@ class SliceViewer(w.VBox):
         )
         self.events.on_dom_event(self._on_mouse)
         self._boxes = [
-            w.HBox([self.slider, self.window, self.plane_select]),
+            w.HBox([self.slider, self.window, self.plane_select], layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.edges["left"], self.image, self.edges["right"]]),
             w.HBox([self.status, self.cursor]),
         ]
-        middle = w.VBox([self.edges["top"], self._boxes[1], self.edges["bottom"]], layout=w.Layout(width="max-content"))
+        middle = w.VBox(
+            [self.edges["top"], self._boxes[1], self.edges["bottom"], self.scale], layout=w.Layout(width="max-content")
+        )
         self._boxes.append(middle)
-        super().__init__([self._boxes[0], middle, self.scale, self.legend, self._boxes[2]])
+        super().__init__([self._boxes[0], middle, self.legend, self._boxes[2]])
         self.slider.observe(self._redraw, "value")
         self.window.observe(self._redraw, "value")
         self.plane_select.observe(self._choose_plane, "value")
