@@ -24,7 +24,7 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 DOCS_DIR = ROOT / "docs"
 
 # Files the notebooks read directly (every identifier in them is checked, also name parts).
-DEMO_FILES = ["CT_small.dcm"]
+DEMO_FILES = ["CT_small.dcm", "MR_small.dcm", "OBXXXX1A_rle_2frame.dcm"]
 # Fake names known to be in pydicom's bundled files; checked even if a file goes missing.
 KNOWN_FAKE_NAMES = [
     "CompressedSamples^CT1",
