@@ -15,7 +15,8 @@ import struct
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import ipywidgets as w
@@ -253,6 +254,15 @@ class SliceViewer(w.VBox):
         """The plane shown."""
         return self._plane
 
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Changes made inside do not redraw."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+
     def _show_plane(self) -> None:
         for side, text in planes.orientation_labels(self._plane).items():
             self.edges[side].value = text
@@ -263,22 +273,22 @@ class SliceViewer(w.VBox):
             self._cache.clear()  # the volume holds every instance now
 
     def _choose_plane(self, change: object = None) -> None:
-        if self.closed:
+        if self.closed or self._quiet:
             return
-        self._plane = self._planes[self.plane_select.value]
+        chosen = self._planes[self.plane_select.value]
         try:
-            if self._plane.axis != 0:
+            if chosen.axis != 0:
                 self._load_volume()
-        except MedsecError as exc:
+        except MedsecError as exc:  # e.g. the volume cannot be decoded: stay on the plane shown
+            with self._held():
+                self.plane_select.value = self._plane.axis
             self.status.value = f"{type(exc).__name__}: {exc}"
             return
-        self._quiet = True
-        try:
-            last = self._shape[self._plane.axis] - 1
+        self._plane = chosen
+        with self._held():  # one redraw, below, not one per change
+            last = self._shape[chosen.axis] - 1
             self.slider.max = last
             self.slider.value = last // 2
-        finally:
-            self._quiet = False
         self._show_plane()
         self._redraw()
 

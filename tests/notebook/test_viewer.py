@@ -294,3 +294,18 @@ def test_a_coronal_acquisition_is_labelled_from_its_orientation(tmp_path, identi
         hu = _hu_volume(datasets)
         assert v._shown.shape == (32, 4) and np.array_equal(v._shown, hu[:, :, 19].T)
         v.close()
+
+
+def test_a_volume_that_cannot_be_read_leaves_the_viewer_on_its_plane(study, ct, monkeypatch):
+    v = study.series[0].view(preset="lung")
+    shown = bytes(v.image.value)
+
+    def refuse(self, progress=None):
+        raise medsec_nb.MedsecError("series[0] instance 3: pixel data cannot be decoded (ValueError)")
+
+    monkeypatch.setattr(type(study.series[0]), "volume", refuse)
+    v.plane_select.value = 1
+    assert v.plane.axis == 0 and v.plane_select.value == 0 and v.slider.max == 4
+    assert v.status.value == "MedsecError: series[0] instance 3: pixel data cannot be decoded (ValueError)"
+    assert bytes(v.image.value) == shown and v._volume is None
+    v.close()
