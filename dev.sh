@@ -65,28 +65,27 @@ setup_hub_proxy() {
 
 # The key service's Hub tests spawn users' servers as those OS users, who cannot enter /root (where the
 # default python3 lives): an environment from Debian's /usr/bin/python3 in a world-readable folder, with
-# jupyterhub-singleuser, ipykernel, medsec_nb's dependencies (rebuilt when pyproject.toml changes) and a
-# plain copy of medsec_nb (recopied when the package changes; the checkout itself may be unreadable to them).
+# jupyterhub-singleuser, ipykernel and medsec_nb's dependencies (installed when that list changes) and a
+# plain copy of medsec_nb (recopied when it differs from this checkout's, which they may not be able to read).
 USER_ENV=/opt/medsec-user-env
 setup_user_env() {
-  local py="$USER_ENV/bin/python" deps="$USER_ENV/.medsec-deps" copied="$USER_ENV/.medsec-package"
+  local py="$USER_ENV/bin/python" want site
   [ -x "$py" ] || /usr/bin/python3 -m venv "$USER_ENV"
-  if [ ! -f "$deps" ] || [ pyproject.toml -nt "$deps" ]; then
-    /usr/bin/python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      >"$USER_ENV/requirements.txt"
-    "$py" -m pip install -q -r "$USER_ENV/requirements.txt" ipykernel jupyter_server \
-      "jupyterhub==$("$VENV/bin/python" -c 'import jupyterhub; print(jupyterhub.__version__)')"
-    touch "$deps"
+  want=$(/usr/bin/python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))'
+    echo ipykernel; echo jupyter_server
+    echo "jupyterhub==$("$VENV/bin/python" -c 'import jupyterhub; print(jupyterhub.__version__)')")
+  if [ "$want" != "$(cat "$USER_ENV/requirements.txt" 2>/dev/null)" ]; then
+    printf '%s\n' "$want" >"$USER_ENV/requirements.new"
+    "$py" -m pip install -q -r "$USER_ENV/requirements.new"
+    mv "$USER_ENV/requirements.new" "$USER_ENV/requirements.txt"
   fi
-  local site
   site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  if [ ! -f "$copied" ] || [ -n "$(find medsec_nb pyproject.toml -name __pycache__ -prune -o -newer "$copied" -print -quit)" ]; then
+  if ! diff -rq -x __pycache__ medsec_nb "$site/medsec_nb" >/dev/null 2>&1; then
     rm -rf "$site/medsec_nb.new"
     cp -r medsec_nb "$site/medsec_nb.new"
     find "$site/medsec_nb.new" -name __pycache__ -prune -exec rm -rf {} +
     chmod -R a+rX "$site/medsec_nb.new"
     rm -rf "$site/medsec_nb" && mv "$site/medsec_nb.new" "$site/medsec_nb"
-    touch "$copied"
   fi
 }
 
