@@ -76,10 +76,18 @@ class _Study:
     last: float = field(default_factory=time.monotonic)
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    container_id: str | None = None
+    ended: bool = False  # the end marker was taken from the queue
 
     def items(self) -> Iterator[SourceInstance]:
         while (inst := self.queue.get()) is not None:
             yield inst
+        self.ended = True
+
+    def drain(self) -> None:
+        """Take instances until the end marker: after a failure, so that senders never block."""
+        while not self.ended:
+            self.ended = self.queue.get() is None
 
     def idle(self, now: float, quiet: float) -> bool:
         return now - self.last >= quiet and not any(a.is_alive() for a in self.associations)
@@ -256,10 +264,10 @@ class Receiver:
     def _write(self, study: _Study) -> None:
         try:
             write_container(study.path, study.items(), None, self.recipients, progress=False, workers=1)
-        except BaseException as exc:  # recorded by _finish; drain so that senders never block
+            study.container_id = container_id(study.path)
+        except BaseException as exc:  # recorded by _finish
             study.error = exc
-            while study.queue.get() is not None:
-                pass
+            study.drain()
 
     def _close_idle(self) -> None:
         while not self._stopping.wait(0.2):
@@ -269,7 +277,10 @@ class Receiver:
                 for s in done:
                     del self._studies[s.uid]
             for s in done:
-                self._finish(s)
+                try:
+                    self._finish(s)
+                except Exception as exc:  # this thread must go on closing the other studies
+                    LOG.error("%s: %s", s.path.name, exc if isinstance(exc, MedsecError) else type(exc).__name__)
 
     def _finish(self, study: _Study) -> None:
         study.queue.put(None)
@@ -283,7 +294,7 @@ class Receiver:
             LOG.error("%s: NOT written (%s); %d instance(s) must be sent again", study.path.name, reason, n)
             self._record("receive", "failure", EVENT_IMPORT, fields, {**detail, "reason": reason[:500]})
             return
-        fields["container_sha256"] = container_id(study.path)
+        fields["container_sha256"] = study.container_id
         self._record("receive", "success", EVENT_IMPORT, fields, detail)
         self.written.append(Received(study.path, study.uid, n, callers))
         LOG.info("wrote %s: %d instance(s) from %s", study.path.name, n, ", ".join(callers))

@@ -304,3 +304,14 @@ def test_command_errors_are_one_line(tmp_path, identities):
             )
             assert r.returncode == 1 and message in r.stderr
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_container_that_cannot_be_written_is_refused_recorded_and_nothing_hangs(receiver, tmp_path):
+    r = receiver()
+    (tmp_path / "incoming").rmdir()  # the writer cannot create its file
+    statuses = _send(r.port, synthesize_datasets(12, rows=16, columns=16))
+    assert 0xA700 in statuses  # once the writer failed, the sender is told: out of resources
+    rec = _wait_for(lambda: [x for x in AuditLog(tmp_path / "audit.jsonl").records() if x["outcome"] == "failure"])
+    assert rec[0]["action"] == "receive" and "cannot write container" in rec[0]["detail"]["reason"]
+    assert rec[0]["study"]["instances"] == statuses.count(0)
+    assert r.written == []
