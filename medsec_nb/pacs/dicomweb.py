@@ -90,14 +90,18 @@ class DicomWeb:
 
     def find(self, query: StudyQuery) -> Found:
         with self._talking("searching for the study (QIDO-RS)"):
-            studies = self.client.search_for_studies(search_filters=query.keys(), fields=["StudyInstanceUID"])
+            studies = self.client.search_for_studies(
+                search_filters=query.keys(), fields=["StudyInstanceUID", "NumberOfStudyRelatedInstances"]
+            )
         uid = one_study(self, query, [_value(s, "0020000D") for s in studies])
+        count = next(_value(s, "00201208") for s in studies if _value(s, "0020000D") == uid)
+        if not count.isdigit() or int(count) == 0:
+            raise PacsError(f"{self}: study {uid}: the server does not say how many instances it holds")
+        return Found(uid, int(count))
+
+    def list_instances(self, found: Found) -> set[str]:
         with self._talking("listing the study's instances (QIDO-RS)"):
-            found = self.client.search_for_instances(study_instance_uid=uid, fields=["SOPClassUID"])
-        instances = {_value(i, "00080018"): _value(i, "00080016") for i in found}
-        if not instances or "" in instances:
-            raise PacsError(f"{self}: study {uid} lists no usable instances")
-        return Found(uid, instances)
+            return {_value(i, "00080018") for i in self.client.search_for_instances(found.study_uid)} - {""}
 
     def retrieve(self, found: Found) -> Iterator[bytes]:
         """The study's instances as stored, one multipart part at a time (WADO-RS)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -58,7 +59,7 @@ GET_TRANSFER_SYNTAXES = (
 MAX_CONTEXTS = 128
 #: Instances waiting for the writer; a full queue makes the peer wait.
 QUEUE_DEPTH = 4
-PENDING, SUCCESS, OUT_OF_RESOURCES, NOT_EXPECTED = (0xFF00, 0xFF01), 0x0000, 0xA702, 0xC000
+PENDING, SUCCESS, OUT_OF_RESOURCES = (0xFF00, 0xFF01), 0x0000, 0xA702
 _DONE = object()
 
 
@@ -122,12 +123,25 @@ class Dimse:
         ident = Dataset()
         ident.QueryRetrieveLevel = "STUDY"
         ident.StudyInstanceUID = ""
+        ident.NumberOfStudyRelatedInstances = ""
+        ident.SOPClassesInStudy = ""
         for key, value in query.keys().items():
             setattr(ident, key, value)
         studies = self._find(ident, "searching for the study (C-FIND)")
-        uid = one_study(
-            self, query, [str(ds.get("StudyInstanceUID", "")) for ds in studies if ds.get("StudyInstanceUID")]
-        )
+        uid = one_study(self, query, [str(ds.StudyInstanceUID) for ds in studies if ds.get("StudyInstanceUID")])
+        study = next(ds for ds in studies if ds.get("StudyInstanceUID") == uid)
+        count = str(study.get("NumberOfStudyRelatedInstances", "") or "").strip()
+        classes = study.get("SOPClassesInStudy") or []
+        classes = [str(c) for c in (classes if isinstance(classes, MultiValue) else [classes]) if str(c)]
+        if count.isdigit() and int(count) and classes:
+            return Found(uid, int(count), tuple(sorted(set(classes))))
+        images = self._images(uid)  # the peer did not say: list the instances (slower)
+        if not images:
+            raise PacsError(f"{self}: study {uid} lists no instances")
+        return Found(uid, len(images), tuple(sorted(set(images.values()))))
+
+    def _images(self, uid: str) -> dict[str, str]:
+        """SOP Instance UID -> SOP Class UID of each instance of study ``uid`` (IMAGE-level C-FIND)."""
         ident = Dataset()
         ident.QueryRetrieveLevel = "IMAGE"
         ident.StudyInstanceUID = uid
@@ -135,10 +149,10 @@ class Dimse:
         ident.SOPInstanceUID = ""
         ident.SOPClassUID = ""
         images = self._find(ident, "listing the study's instances (C-FIND)")
-        instances = {str(ds.get("SOPInstanceUID", "")): str(ds.get("SOPClassUID", "")) for ds in images}
-        if not instances or "" in instances or "" in instances.values():
-            raise PacsError(f"{self}: study {uid} lists no usable instances")
-        return Found(uid, instances)
+        return {str(ds.get("SOPInstanceUID", "")): str(ds.get("SOPClassUID", "")) for ds in images}
+
+    def list_instances(self, found: Found) -> set[str]:
+        return set(self._images(found.study_uid)) - {""}
 
     def retrieve(self, found: Found) -> Iterator[bytes]:
         """Each instance as it arrives (C-GET, or C-MOVE to a temporary storage SCP)."""
@@ -146,8 +160,6 @@ class Dimse:
         stop = threading.Event()
 
         def on_store(event: evt.Event) -> int:
-            if str(getattr(event.request, "AffectedSOPInstanceUID", "")) not in found.instances:
-                return NOT_EXPECTED
             data = event.encoded_dataset()
             while not stop.is_set():
                 try:
@@ -209,7 +221,7 @@ class Dimse:
     def _start_get(
         self, found: Found, identifier: Dataset, on_store: Callable[[evt.Event], int]
     ) -> tuple[Association, Iterator[tuple[Dataset, Dataset | None]], None]:
-        classes = sorted(set(found.instances.values()))
+        classes = found.sop_classes
         per_class = max(1, (MAX_CONTEXTS - 1) // len(classes))
         if len(classes) > MAX_CONTEXTS - 1:
             raise PacsError(f"{self}: the study has {len(classes)} SOP Classes, too many for C-GET; use C-MOVE")
@@ -229,7 +241,7 @@ class Dimse:
     ) -> tuple[Association, Iterator[tuple[Dataset, Dataset | None]], Any]:
         assert self.move_to is not None
         scp_ae = self._ae()
-        for sop_class in sorted(set(found.instances.values())):
+        for sop_class in found.sop_classes:
             scp_ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         try:
             scp = scp_ae.start_server(self.move_to, block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])

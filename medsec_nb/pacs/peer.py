@@ -42,10 +42,12 @@ class StudyQuery:
 
 @dataclass(frozen=True)
 class Found:
-    """The one study a query matched: its UID and its instances (SOP Instance UID -> SOP Class UID)."""
+    """The one study a query matched: its UID, how many instances the peer says it holds, and their SOP Classes
+    (when the peer said; C-GET needs them)."""
 
     study_uid: str
-    instances: dict[str, str]
+    count: int
+    sop_classes: tuple[str, ...] = ()
 
 
 def one_study(peer: object, query: StudyQuery, study_uids: list[str]) -> str:
@@ -65,6 +67,10 @@ class Peer(Protocol):
     protocol: str
 
     def find(self, query: StudyQuery) -> Found: ...
+
+    def list_instances(self, found: Found) -> set[str]:
+        """The SOP Instance UIDs the peer lists for the study (slow on some PACS: asked only after a failure)."""
+        ...
 
     def retrieve(self, found: Found) -> Iterator[bytes]:
         """Each instance of ``found`` as DICOM file bytes (Part 10), in memory, as it arrives."""

@@ -8,17 +8,15 @@ instances that did not arrive: it is cheap to retry, so there is no resume.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
 from ..access.gate import container_id, resolve_purpose
 from ..audit import AuditLog
-from ..container.writer import encrypt_datasets
+from ..container.sources import SourceInstance, split_instance
+from ..container.writer import write_container
 from ..core.errors import MedsecError, SourceError
 from ..keys.identity import Identity
 from .peer import Found, PacsError, Peer, StudyQuery
@@ -36,37 +34,36 @@ class _Broken(Exception):
         self.reason = reason
 
 
-def _sop_uid(data: bytes) -> str:
+def _checked(peer: Peer, found: Found, received: set[str]) -> Iterator[SourceInstance]:
+    """The peer's instances of ``found``, split for the writer; strangers, repeats and a short count refused."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        return str(ds.SOPInstanceUID)
-    except Exception:  # pydicom raises many types on garbage input
-        return ""
-
-
-def _checked(peer: Peer, found: Found, received: list[str]) -> Iterator[bytes]:
-    """The peer's instances of ``found``, refusing strangers and repeats, failing if any is missing at the end."""
-    try:
-        for data in peer.retrieve(found):
-            sop = _sop_uid(data)
-            if sop not in found.instances:
-                raise _Broken(f"instance {len(received) + 1} is not one the PACS listed for the study (or unreadable)")
-            if sop in received:
-                raise _Broken(f"instance {len(received) + 1} was sent twice")
-            received.append(sop)
-            yield data
+        for k, data in enumerate(peer.retrieve(found), 1):
+            inst = split_instance(data, f"IM{k:05d}.dcm", f"instance {k}")
+            if inst.entry["study"] != found.study_uid:
+                raise _Broken(f"instance {k} belongs to another study")
+            if inst.entry["sop"] in received:
+                raise _Broken(f"instance {k} was sent twice")
+            if len(received) == found.count:
+                raise _Broken(f"more instances arrived than the {found.count} the PACS listed")
+            received.add(inst.entry["sop"])
+            yield inst
     except PacsError as exc:
         raise _Broken(str(exc).removeprefix(f"{peer}: ")) from None
-    if len(received) < len(found.instances):
+    if len(received) < found.count:
         raise _Broken("the transfer ended early")
 
 
-def _missing(found: Found, received: list[str]) -> str:
-    missing = sorted(set(found.instances) - set(received))
+def _missing(peer: Peer, found: Found, received: set[str]) -> str:
+    """How many instances did not arrive, and which (if the peer can still list them)."""
+    n = found.count - len(received)
+    try:
+        missing = sorted(peer.list_instances(found) - received)
+    except PacsError:
+        return f"{n} of {found.count} instances missing (the PACS cannot list which now)"
     shown = ", ".join(missing[:SHOWN_MISSING]) + (
         f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
     )
-    return f"{len(missing)} of {len(found.instances)} instances missing: {shown}"
+    return f"{n} of {found.count} instances missing: {shown}"
 
 
 def pull_study(
@@ -94,20 +91,13 @@ def pull_study(
     dest = Path(dest)
     detail: dict[str, Any] = {"file": dest.name, "peer": str(peer), "protocol": peer.protocol}
     found = peer.find(query)
-    study = {"study_uid": found.study_uid, "instances": len(found.instances)}
-    received: list[str] = []
+    study = {"study_uid": found.study_uid, "instances": found.count}
+    received: set[str] = set()
     try:
-        encrypt_datasets(
-            _checked(peer, found, received),
-            dest,
-            recipients,
-            signer=signer,
-            total=len(found.instances),
-            progress=progress,
+        write_container(
+            dest, _checked(peer, found, received), found.count, recipients, signer=signer, progress=progress
         )
     except (_Broken, SourceError) as exc:
-        if isinstance(exc, SourceError):
-            received.pop()  # the instance the writer could not use: it is missing from the study
         reason = exc.reason if isinstance(exc, _Broken) else str(exc)
         log.append(
             action="pull",
@@ -118,7 +108,7 @@ def pull_study(
             detail={**detail, "received": len(received), "reason": reason},
         )
         raise PacsError(
-            f"{peer}: study {found.study_uid}: {reason}; {_missing(found, received)}; "
+            f"{peer}: study {found.study_uid}: {reason}; {_missing(peer, found, received)}; "
             f"nothing was written to {dest} (a pull is cheap to retry)"
         ) from None
     log.append(
