@@ -19,7 +19,7 @@ from ..core.errors import MedsecError
 from ..keys.identity import Identity, Passphrase, as_identity
 from . import transport as wkeys
 from .forward import AuditSink
-from .privacy import PrivacyAccountant, check_release, dp_mean
+from .privacy import PRIVACY_UNIT, PrivacyAccountant, check_release, dp_mean
 from .task import Item, message, run_batch
 
 #: Dask settings for the workers of a cohort's own LocalCluster: no statistical profiler (it
@@ -301,6 +301,7 @@ class Cohort:
                 "bounds": [repr(lo), repr(hi)],
                 "epsilon": repr(eps),
                 "scale": repr(scale),
+                "privacy_unit": PRIVACY_UNIT,
                 "budget_spent": repr(self.budget.spent),
                 "budget_total": repr(self.budget.total),
             },

@@ -17,6 +17,8 @@ from ..core.errors import MedsecError
 
 #: Symmetric distance between two same-size cohorts that differ in one study.
 D_IN = 2
+#: What a release protects: one study (a patient with k studies in the cohort is protected at k * epsilon).
+PRIVACY_UNIT = "study"
 
 
 class PrivacyBudgetError(MedsecError):

@@ -570,6 +570,7 @@ def test_release_mean_budget_bounds_and_audit(cluster, studies, me, tmp_path):
     assert len(rel) == 2
     assert rel[0]["detail"]["value"] == repr(v) and rel[0]["detail"]["epsilon"] == "0.6"
     assert rel[0]["detail"]["n"] == N_STUDIES and rel[0]["detail"]["bounds"] == ["-2000.0", "3000.0"]
+    assert rel[0]["detail"]["privacy_unit"] == "study"  # what epsilon protects, stated with the release
     assert verify_log(log).ok
 
 
