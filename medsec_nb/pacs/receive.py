@@ -217,14 +217,14 @@ class Receiver:
 
     def _on_accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
-        refused = sorted({UID(str(cx.abstract_syntax)).name for cx in assoc.rejected_contexts})
-        LOG.info("association from %s at %s", assoc.requestor.ae_title, _peer(event))
-        if refused:
-            LOG.warning(
-                "refused %s: %s",
-                "non-image SOP classes" if not self.allow_non_image else "contexts",
-                ", ".join(refused),
-            )
+        refused = {str(cx.abstract_syntax) for cx in assoc.rejected_contexts}
+        LOG.info(
+            "association from %s at %s%s",
+            assoc.requestor.ae_title,
+            _peer(event),
+            f"; refused {len(refused)} of the SOP classes it proposed" if refused else "",
+        )
+        LOG.debug("refused: %s", ", ".join(sorted(UID(uid).name for uid in refused)))
 
     def _on_store(self, event: evt.Event) -> int:
         caller = event.assoc.requestor.ae_title
