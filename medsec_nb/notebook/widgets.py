@@ -24,6 +24,7 @@ import numpy as np
 from ipyevents import Event
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from ..core.errors import MedsecError
 from ..study import events
@@ -103,34 +104,43 @@ def _colour_to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 class _Canvas:
-    """A figure the size of the image (scaled to ``MAX_DISPLAY``); draws one frame to PNG bytes.
+    """Draws 8-bit frames (grey or RGB) of one ``shape`` to PNG bytes, each pixel ``aspect`` times
+    as high as wide.
 
-    Grey levels go through matplotlib's 256-entry grey colormap, which may round a level down by one.
+    Up to ``MAX_DISPLAY`` pixels on the long side, rows are repeated nearest-neighbour in NumPy
+    (the values as they are, no figure); a larger image is scaled down by a matplotlib Agg figure
+    with antialiasing, whose grey colormap may round a level down by one.
     """
 
     def __init__(self, shape: tuple[int, ...], aspect: float):
         rows, cols = shape[0] * aspect, shape[1]
         scale = min(1.0, MAX_DISPLAY / max(rows, cols))
         self.shape, self.aspect = shape, aspect
-        self.fig = Figure(figsize=(cols * scale / _DPI, rows * scale / _DPI), dpi=_DPI)
-        self.canvas = FigureCanvasAgg(self.fig)
-        width, height = self.canvas.get_width_height()
-        self.shown = (height, width)  #: rows and columns of the PNG
-        ax = self.fig.add_axes((0, 0, 1, 1))
+        self._rows: np.ndarray | None = None
+        self._figure: tuple[FigureCanvasAgg, AxesImage] | None = None
+        if scale == 1.0:
+            height = max(1, round(rows))
+            if height != shape[0]:
+                self._rows = np.minimum(((np.arange(height) + 0.5) * (shape[0] / height)).astype(np.intp), shape[0] - 1)
+            self.shown = (height, cols)  #: rows and columns of the PNG
+            return
+        canvas = FigureCanvasAgg(Figure(figsize=(cols * scale / _DPI, rows * scale / _DPI), dpi=_DPI))
+        width, height = canvas.get_width_height()
+        self.shown = (height, width)
+        ax = canvas.figure.add_axes((0, 0, 1, 1))
         ax.set_axis_off()
-        self.image = ax.imshow(
-            np.zeros(shape, np.uint8),
-            cmap="gray",
-            vmin=0,
-            vmax=255,
-            aspect="auto",
-            interpolation="nearest" if scale == 1.0 else "antialiased",
+        image = ax.imshow(
+            np.zeros(shape, np.uint8), cmap="gray", vmin=0, vmax=255, aspect="auto", interpolation="antialiased"
         )
+        self._figure = canvas, image
 
     def png(self, frame: np.ndarray) -> bytes:
-        self.image.set_data(frame)
-        self.canvas.draw()
-        rgba = np.asarray(self.canvas.buffer_rgba())
+        if self._figure is None:
+            return png_bytes(frame if self._rows is None else frame[self._rows])
+        canvas, image = self._figure
+        image.set_data(frame)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
         return png_bytes(rgba[..., 0] if frame.ndim == 2 else rgba[..., :3])
 
 

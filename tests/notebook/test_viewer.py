@@ -35,7 +35,7 @@ from medsec_nb.notebook.planes import (
     reslice,
     scale_bar_mm,
 )
-from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, apply_window
+from medsec_nb.notebook.widgets import MAX_DISPLAY, WINDOW_PRESETS, SliceViewer, _Canvas, apply_window
 from medsec_nb.testdata import synthesize_datasets
 
 pytestmark = pytest.mark.usefixtures("widget_comm")
@@ -169,6 +169,20 @@ def test_scale_bar_and_pixel_under_the_pointer():
     assert pixel_at((5, 128), (9, 128), 127.9, 8.9) == (4, 127)
     assert pixel_at((5, 128), (9, 128), 0, 0) == (0, 0) and pixel_at((5, 128), (10, 64), 33, 4) == (2, 66)
     assert pixel_at((5, 128), (9, 128), -1, 3) is None and pixel_at((5, 128), (9, 128), 3, 9) is None
+
+
+def test_canvas_repeats_rows_for_the_aspect_and_scales_large_images_down():
+    frame = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3) * 40
+    tall = _Canvas(frame.shape, 2.0)
+    assert tall.shown == (4, 3) and np.array_equal(_png(tall.png(frame)), np.repeat(frame, 2, axis=0))
+    flat = _Canvas((4, 3), 0.5)
+    quad = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    assert flat.shown == (2, 3) and np.array_equal(_png(flat.png(quad)), quad[[1, 3]])
+    rgb = np.dstack([frame, frame // 2, 255 - frame])
+    assert np.array_equal(_png(_Canvas(rgb.shape, 1.0).png(rgb)), rgb)
+    big = _Canvas((3 * MAX_DISPLAY, 64), 1.0)  # through an antialiasing figure, a third of the size
+    shown = _png(big.png(np.full((3 * MAX_DISPLAY, 64), 200, np.uint8)))
+    assert big.shown == shown.shape == (MAX_DISPLAY, 21) and np.abs(shown.astype(int) - 200).max() <= 1
 
 
 # -- the widget -------------------------------------------------------------------------------------
