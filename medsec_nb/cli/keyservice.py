@@ -159,9 +159,9 @@ def add_rewrap_command(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("container")
     p.add_argument(
         "--keyservice",
-        metavar="SOCKET",
+        metavar="ADDRESS",
         default=os.environ.get("MEDSEC_KEYSERVICE"),
-        help="the key service (default $MEDSEC_KEYSERVICE)",
+        help="the key service: its socket, or its URL in JupyterHub (default $MEDSEC_KEYSERVICE)",
     )
     p.add_argument(
         "--purpose",
@@ -177,7 +177,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
     from ..core.errors import MedsecError
 
     if not args.keyservice:
-        raise MedsecError("rewrap needs --keyservice SOCKET (or $MEDSEC_KEYSERVICE)")
+        raise MedsecError("rewrap needs --keyservice ADDRESS (or $MEDSEC_KEYSERVICE)")
     done = rewrap_study(
         args.container,
         connect(args.keyservice).recipients(),

@@ -43,9 +43,11 @@ import medsec_nb
 from medsec_nb.access.hub_service import HubKeyService, connect
 from medsec_nb.access.service import KeyService
 from medsec_nb.audit import AuditLog, verify_log
+from medsec_nb.cli.main import main as cli_main
 from medsec_nb.container._reader import read_unlock_parts
 from medsec_nb.container.writer import encrypt_datasets
 from medsec_nb.core.errors import MedsecError, PolicyDeniedError
+from medsec_nb.keys import load_recipient
 from medsec_nb.keys.transit import TransitKey
 from medsec_nb.testdata import synthesize_datasets
 
@@ -155,7 +157,9 @@ def hub(os_users, bao):
     (private / "data").mkdir(parents=True)
     medsec_nb.save_identity(medsec_nb.generate_identity("x25519"), private / "site")
     (private / "bao.token").write_text(bao["token"] + "\n")
-    (private / "site.csv").write_text(f"p, {ALICE}, *, decrypt, HRESCH, *, allow\n")
+    (private / "site.csv").write_text(
+        f"p, {ALICE}, *, decrypt, HRESCH, *, allow\np, {ALICE}, *, add-recipient, HRESCH, *, allow\n"
+    )
     log, checkpoints = private / "audit.jsonl", private / "audit.checkpoints"
     log.touch()
     for p in [private, *private.rglob("*")]:
@@ -258,6 +262,7 @@ def hub(os_users, bao):
             "base": base,
             "expected": expected,
             "transit_kid": transit.key_id,
+            "site_kid": load_recipient(private / "site.pub").key_id,
         }
     finally:
         _stop(proc.pid, signal.SIGTERM)  # the Hub stops users' servers, its proxy and its managed services
@@ -521,3 +526,21 @@ def test_records_over_http_are_the_callers_own(hub, as_hub_user):
     assert _records(hub)[-1]["seq"] == rec["seq"] and _records(hub)[-1]["who"]["hub_user"] == BOB
     mine = bob.call("records", user=ALICE)["records"]
     assert mine and {(r["who"]["os_user"], r["who"]["hub_user"]) for r in mine} == {(BOB, BOB)}
+
+
+def test_rewrap_through_the_hub_service(hub, as_hub_user, tmp_path, capsys):
+    """``medsec rewrap --keyservice URL``: the study key wrapped to the site keys the service gives
+    (here its key file beside the Transit key it already had), the payload unchanged, recorded."""
+    as_hub_user(hub["tokens"][ALICE])
+    study = tmp_path / "rewrap.msec"
+    shutil.copyfile(hub["study"], study)
+    payload = study.read_bytes()[-4096:]
+    before = len(_records(hub))
+    assert cli_main(["rewrap", str(study), "--keyservice", hub["url"], "--purpose", "HRESCH"]) == 0
+    assert capsys.readouterr().out == f"added {hub['site_kid']}\n" and study.read_bytes()[-4096:] == payload
+    new = _records(hub)[before:]
+    assert [(r["action"], r["outcome"], r["who"]["hub_user"]) for r in new] == [
+        ("add-recipient-open", "success", ALICE),
+        ("add-recipient", "success", ALICE),
+    ]
+    assert new[1]["detail"] == {"added": [hub["site_kid"]], "dropped": []}
