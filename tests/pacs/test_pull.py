@@ -5,7 +5,10 @@ the association, dies mid-transfer or holds a corrupt instance gives one line an
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
+import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -18,6 +21,7 @@ from orthanc import Modality, Orthanc, Study, ct_study, free_port, load
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli.main import main as cli_main
 from medsec_nb.container._reader import open_container
+from medsec_nb.container.header import inspect_study
 from medsec_nb.keys.identity import save_identity
 from medsec_nb.pacs.dicomweb import DicomWeb, multipart_parts
 from medsec_nb.pacs.dimse import Dimse
@@ -284,3 +288,37 @@ def test_multipart_parts_whatever_the_chunks(size):
         list(multipart_parts(content_type, chunks(message + b"--XyZ\r\nContent-Type: x\r\n\r\nDI")))
     with pytest.raises(ValueError):
         list(multipart_parts("application/dicom", chunks(closed)))
+
+
+def test_cli_pull_to_the_key_service_and_signed(orthanc, pacs_studies, scratch, identities, recipient_pub, capsys):
+    """``--to-keyservice``: the service's site key is a recipient (as for ``medsec encrypt``); ``--sign``: signed."""
+    base = Path(tempfile.mkdtemp(prefix="medsec-pull-ks-", dir="/tmp"))  # a short path for the socket
+    site_key = save_identity(identities.p256, base / "site", None)[0]
+    signer = save_identity(identities.signer, base / "producer", None)[0]
+    (base / "policy.csv").write_text("p, root, *, decrypt, HRESCH, *, allow\n")
+    sock = base / "ks.sock"
+    argv = ["keyservice", "--socket", str(sock), "-i", str(site_key), "--policy", str(base / "policy.csv")]
+    proc = multiprocessing.get_context("fork").Process(
+        target=lambda: os._exit(cli_main([*argv, "--log", str(base / "ks.jsonl")]))
+    )
+    proc.start()
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        study = pacs_studies["us"]
+        code, out, err = _cli(
+            capsys, "--dicomweb", orthanc.dicomweb_url, "--study-uid", study.study_uid, "-o", "us.msec",
+            "-r", recipient_pub, "--to-keyservice", str(sock), "--sign", str(signer),
+        )  # fmt: skip
+        assert (code, err) == (0, ""), err
+        assert "2 recipient(s)" in out
+        info = inspect_study(scratch[1] / "us.msec")
+        assert {r.split()[1] for r in info.recipients} == {identities.x25519.key_id, identities.p256.key_id}
+        assert info.signer == identities.signer.key_id
+        assert _contents(scratch[1] / "us.msec", identities.p256) == orthanc.instance_files(study.study_uid)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(30)
+        shutil.rmtree(base, ignore_errors=True)
