@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
 import medsec_nb
@@ -323,3 +325,17 @@ def test_a_volume_that_cannot_be_read_leaves_the_viewer_on_its_plane(study, ct, 
     assert v.status.value == "MedsecError: series[0] instance 3: pixel data cannot be decoded (ValueError)"
     assert bytes(v.image.value) == shown and v._volume is None
     v.close()
+
+
+def test_a_multi_frame_instance_is_resliced_across_its_frames(tmp_path, identities):
+    """pydicom's emri_small.dcm: one MR instance of 10 frames of 64 x 64 (its dataset is read in
+    memory and encrypted from there)."""
+    ds = pydicom.dcmread(get_testdata_file("emri_small.dcm"))
+    dest = encrypt_datasets([ds], tmp_path / "mr.msec", [identities.x25519.public], progress=False)
+    with medsec_nb.open_study(dest, identity=identities.x25519) as st:
+        v = st.series[0].view(plane="coronal", preset="brain")
+        frames = _hu(ds)
+        assert v.slider.max == 63 and np.array_equal(v._shown, frames[::-1, 31, :])
+        _mouse(v, 3, 0)
+        assert v.cursor.value.startswith(f"\u00b7 {float(frames[-1, 31, 3]):g} at row 0, column 3")  # MR: no HU
+        v.close()
