@@ -239,8 +239,9 @@ class Series:
         return series_geometry(self)
 
     def view(self, **kwargs: Any) -> Any:
-        """A slice viewer (slider, window/level presets): a Jupyter widget the notebook layer
-        provides (``medsec_nb.notebook.widgets.SliceViewer``)."""
+        """A slice viewer (axial, coronal and sagittal planes, window/level presets, ``mask=`` label
+        overlay, orientation labels, scale bar, value under the pointer): a Jupyter widget the
+        notebook layer provides (``medsec_nb.notebook.widgets.SliceViewer``)."""
         return faces.make("view", self, **kwargs)
 
     def __repr__(self) -> str:
