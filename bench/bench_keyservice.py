@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pairs import paired_rounds
@@ -39,9 +40,10 @@ from pairs import paired_rounds
 import medsec_nb
 from medsec_nb.access.policy import Policy
 from medsec_nb.audit import AuditLog
+from medsec_nb.container.writer import encrypt_datasets
 from medsec_nb.keys.transit import TransitKey
 from medsec_nb.keyservice import KeyServiceConfig, serve
-from medsec_nb.testdata import synthesize_series
+from medsec_nb.testdata import synthesize_datasets
 
 FORK = multiprocessing.get_context("fork")
 
@@ -111,12 +113,12 @@ def start_openbao(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://{addr}"
 
 
-def transit_rows(work: Path, rounds: int, clients: int, per_client: int) -> None:
+def transit_rows(work: Path, datasets: list[Any], rounds: int, clients: int, per_client: int) -> None:
     bao, addr = start_openbao(work)
     try:
         key = TransitKey(addr, "site", "bench-root")
         study = work / "transit.msec"
-        medsec_nb.encrypt_study(work / "src", study, recipients=[key.versions[max(key.versions)]], progress=False)
+        encrypt_datasets(datasets, study, recipients=[key.public], progress=False)
         proc, sock = start(work, key, "transit")
         try:
 
@@ -248,12 +250,20 @@ def main() -> None:
     ap.add_argument("--hub", action="store_true", help="also measure the service as a JupyterHub-managed service")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medsec-bench-ks-"))
+    try:
+        measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """Every row, side by side, with the study, keys, logs and services in ``work``."""
     os.environ["MEDSEC_DATA_DIR"] = str(work / "data")
     ident = medsec_nb.generate_identity("x25519")
     key, _ = medsec_nb.save_identity(ident, work / "site")
-    synthesize_series(work / "src", n_slices=args.slices, rows=512, columns=512)
+    datasets = synthesize_datasets(args.slices, rows=512, columns=512)  # in memory: no plaintext on disk
     study = work / "study.msec"
-    medsec_nb.encrypt_study(work / "src", study, recipients=[ident.public], progress=False)
+    encrypt_datasets(datasets, study, recipients=[ident.public], progress=False)
     local_log = work / "local.jsonl"
     proc, sock = start(work, key)
     try:
@@ -299,7 +309,7 @@ def main() -> None:
     if hub:
         print(hub)
     if args.transit:
-        transit_rows(work, args.rounds, args.clients, args.per_client)
+        transit_rows(work, datasets, args.rounds, args.clients, args.per_client)
 
 
 if __name__ == "__main__":
