@@ -33,10 +33,11 @@ from medsec_nb.access.service import KeyService
 from medsec_nb.audit import AuditLog, verify_log
 from medsec_nb.audit import checkpoint as ckpt
 from medsec_nb.cli.main import main as cli_main
+from medsec_nb.container.writer import encrypt_datasets
 from medsec_nb.keys import load_recipient
 from medsec_nb.keyservice import KeyServiceConfig, serve
 from medsec_nb.notebook.magics import open_interactive
-from medsec_nb.testdata import synthesize_series
+from medsec_nb.testdata import synthesize_datasets, synthesize_series
 
 SVC, ALICE, BOB, STEWARD = "mksvc", "mkalice", "mkbob", "mksteward"
 FORK = multiprocessing.get_context("fork")
@@ -84,7 +85,7 @@ def as_user(user: pwd.struct_passwd, fn: Callable[[], Any], env: dict[str, str] 
 
 
 @pytest.fixture(scope="module")
-def site(users, tmp_path_factory):
+def site(users):
     """The site: a key only the service user can read, a policy, a study encrypted to the key, a
     running service; yields its paths and the expected volume."""
     base = Path(tempfile.mkdtemp(prefix="medsec-ks-", dir="/tmp"))
@@ -103,10 +104,9 @@ def site(users, tmp_path_factory):
     run = base / "run"
     run.mkdir()
     os.chown(run, svc.pw_uid, svc.pw_gid)
-    src = tmp_path_factory.mktemp("ks-src")
-    synthesize_series(src, n_slices=4, rows=32, columns=32)
     study = base / "study.msec"
-    medsec_nb.encrypt_study(src, study, recipients=[load_recipient(private / "site.pub")], progress=False)
+    site_key = load_recipient(private / "site.pub")
+    encrypt_datasets(synthesize_datasets(4, rows=32, columns=32), study, [site_key], progress=False)
     os.chmod(study, 0o644)
     out = base / "out"
     out.mkdir(mode=0o777)

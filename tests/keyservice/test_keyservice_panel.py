@@ -14,8 +14,9 @@ import pytest
 import medsec_nb
 from medsec_nb.access.policy import Policy
 from medsec_nb.audit import AuditLog
+from medsec_nb.container.writer import encrypt_datasets
 from medsec_nb.keyservice import KeyServiceConfig, serve
-from medsec_nb.testdata import synthesize_series
+from medsec_nb.testdata import synthesize_datasets
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 FORK = multiprocessing.get_context("fork")
@@ -26,8 +27,7 @@ ME = pwd.getpwuid(os.geteuid()).pw_name
 def service(tmp_path_factory):
     work = tmp_path_factory.mktemp("ks-panel")
     ident = medsec_nb.generate_identity("x25519")
-    synthesize_series(work / "src", n_slices=2, rows=16, columns=16)
-    medsec_nb.encrypt_study(work / "src", work / "s.msec", recipients=[ident.public], progress=False)
+    encrypt_datasets(synthesize_datasets(2, rows=16, columns=16), work / "s.msec", [ident.public], progress=False)
     sock, ready = work / "ks.sock", FORK.Event()
 
     def run() -> None:
