@@ -1,19 +1,18 @@
 """Slice viewer: axial, coronal and sagittal planes of a series, window/level presets, a label
 overlay, orientation labels, a millimetre scale bar and the value under the cursor.
 
-The plain functions (``apply_window``, ``auto_window``, ``instance_pixels``, ``png_bytes``; planes
-in ``notebook.planes``, overlays in ``notebook.overlay``) work without Jupyter. ``SliceViewer``
-decrypts one instance at a time for the acquired plane (a small LRU of decrypted instances) and
-the whole volume, once, for the others; it renders with a matplotlib Agg figure (no pyplot,
-nothing written to disk), shows the PNG in an ``ipywidgets.Image`` and reads the pointer with
-ipyevents. ``close()`` drops the cache, the volume and the figure.
+The plain functions work without Jupyter: rendering in ``notebook.render`` (``apply_window``,
+``auto_window``, ``png_bytes``, importable from here too), planes in ``notebook.planes``,
+overlays in ``notebook.overlay``. ``SliceViewer`` decrypts one instance at a time for the
+acquired plane (a small LRU of decrypted instances) and the whole volume, once, for the others;
+it draws each frame in memory (``render.Canvas``: nothing written to disk), shows the PNG in an
+``ipywidgets.Image`` and reads the pointer with ipyevents. ``close()`` drops the cache, the
+volume and the canvas.
 """
 
 from __future__ import annotations
 
-import struct
 import weakref
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,126 +21,34 @@ from typing import TYPE_CHECKING
 import ipywidgets as w
 import numpy as np
 from ipyevents import Event
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 
 from ..core.errors import MedsecError
 from ..study import events
 from . import planes
 from .overlay import colour_table, composite, label_colours, label_mask, labels_present, legend_html
+from .render import AUTO, MAX_DISPLAY, WINDOW_PRESETS, Canvas, apply_window, auto_window, colour_to_uint8, png_bytes
+
+__all__ = [
+    "AUTO",
+    "MAX_DISPLAY",
+    "WINDOW_PRESETS",
+    "SliceViewer",
+    "apply_window",
+    "auto_window",
+    "close_viewers",
+    "instance_pixels",
+    "png_bytes",
+]
 
 if TYPE_CHECKING:
     from ..study import Series, Study
 
-#: name -> (width, level) in Hounsfield units.
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (1500.0, -600.0),
-    "bone": (2000.0, 300.0),
-    "soft tissue": (400.0, 40.0),
-    "brain": (80.0, 40.0),
-}
-AUTO = "auto"
-#: Longest displayed side in screen pixels; larger images are scaled down.
-MAX_DISPLAY = 1024
-_DPI = 100
 _VIEWERS: weakref.WeakSet[SliceViewer] = weakref.WeakSet()
-
-
-def apply_window(array: np.ndarray, width: float, level: float) -> np.ndarray:
-    """Map values to 0..255 with the DICOM linear VOI function (PS3.3 C.11.2.1.2.1)."""
-    if width < 1:
-        raise ValueError(f"window width must be at least 1, not {width}")
-    a = np.asarray(array, dtype=np.float32)
-    if width == 1:
-        return np.where(a > level - 0.5, 255, 0).astype(np.uint8)
-    out = a - np.float32(level - 0.5)
-    out *= np.float32(1.0 / (width - 1))
-    out += np.float32(0.5)
-    np.clip(out, 0.0, 1.0, out=out)
-    out *= np.float32(255.0)
-    out += np.float32(0.5)
-    return out.astype(np.uint8)
-
-
-def auto_window(array: np.ndarray) -> tuple[float, float]:
-    """(width, level) spanning the 1st to 99th percentile of ``array`` (sampled on a grid)."""
-    step = max(1, int(np.sqrt(array.size / 65536)))
-    lo, hi = np.percentile(array[::step, ::step], (1.0, 99.0))
-    return max(float(hi - lo), 1.0), float(hi + lo) / 2.0
 
 
 def instance_pixels(series: Series, i: int) -> np.ndarray:
     """Instance ``i`` of ``series`` as (frames, rows, columns[, samples]), modality rescale applied."""
     return series.pixels(i)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """8-bit greyscale (rows, columns) or RGB (rows, columns, 3) pixels as a PNG (no filter, zlib level 1:
-    about twice as fast as Pillow's adaptive filtering, for a slightly larger file)."""
-    rows, cols = pixels.shape[:2]
-    colour = 2 if pixels.ndim == 3 else 0
-    lines = np.zeros((rows, 1 + pixels[0].size), np.uint8)  # each line: filter byte 0, then samples
-    lines[:, 1:] = pixels.reshape(rows, -1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", cols, rows, 8, colour, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(lines.tobytes(), 1))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _colour_to_uint8(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    top = float(frame.max()) or 1.0
-    return (np.clip(frame, 0, None) * (255.0 / top)).astype(np.uint8)
-
-
-class _Canvas:
-    """Draws 8-bit frames (grey or RGB) of one ``shape`` to PNG bytes, each pixel ``aspect`` times
-    as high as wide.
-
-    Up to ``MAX_DISPLAY`` pixels on the long side, rows are repeated nearest-neighbour in NumPy
-    (the values as they are, no figure); a larger image is scaled down by a matplotlib Agg figure
-    with antialiasing, whose grey colormap may round a level down by one.
-    """
-
-    def __init__(self, shape: tuple[int, ...], aspect: float):
-        rows, cols = shape[0] * aspect, shape[1]
-        scale = min(1.0, MAX_DISPLAY / max(rows, cols))
-        self.shape, self.aspect = shape, aspect
-        self._rows: np.ndarray | None = None
-        self._figure: tuple[FigureCanvasAgg, AxesImage] | None = None
-        if scale == 1.0:
-            height = max(1, round(rows))
-            if height != shape[0]:
-                self._rows = np.minimum(((np.arange(height) + 0.5) * (shape[0] / height)).astype(np.intp), shape[0] - 1)
-            self.shown = (height, cols)  #: rows and columns of the PNG
-            return
-        canvas = FigureCanvasAgg(Figure(figsize=(cols * scale / _DPI, rows * scale / _DPI), dpi=_DPI))
-        width, height = canvas.get_width_height()
-        self.shown = (height, width)
-        ax = canvas.figure.add_axes((0, 0, 1, 1))
-        ax.set_axis_off()
-        image = ax.imshow(
-            np.zeros(shape, np.uint8), cmap="gray", vmin=0, vmax=255, aspect="auto", interpolation="antialiased"
-        )
-        self._figure = canvas, image
-
-    def png(self, frame: np.ndarray) -> bytes:
-        if self._figure is None:
-            return png_bytes(frame if self._rows is None else frame[self._rows])
-        canvas, image = self._figure
-        image.set_data(frame)
-        canvas.draw()
-        rgba = np.asarray(canvas.buffer_rgba())
-        return png_bytes(rgba[..., 0] if frame.ndim == 2 else rgba[..., :3])
 
 
 def _reslicable(series: Series) -> bool:
@@ -208,7 +115,7 @@ class SliceViewer(w.VBox):
         colours = label_colours(labels_present(self._mask)) if self._mask is not None else {}
         self._table = colour_table(colours)
         self._opacity = opacity
-        self._canvas: _Canvas | None = None
+        self._canvas: Canvas | None = None
         self._quiet = False
         self._open = True
         last = self._shape[self._plane.axis] - 1
@@ -334,22 +241,21 @@ class SliceViewer(w.VBox):
             shown = apply_window(frame, width, level)
             text += f" \u00b7 W {width:g} L {level:g}"
         else:
-            shown = _colour_to_uint8(frame)
+            shown = colour_to_uint8(frame)
         if self._mask is not None:
             shown = composite(shown, planes.reslice(self._mask, self._plane, pos), self._table, self._opacity)
         aspect = planes.aspect(self._plane)
         if self._canvas is None or self._canvas.shape != shown.shape or self._canvas.aspect != aspect:
-            self._canvas = _Canvas(shown.shape, aspect)
-            self._show_scale()
+            self._canvas = Canvas(shown.shape, aspect)
+            self._show_scale(self._canvas)
         self._shown = frame
         self.image.value = self._canvas.png(shown)
         self.status.value = text
 
-    def _show_scale(self) -> None:
-        assert self._canvas is not None
-        cols, col_mm = self._canvas.shape[1], self._plane.spacing[1]
+    def _show_scale(self, canvas: Canvas) -> None:
+        cols, col_mm = canvas.shape[1], self._plane.spacing[1]
         mm = planes.scale_bar_mm(cols * col_mm)
-        px = round(mm / col_mm * self._canvas.shown[1] / cols)
+        px = round(mm / col_mm * canvas.shown[1] / cols)
         self.scale.value = (
             f'<div style="width:{px}px;border-bottom:3px solid currentColor;text-align:center">{mm:g} mm</div>'
         )
@@ -375,7 +281,7 @@ class SliceViewer(w.VBox):
             return
         self._open = False
         self._cache.clear()
-        self._canvas = None  # the only reference to the figure and the pixels it holds
+        self._canvas = None  # the only reference to a figure and the pixels it holds
         self._volume = self._shown = self._mask = None
         self.image.value = b""
         self.status.value = "closed"

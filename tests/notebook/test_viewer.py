@@ -37,7 +37,8 @@ from medsec_nb.notebook.planes import (
     reslice,
     scale_bar_mm,
 )
-from medsec_nb.notebook.widgets import MAX_DISPLAY, WINDOW_PRESETS, SliceViewer, _Canvas, apply_window
+from medsec_nb.notebook.render import MAX_DISPLAY, Canvas
+from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, apply_window
 from medsec_nb.testdata import synthesize_datasets
 
 pytestmark = pytest.mark.usefixtures("widget_comm")
@@ -175,14 +176,14 @@ def test_scale_bar_and_pixel_under_the_pointer():
 
 def test_canvas_repeats_rows_for_the_aspect_and_scales_large_images_down():
     frame = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3) * 40
-    tall = _Canvas(frame.shape, 2.0)
+    tall = Canvas(frame.shape, 2.0)
     assert tall.shown == (4, 3) and np.array_equal(_png(tall.png(frame)), np.repeat(frame, 2, axis=0))
-    flat = _Canvas((4, 3), 0.5)
+    flat = Canvas((4, 3), 0.5)
     quad = np.arange(12, dtype=np.uint8).reshape(4, 3)
     assert flat.shown == (2, 3) and np.array_equal(_png(flat.png(quad)), quad[[1, 3]])
     rgb = np.dstack([frame, frame // 2, 255 - frame])
-    assert np.array_equal(_png(_Canvas(rgb.shape, 1.0).png(rgb)), rgb)
-    big = _Canvas((3 * MAX_DISPLAY, 64), 1.0)  # through an antialiasing figure, a third of the size
+    assert np.array_equal(_png(Canvas(rgb.shape, 1.0).png(rgb)), rgb)
+    big = Canvas((3 * MAX_DISPLAY, 64), 1.0)  # through an antialiasing figure, a third of the size
     shown = _png(big.png(np.full((3 * MAX_DISPLAY, 64), 200, np.uint8)))
     assert big.shown == shown.shape == (MAX_DISPLAY, 21) and np.abs(shown.astype(int) - 200).max() <= 1
 
