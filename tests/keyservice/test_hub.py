@@ -92,7 +92,7 @@ def _user_env() -> Path:
         for p in PACKAGE.rglob("*.py")
         if not (copy / p.relative_to(PACKAGE)).exists() or not filecmp.cmp(p, copy / p.relative_to(PACKAGE), False)
     ]
-    assert not stale, f"{copy} is older than the checkout ({stale[:3]}...): ./dev.sh test recopies it (setup_user_env)"
+    assert not stale, f"{copy} differs from the checkout ({stale[:3]}...): ./dev.sh test recopies it (setup_user_env)"
     return USER_ENV
 
 
