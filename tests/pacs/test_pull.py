@@ -205,15 +205,17 @@ def _missing_named(message: str, study: Study, orthanc: Orthanc) -> None:
     assert named and set(named) <= sops
 
 
-def test_a_corrupt_instance_in_the_pacs(make_orthanc, scratch, identities):
-    pacs = make_orthanc()
+@pytest.mark.parametrize("protocol", ["dicomweb", "c-get"])
+def test_a_corrupt_instance_in_the_pacs(make_orthanc, scratch, identities, protocol):
+    pacs = make_orthanc(modalities={"medsec": Modality("MEDSEC", free_port())})
     study = load(pacs, "CT", ct_study(6, rows=64, columns=64))
     stored = pacs.storage_path(study.instance_ids[3])
     stored.write_bytes(stored.read_bytes()[:-3000])  # a damaged file on the PACS's disk
     log = scratch[1].parent / "audit.jsonl"
+    peer = DicomWeb(pacs.dicomweb_url) if protocol == "dicomweb" else Dimse("127.0.0.1", pacs.dicom_port, "ORTHANC")
     with pytest.raises(PacsError) as exc:
         pull_study(
-            DicomWeb(pacs.dicomweb_url),
+            peer,
             StudyQuery(study_uid=study.study_uid),
             "s.msec",
             [identities.x25519],
@@ -222,7 +224,7 @@ def test_a_corrupt_instance_in_the_pacs(make_orthanc, scratch, identities):
             progress=False,
         )
     message = str(exc.value)
-    assert message.startswith(f"DICOMweb {pacs.dicomweb_url}: study {study.study_uid}: ") and "\n" not in message
+    assert message.startswith(f"{peer}: study {study.study_uid}: ") and "\n" not in message
     assert "nothing was written to s.msec (a pull is cheap to retry)" in message
     _missing_named(message, study, pacs)
     assert _files_under(*scratch) == set()
@@ -251,12 +253,16 @@ def _kill_when_writing(pacs: Orthanc, folder: Path, threshold: int = 4 << 20) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["dicomweb", "c-get"])
+@pytest.mark.parametrize("protocol", ["dicomweb", "c-get", "c-move"])
 def test_the_pacs_dies_mid_transfer(make_orthanc, scratch, identities, protocol):
     port = free_port()
     pacs = make_orthanc(modalities={"medsec": Modality("MEDSEC", port)})
     study = load(pacs, "CT", ct_study(80, rows=512, columns=512))  # 40 MB
-    peer = DicomWeb(pacs.dicomweb_url) if protocol == "dicomweb" else Dimse("127.0.0.1", pacs.dicom_port, "ORTHANC")
+    peer = {
+        "dicomweb": DicomWeb(pacs.dicomweb_url),
+        "c-get": Dimse("127.0.0.1", pacs.dicom_port, "ORTHANC"),
+        "c-move": Dimse("127.0.0.1", pacs.dicom_port, "ORTHANC", move_to=("127.0.0.1", port)),
+    }[protocol]
     found = peer.find(StudyQuery(study_uid=study.study_uid))
     assert found.count == 80
     watcher = _kill_when_writing(pacs, scratch[1])
