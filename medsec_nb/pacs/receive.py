@@ -67,6 +67,7 @@ class Received:
 class _Study:
     """One study being received: its writer thread and the associations that sent to it."""
 
+    key: str  # the study UID, with the association's id when each association gets its own container
     uid: str
     path: Path
     queue: queue.Queue[SourceInstance | None] = field(default_factory=lambda: queue.Queue(QUEUE_DEPTH))
@@ -234,10 +235,11 @@ class Receiver:
             LOG.warning("refused an instance: %s", exc)
             return CANNOT_UNDERSTAND
         uid = inst.entry["study"]
+        key = f"{uid} {id(event.assoc)}" if self.quiet == 0 else uid  # quiet 0: one container per association
         with self._lock:
-            study = self._studies.get(uid)
+            study = self._studies.get(key)
             if study is None:
-                study = self._studies[uid] = self._open(uid)
+                study = self._studies[key] = self._open(key, uid)
             if study.error is not None:
                 return OUT_OF_RESOURCES
             if inst.entry["sop"] in study.sops:
@@ -254,8 +256,8 @@ class Receiver:
 
     # ------------------------------------------------------------ studies
 
-    def _open(self, uid: str) -> _Study:
-        study = _Study(uid, _out_name(uid, self.out_dir))
+    def _open(self, key: str, uid: str) -> _Study:
+        study = _Study(key, uid, _out_name(uid, self.out_dir))
         study.thread = threading.Thread(target=self._write, args=(study,), name="medsec-receive-writer", daemon=True)
         study.thread.start()
         LOG.info("new study -> %s", study.path.name)
@@ -275,7 +277,7 @@ class Receiver:
             with self._lock:
                 done = [s for s in self._studies.values() if s.idle(now, self.quiet)]
                 for s in done:
-                    del self._studies[s.uid]
+                    del self._studies[s.key]
             for s in done:
                 try:
                     self._finish(s)

@@ -150,12 +150,10 @@ def test_a_study_over_two_associations_two_containers_or_one_with_a_quiet_period
     _send(each.port, datasets[2:])
     got = _wait_for(lambda: each.written if len(each.written) == 2 else None)
     assert [x.instances for x in got] == [2, 2] and got[0].path != got[1].path
-    gathered = receiver(quiet=1.5)
+    gathered = receiver(quiet=4)
     _send(gathered.port, datasets[:2])
     _send(gathered.port, datasets[2:])
-    got = _wait_for(lambda: gathered.written)
-    time.sleep(2)
-    assert [x.instances for x in gathered.written] == [4]
+    assert [x.instances for x in _wait_for(lambda: gathered.written)] == [4]
 
 
 def test_a_corrupt_instance_is_refused_the_rest_kept(receiver, identities):
@@ -309,7 +307,14 @@ def test_command_errors_are_one_line(tmp_path, identities):
 def test_a_container_that_cannot_be_written_is_refused_recorded_and_nothing_hangs(receiver, tmp_path):
     r = receiver()
     (tmp_path / "incoming").rmdir()  # the writer cannot create its file
-    statuses = _send(r.port, synthesize_datasets(12, rows=16, columns=16))
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CT, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", r.port, ae_title="MEDSEC")
+    statuses = []
+    for ds in synthesize_datasets(12, rows=16, columns=16):
+        statuses.append(int(assoc.send_c_store(ds).Status))
+        time.sleep(0.1)  # the writer fails at once; give it a moment on a busy machine
+    assoc.release()
     assert 0xA700 in statuses  # once the writer failed, the sender is told: out of resources
     rec = _wait_for(lambda: [x for x in AuditLog(tmp_path / "audit.jsonl").records() if x["outcome"] == "failure"])
     assert rec[0]["action"] == "receive" and "cannot write container" in rec[0]["detail"]["reason"]
