@@ -71,6 +71,16 @@ def reslice(volume: np.ndarray, p: Plane, k: int) -> np.ndarray:
     return cut[::-1] if p.flip else cut
 
 
+def voxel_at(p: Plane, shape: tuple[int, int, int], k: int, row: int, column: int) -> tuple[int, int, int]:
+    """The (z, y, x) index in a volume of ``shape`` shown at (``row``, ``column``) of position ``k``
+    of plane ``p`` (``reslice`` undone)."""
+    index = [0, 0, 0]
+    index[p.axis] = k
+    index[p.rows] = shape[p.rows] - 1 - row if p.flip else row
+    index[3 - p.axis - p.rows] = column
+    return index[0], index[1], index[2]
+
+
 def aspect(p: Plane) -> float:
     """Height of a shown pixel over its width (matplotlib's ``aspect``)."""
     return p.spacing[0] / p.spacing[1]

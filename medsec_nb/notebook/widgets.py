@@ -101,6 +101,7 @@ class SliceViewer(w.VBox):
         self._cache_size = max(1, cache_size)
         geometry = series.geometry
         self._shape = geometry.shape
+        self._affine = geometry.affine  # voxel (z, y, x, 1) -> patient (x, y, z, 1), for the pointer
         axes = (0, 1, 2) if _reslicable(series) else (0,)
         self._planes = [planes.plane(a, geometry.direction, geometry.spacing) for a in axes]
         names = [
@@ -273,7 +274,9 @@ class SliceViewer(w.VBox):
         value = self._shown[at]
         unit = " HU" if self._series.modality == "CT" and np.ndim(value) == 0 else ""
         shown = f"{float(value):g}{unit}" if np.ndim(value) == 0 else str(np.asarray(value).tolist())
-        self.cursor.value = f"\u00b7 {shown} at row {at[0]}, column {at[1]}"
+        voxel = planes.voxel_at(self._plane, self._shape, self.slider.value, *at)
+        x, y, z = (self._affine @ (*voxel, 1.0))[:3]
+        self.cursor.value = f"\u00b7 {shown} at row {at[0]}, column {at[1]} \u00b7 ({x:.1f}, {y:.1f}, {z:.1f}) mm"
 
     def close(self) -> None:
         """Drop the decrypted cache, volume and figure, blank the image and close the widgets."""

@@ -36,6 +36,7 @@ from medsec_nb.notebook.planes import (
     plane_name,
     reslice,
     scale_bar_mm,
+    voxel_at,
 )
 from medsec_nb.notebook.render import MAX_DISPLAY, Canvas
 from medsec_nb.notebook.widgets import WINDOW_PRESETS, SliceViewer, apply_window
@@ -149,6 +150,17 @@ def test_planes_of_a_coronal_acquisition_are_named_and_turned_from_its_orientati
     assert np.array_equal(reslice(vol, sagittal, 2), vol[:, :, 2].T)  # rows (to the feet) down the screen
 
 
+@pytest.mark.parametrize("direction", [AXIAL_DIRECTION, CORONAL_DIRECTION])
+def test_voxel_at_undoes_reslice(direction):
+    vol = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    for axis in (0, 1, 2):
+        p = plane(axis, direction, (1.0, 1.0, 1.0))
+        for k in range(vol.shape[axis]):
+            cut = reslice(vol, p, k)
+            for row, column in np.ndindex(*cut.shape):
+                assert vol[voxel_at(p, vol.shape, k, row, column)] == cut[row, column]
+
+
 def test_direction_letters_name_oblique_directions_strongest_first():
     c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
     assert direction_letters((c, s, 0.0)) == "LP" and direction_letters((-s, -c, 0.0)) == "AR"
@@ -237,9 +249,12 @@ def test_axial_view_has_orientation_labels_scale_bar_and_the_value_under_the_cur
     mm = scale_bar_mm(128 * float(ct[1][0].PixelSpacing[1]))
     px = round(mm / float(ct[1][0].PixelSpacing[1]))
     assert mm == 20 and f"width:{px}px" in v.scale.value and "20 mm" in v.scale.value
-    hu = _hu(ct[1][2])
+    hu, ds = _hu(ct[1][2]), ct[1][2]
     _mouse(v, 30, 12)
-    assert v.cursor.value == f"\u00b7 {float(hu[12, 30]):g} HU at row 12, column 30"
+    dy, dx = (float(d) for d in ds.PixelSpacing)
+    x0, y0, z0 = (float(c) for c in ds.ImagePositionPatient)
+    where = f"({x0 + 30 * dx:.1f}, {y0 + 12 * dy:.1f}, {z0:.1f}) mm"  # column 30 along x, row 12 along y
+    assert v.cursor.value == f"\u00b7 {float(hu[12, 30]):g} HU at row 12, column 30 \u00b7 {where}"
     _mouse(v, 200, 12)
     assert v.cursor.value == ""
     _mouse(v, 30, 12)
@@ -273,7 +288,9 @@ def test_coronal_and_sagittal_planes_decrypt_the_volume_once_with_the_right_aspe
     assert np.abs(shown[0].astype(int) - expected_top[0]).max() <= 1  # the head's slice on top, overlay resliced too
     assert v.status.value.startswith("slice 64/128")
     _mouse(v, 5, shown.shape[0] - 1)  # bottom row: the first (lowest) slice
-    assert v.cursor.value.endswith("HU at row 4, column 5") and f"{float(hu[0, 63, 5]):g} HU" in v.cursor.value
+    assert f"\u00b7 {float(hu[0, 63, 5]):g} HU at row 4, column 5 \u00b7 (" in v.cursor.value
+    lowest = ct[1][0]
+    assert v.cursor.value.endswith(f", {float(lowest.ImagePositionPatient[2]):.1f}) mm")  # z of the first slice
     v.plane_select.value = 2
     assert v.plane.name == "sagittal" and np.array_equal(v._shown, hu[::-1, :, 63])
     assert v.edges["left"].value == "A" and v.edges["right"].value == "P"
