@@ -200,20 +200,20 @@ class Dimse:
 
         driver = threading.Thread(target=drive, name="medsec-pull", daemon=True)
         driver.start()
+        ended = False
         try:
-            while True:
-                item = items.get()
-                if item is _DONE:
-                    return
+            while (item := items.get()) is not _DONE:
                 if isinstance(item, PacsError):
+                    ended = True
                     raise item
                 yield item
+            ended = True
         finally:
             stop.set()
-            if assoc.is_established and driver.is_alive():
-                assoc.abort()  # the reader stopped early: break off the transfer
-            elif assoc.is_established:
+            if assoc.is_established and ended:
                 assoc.release()
+            elif assoc.is_established:
+                assoc.abort()  # the reader stopped early: break off the transfer
             driver.join(self.timeout)
             if scp is not None:
                 scp.shutdown()
@@ -241,6 +241,7 @@ class Dimse:
     ) -> tuple[Association, Iterator[tuple[Dataset, Dataset | None]], Any]:
         assert self.move_to is not None
         scp_ae = self._ae()
+        scp_ae.require_calling_aet = [self.called_aet]  # only the PACS we asked may deliver
         for sop_class in found.sop_classes:
             scp_ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         try:
