@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -328,3 +329,36 @@ def test_cli_pull_to_the_key_service_and_signed(orthanc, pacs_studies, scratch, 
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(30)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_c_move_scp_refuses_anyone_but_the_pacs(make_orthanc, scratch, identities):
+    from pynetdicom import AE
+
+    port = free_port()
+    pacs = make_orthanc(modalities={"medsec": Modality("MEDSEC", port)})
+    study = load(pacs, "CT", ct_study(60, rows=512, columns=512))
+    answers: list[tuple[bool, bool]] = []
+
+    def intrude() -> None:  # as soon as the pull's storage SCP listens, a stranger asks to deliver to it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.002)
+        ae = AE("STRANGER")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEC")
+        answers.append((assoc.is_established, assoc.is_rejected))
+        if assoc.is_established:
+            assoc.release()
+
+    intruder = threading.Thread(target=intrude)
+    intruder.start()
+    peer = Dimse("127.0.0.1", pacs.dicom_port, "ORTHANC", move_to=("127.0.0.1", port))
+    dest = pull_study(peer, StudyQuery(study_uid=study.study_uid), "s.msec", [identities.x25519], progress=False)
+    intruder.join()
+    assert answers == [(False, True)]
+    assert inspect_study(dest).instance_count == 60
