@@ -8,7 +8,7 @@ written, and (b) a real Orthanc (its own process, storage on disk, uncompressed,
 association is released (Orthanc answers each C-STORE after storing it); the study is deleted from Orthanc after
 each round; then (a) again beside (c) a plain pynetdicom SCP that writes each instance to a file (what
 storescp does; no encryption, no fsync). Routes alternate within each round. Prints seconds, instances per
-second and the ratios.
+second and the ratios. ``--memory``: the receiver's peak resident memory for 300 and for 1200 slices.
 """
 
 from __future__ import annotations
@@ -69,12 +69,44 @@ class FastOrthanc(Orthanc):
         return {**super().config(), "MaximumPduLength": 131072}
 
 
+def peak_memory(n_slices: int, size: int) -> int:
+    """Peak resident memory (VmHWM, bytes) of a fresh ``medsec receive`` that received ``n_slices`` instances."""
+    datasets = synthesize_datasets(n_slices, rows=size, columns=size)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        pub = save_identity(generate_identity("x25519"), work / "site", None)[1]
+        port = free_port()
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "medsec_nb.cli", "receive", "-o", tmp, "-r", str(pub), "--port", str(port)]
+            + ["--allow-caller", "BENCH", "--purpose", "TREAT"],
+            env={**os.environ, "MEDSEC_AUDIT_LOG": str(work / "audit.jsonl")},
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(5)
+            send(datasets, port, "MEDSEC")
+            while not (work / "audit.jsonl").exists():
+                time.sleep(0.05)
+            status = Path(f"/proc/{receiver.pid}/status").read_text()
+            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024
+        finally:
+            receiver.send_signal(signal.SIGTERM)
+            receiver.wait(60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--memory", action="store_true", help="only: peak memory of the receiver for 300 and 1200 slices")
     args = ap.parse_args()
+    if args.memory:
+        for n in (300, 1200):
+            peak = peak_memory(n, args.size) / 1e6
+            print(f"peak memory of medsec receive, {n} x {args.size}x{args.size}: {peak:.0f} MB")
+        return
     datasets = synthesize_datasets(args.slices, rows=args.size, columns=args.size)
     mb = sum(len(ds.PixelData) for ds in datasets) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
