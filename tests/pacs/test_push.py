@@ -23,8 +23,6 @@ from medsec_nb.testdata import synthesize_datasets
 
 SECRET = b"research project secret, 32 b.."
 
-pytestmark = pytest.mark.slow  # each test starts its own research Orthanc
-
 
 @pytest.fixture
 def study(tmp_path, identities):
@@ -48,6 +46,7 @@ def _nothing_findable(pacs, original, uids) -> None:
     assert pacs.post_json("/tools/find", {"Level": "Study", "Query": {"AccessionNumber": "ACCPUSH7"}}) == []
 
 
+@pytest.mark.slow  # starts its own Orthanc or the command
 def test_push_over_stow_rs_arrives_de_identified(make_orthanc, study, identities, tmp_path):
     path, original, uids = study
     research = make_orthanc(aet="RESEARCH")
@@ -64,6 +63,7 @@ def test_push_over_stow_rs_arrives_de_identified(make_orthanc, study, identities
     assert rec["study"]["study_uid"] == str(original.StudyInstanceUID)
 
 
+@pytest.mark.slow  # starts its own Orthanc or the command
 def test_medsec_push_over_c_store_writes_nothing_and_arrives(make_orthanc, study, identities, tmp_path):
     path, original, uids = study
     research = make_orthanc(aet="RESEARCH")
@@ -89,6 +89,7 @@ def test_medsec_push_over_c_store_writes_nothing_and_arrives(make_orthanc, study
     _nothing_findable(research, original, uids)
 
 
+@pytest.mark.slow  # starts its own Orthanc or the command
 def test_a_leak_sends_nothing(make_orthanc, tmp_path, identities):
     datasets = synthesize_datasets(3, rows=16, columns=16)
     datasets[2].BodyPartExamined = str(datasets[2].PatientID)  # kept by the profile: a leak
@@ -99,6 +100,7 @@ def test_a_leak_sends_nothing(make_orthanc, tmp_path, identities):
     assert research.get_json("/instances") == []
 
 
+@pytest.mark.slow  # runs the command
 @pytest.mark.parametrize("scheme", ["stow", "dimse"])
 def test_a_pacs_that_is_down_is_one_line(scheme, tmp_path, study, identities):
     path, _, _ = study
