@@ -67,6 +67,9 @@ def test_push_over_stow_rs_arrives_de_identified(make_orthanc, study, identities
 def test_medsec_push_over_c_store_writes_nothing_and_arrives(make_orthanc, study, identities, tmp_path):
     path, original, uids = study
     research = make_orthanc(aet="RESEARCH")
+    wrong = f"ELSEWHERE@127.0.0.1:{research.dicom_port}"  # Orthanc checks the called AE title
+    with pytest.raises(MedsecError, match=rf"^{wrong}: association rejected; 0 of 5 instance\(s\) sent$"):
+        push(path, wrong, identity=identities.x25519, secret=SECRET, progress=False)
     key = save_identity(identities.x25519, tmp_path / "site", None)[0]
     secret = tmp_path / "project.secret"
     secret.write_bytes(SECRET)
