@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from orthanc import Modality, Orthanc, Study, ct_study, load, mr_study, us_multiframe
+
+from .orthanc import Modality, Orthanc, Study, ct_study, load, mr_study, us_multiframe
 
 
 @pytest.fixture(scope="session")

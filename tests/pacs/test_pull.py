@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from orthanc import Modality, Orthanc, Study, ct_study, free_port, load
 
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli.main import main as cli_main
@@ -28,6 +27,8 @@ from medsec_nb.pacs.dicomweb import DicomWeb, multipart_parts
 from medsec_nb.pacs.dimse import Dimse
 from medsec_nb.pacs.peer import PacsError, StudyQuery
 from medsec_nb.pacs.pull import pull_study
+
+from .orthanc import Modality, Orthanc, Study, ct_study, free_port, load
 
 PADDING = 0xFFFCFFFC
 

@@ -11,7 +11,6 @@ import sys
 import urllib.parse
 
 import pytest
-from orthanc import free_port
 
 from medsec_nb.audit import AuditLog
 from medsec_nb.container.writer import encrypt_datasets
@@ -20,6 +19,8 @@ from medsec_nb.deid.export import LeakError
 from medsec_nb.keys.identity import save_identity
 from medsec_nb.pacs.push import Destination, push
 from medsec_nb.testdata import synthesize_datasets
+
+from .orthanc import free_port
 
 SECRET = b"research project secret, 32 b.."
 

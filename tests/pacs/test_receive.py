@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from orthanc import Modality, free_port
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -29,6 +28,8 @@ from medsec_nb.core.errors import MedsecError
 from medsec_nb.keys.identity import save_identity
 from medsec_nb.pacs.receive import Receiver
 from medsec_nb.testdata import synthesize_datasets
+
+from .orthanc import Modality, free_port
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
