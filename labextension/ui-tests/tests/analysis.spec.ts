@@ -5,9 +5,30 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
-const NOTEBOOK = path.resolve(__dirname, '..', '..', '..', 'notebooks', '03_secure_ct_analysis.ipynb');
+const SOURCE = path.resolve(__dirname, '..', '..', '..', 'notebooks', '03_secure_ct_analysis.ipynb');
+
+/** The notebook as run here: a first cell sends this kernel's records to a log of its own (the panel
+ * test expects the server's log to start empty); the notebook's own cells are unchanged. */
+function notebookForThisTest(): string {
+  const nb = JSON.parse(fs.readFileSync(SOURCE, 'utf-8'));
+  nb.cells.unshift({
+    cell_type: 'code',
+    execution_count: null,
+    id: 'medsec-ui-own-log',
+    metadata: {},
+    outputs: [],
+    source:
+      'import os, tempfile\n' +
+      'os.environ["MEDSEC_AUDIT_LOG"] = os.path.join(tempfile.mkdtemp(prefix="medsec-ui-analysis-"), "audit.jsonl")'
+  });
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'medsec-ui-')), '03_secure_ct_analysis.ipynb');
+  fs.writeFileSync(file, JSON.stringify(nb));
+  return file;
+}
+const NOTEBOOK = notebookForThisTest();
 const SHOTS = process.env.MEDSEC_SCREENSHOTS_DIR || path.resolve(__dirname, '..', 'test-results', 'screenshots');
 
 /** Index of the notebook's cell whose source contains ``text`` (the notebook renders cells lazily:

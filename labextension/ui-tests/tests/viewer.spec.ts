@@ -10,7 +10,10 @@ import * as path from 'path';
 const DEMO = path.resolve(__dirname, '..', 'demo');
 const SHOTS = process.env.MEDSEC_SCREENSHOTS_DIR || path.resolve(__dirname, '..', 'test-results', 'screenshots');
 
+// this kernel's records go to a log of its own: the panel test expects the server's log to start empty
 const LOAD = [
+  'import os, tempfile',
+  'os.environ["MEDSEC_AUDIT_LOG"] = os.path.join(tempfile.mkdtemp(prefix="medsec-ui-viewer-"), "audit.jsonl")',
   '%load_ext medsec_nb',
   '%load_secure_study ct_demo.msec --identity demo-analyst.key --purpose EDU --as ct'
 ].join('\n');
