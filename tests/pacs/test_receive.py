@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -321,3 +324,41 @@ def test_a_container_that_cannot_be_written_is_refused_recorded_and_nothing_hang
     assert rec[0]["action"] == "receive" and "cannot write container" in rec[0]["detail"]["reason"]
     assert rec[0]["study"]["instances"] == statuses.count(0)
     assert r.written == []
+
+
+@pytest.mark.slow
+def test_receive_to_the_key_service_s_site_keys(tmp_path, identities):
+    """``--to-keyservice``: the service's site key is a recipient beside ``-r`` (as for ``medsec encrypt``);
+    the site's private key opens what arrived, and the receiver never held it."""
+    from medsec_nb.cli.main import main as cli_main
+
+    base = Path(tempfile.mkdtemp(prefix="medsec-recv-ks-", dir="/tmp"))  # a short path for the socket
+    site_key = save_identity(identities.p256, base / "site", None)[0]
+    (base / "policy.csv").write_text("p, root, *, decrypt, HRESCH, *, allow\n")
+    sock = base / "ks.sock"
+    argv = ["keyservice", "--socket", str(sock), "-i", str(site_key), "--policy", str(base / "policy.csv")]
+    service = multiprocessing.get_context("fork").Process(
+        target=lambda: os._exit(cli_main([*argv, "--log", str(base / "ks.jsonl")]))
+    )
+    service.start()
+    try:
+        _wait_for(sock.exists)
+        pub = save_identity(identities.x25519, tmp_path / "analyst", None)[1]
+        port = free_port()
+        proc = _start_cli(tmp_path, pub, port, "--allow-caller", "MODALITY", "--to-keyservice", str(sock))
+        datasets = synthesize_datasets(4, rows=16, columns=16)
+        try:
+            assert _send(port, datasets) == [0] * 4
+            found = _wait_for(lambda: list((tmp_path / "incoming").glob("*.msec")))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+        assert proc.returncode == 0, "".join(proc.log)  # type: ignore[attr-defined]
+        sent = {str(ds.SOPInstanceUID): _dataset_part(dataset_bytes(ds)) for ds in datasets}
+        for identity in (identities.p256, identities.x25519):  # the site key and the -r key both open it
+            assert {s: _dataset_part(b) for s, b in _contents(found[0], identity).items()} == sent
+        assert _files_under(tmp_path / "tmpdir", tmp_path / "cwd") == set()
+    finally:
+        os.kill(service.pid, signal.SIGTERM)
+        service.join(30)
+        shutil.rmtree(base, ignore_errors=True)
