@@ -210,23 +210,26 @@ def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
             raise SourceError(f"{path}: has image attributes but no Pixel Data (truncated file?)")
         _check_complete(ds, len(data), path)
     float_pixels = bool(n) and data[tag_offset : tag_offset + 4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
-    entry = {
-        "path": rel,
-        "sop": str(ds.SOPInstanceUID),
-        "sop_class": str(ds.get("SOPClassUID", "")),
-        "study": str(ds.StudyInstanceUID),
-        "series": str(ds.SeriesInstanceUID),
-        "series_number": _number(ds.get("SeriesNumber")),
-        "modality": str(ds.get("Modality", "")),
-        "instance_number": _number(ds.get("InstanceNumber")),
-        "position": _floats(ds.get("ImagePositionPatient"), 3),
-        "orientation": _floats(ds.get("ImageOrientationPatient"), 6),
-        "transfer_syntax": ts,
-        "size": len(data),
-        "pixel_tag_offset": tag_offset if n else None,
-        "pixel_value_offset": v if n else None,
-        "image": _image(ds, ts, n, float_pixels) if has_pixels else None,
-    }
+    try:  # a malformed attribute (e.g. an empty Rows: int(None)) is the file's fault, named as such
+        entry = {
+            "path": rel,
+            "sop": str(ds.SOPInstanceUID),
+            "sop_class": str(ds.get("SOPClassUID", "")),
+            "study": str(ds.StudyInstanceUID),
+            "series": str(ds.SeriesInstanceUID),
+            "series_number": _number(ds.get("SeriesNumber")),
+            "modality": str(ds.get("Modality", "")),
+            "instance_number": _number(ds.get("InstanceNumber")),
+            "position": _floats(ds.get("ImagePositionPatient"), 3),
+            "orientation": _floats(ds.get("ImageOrientationPatient"), 6),
+            "transfer_syntax": ts,
+            "size": len(data),
+            "pixel_tag_offset": tag_offset if n else None,
+            "pixel_value_offset": v if n else None,
+            "image": _image(ds, ts, n, float_pixels) if has_pixels else None,
+        }
+    except (TypeError, ValueError, AttributeError):
+        raise SourceError(f"{path}: malformed image attributes") from None
     return SourceInstance(data, entry, v, n)
 
 
