@@ -156,9 +156,13 @@ def write_container(
     scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
     progress: bool = True,
     workers: int = 2,
+    overwrite: bool = True,
     _rand: Callable[[int], bytes] = get_random_bytes,
 ) -> Path:
-    """Encrypt ``total`` already split ``instances`` (e.g. made in memory) to the container ``dest``."""
+    """Encrypt ``total`` already split ``instances`` (e.g. made in memory) to the container ``dest``.
+
+    With ``overwrite=False`` an existing ``dest``, or one that appears while writing, is never
+    replaced: OutputError, and nothing is written."""
     dest = Path(dest)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise MedsecError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
@@ -179,7 +183,7 @@ def write_container(
     hlen = header_length(stanzas, sig_len)
 
     try:
-        with atomic_file(dest, mode=0o644) as fh:
+        with atomic_file(dest, mode=0o644, overwrite=overwrite) as fh:
             fd = fh.fileno()
             entries, payload_len = _write_instances(
                 fd,
@@ -213,6 +217,8 @@ def write_container(
             raw = encode_header(body, stanzas, sig_raw)
             assert len(raw) + MAC_LEN == hlen, "header length changed while writing"
             _pwrite_all(fd, raw + ks.header_mac(raw), 0)
+    except FileExistsError:
+        raise OutputError(f"{dest}: already exists (refusing to overwrite); nothing was written") from None
     except OSError as exc:
         raise OutputError(f"{dest}: cannot write container ({exc.strerror or exc}); nothing was written") from None
     return dest

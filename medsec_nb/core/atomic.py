@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -24,16 +25,41 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.ENOSYS}
+
+
+def _exists(dest: Path) -> FileExistsError:
+    return FileExistsError(f"{dest}: already exists (refusing to overwrite)")
+
+
+def _place_exclusively(tmp: str, dest: Path) -> None:
+    """Move ``tmp`` to ``dest`` unless ``dest`` exists, atomically (link, then unlink ``tmp``)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise _exists(dest) from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if dest.exists():  # a file system without hard links: checked, then renamed
+            raise _exists(dest) from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_file(dest: str | os.PathLike[str], *, mode: int = 0o644, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``dest`` only if the block completes.
 
-    On any exception the temporary file is removed and ``dest`` is untouched.
+    On any exception the temporary file is removed and ``dest`` is untouched. With
+    ``overwrite=False`` the file is put in place by a hard link, which fails if ``dest`` exists:
+    a file that appears while the block runs is never replaced (FileExistsError).
     """
     dest = Path(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
     if not overwrite and dest.exists():
-        raise FileExistsError(f"{dest}: already exists (refusing to overwrite)")
+        raise _exists(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=folder)
     try:
         os.fchmod(fd, mode)
@@ -41,9 +67,10 @@ def atomic_file(dest: str | os.PathLike[str], *, mode: int = 0o644, overwrite: b
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        if not overwrite and dest.exists():
-            raise FileExistsError(f"{dest}: already exists (refusing to overwrite)")
-        os.replace(tmp, dest)
+        if overwrite:
+            os.replace(tmp, dest)
+        else:
+            _place_exclusively(tmp, dest)
         _fsync_dir(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -93,7 +93,7 @@ def save_derived(
         if recipients is None and passphrase is None:
             recips = default_recipients(study, opener)
         items = _of_study(iter_memory_instances(instances), uid, study.path, made)
-        return write_container(target, items, None, recips, passphrase, signer, progress=progress)
+        return write_container(target, items, None, recips, passphrase, signer, progress=progress, overwrite=False)
 
     return study.access.audited(
         "derived",

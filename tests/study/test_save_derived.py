@@ -221,3 +221,23 @@ def test_opened_through_the_key_service_goes_to_the_site_keys(tmp_path, identiti
         assert back.instance_count == 1
     (record,) = [r for r in _records(tmp_path / "service.jsonl") if r["action"] == "derived"]
     assert record["outcome"] == "success" and record["detail"]["recipients"] == "default"
+
+
+def test_a_file_appearing_while_the_derived_container_is_written_is_never_replaced(made, tmp_path, identities):
+    """The race between save_derived's exists() check and the rename: the instances are consumed after the
+    check, so a generator that creates ``dest`` on its first step puts a file there exactly in that window."""
+    log = tmp_path / "audit.jsonl"
+    dest = tmp_path / "out" / "d.msec"
+    dest.parent.mkdir()
+    with open_study(made, identities.x25519, audit_log=log) as study:
+        item = _copy_of_first(study)
+
+        def appearing():
+            dest.write_bytes(b"someone else's")
+            yield item
+
+        with pytest.raises(OutputError, match="already exists"):
+            study.save_derived(appearing(), dest)
+    assert dest.read_bytes() == b"someone else's"
+    assert _files_under(dest.parent) == {str(dest)}  # no temporary left
+    assert [r["outcome"] for r in _records(log) if r["action"] == "derived"] == ["failure"]
