@@ -23,7 +23,9 @@ import casbin
 from ..core.errors import PolicyDeniedError, PolicyError
 from ..core.identity import os_user
 
-ACTIONS = ("decrypt", "reveal-tag", "export", "add-recipient")
+#: ``pull``, ``pull-by-patient``, ``push`` and ``receive`` move studies between a PACS and
+#: containers (docs/PACS.md, "Who may pull, push and receive").
+ACTIONS = ("decrypt", "reveal-tag", "export", "add-recipient", "pull", "pull-by-patient", "push", "receive")
 #: The role held by the user this process runs for.
 LOCAL_ROLE = "@local"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "policy"

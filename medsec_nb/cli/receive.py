@@ -14,7 +14,9 @@ sent it ends (or, with --quiet-period S, once no instance of it arrived for S se
 association that sent to it ended: a study sent over several associations becomes one container).
 Received instances are encrypted as they arrive: no plaintext is written anywhere. Every container
 and every refused association is recorded in the audit log. Stop with SIGTERM or Ctrl-C: open
-associations are aborted and every instance already accepted is written before exit.
+associations are aborted and every instance already accepted is written before exit. The access
+policy must allow you action "receive" (asked once, before listening; with --keyservice the key
+service decides and its log records).
 """
 
 
@@ -30,6 +32,12 @@ def add_receive_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="existing folder for the containers")
     p.add_argument("-r", "--recipient", action="append", default=[], metavar="KEY.pub", help="public key (repeatable)")
     p.add_argument("--to-keyservice", metavar="SOCKET", help="also encrypt to the key service's site keys")
+    p.add_argument(
+        "--keyservice",
+        metavar="SOCKET",
+        default=os.environ.get("MEDSEC_KEYSERVICE"),
+        help="the key service whose policy decides and whose log records (default $MEDSEC_KEYSERVICE)",
+    )
     p.add_argument("--ae-title", default="MEDSEC", metavar="AE", help="our AE title (default MEDSEC)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=11112, help="port to listen on (default 11112; 0: any free port)")
@@ -91,6 +99,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         allow_non_image=args.allow_non_image,
         quiet=args.quiet_period,
         purpose=args.purpose,
+        keyservice=args.keyservice,
     )
     print(f"received {sum(r.instances for r in written)} instance(s) into {len(written)} container(s)")
     return 0

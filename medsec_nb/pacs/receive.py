@@ -8,25 +8,33 @@ association that sent to it has ended and ``quiet`` seconds have passed since it
 instance: with ``quiet=0`` each association gives its own container; a larger ``quiet``
 gathers a study sent over several associations into one. Stopping (SIGTERM in the CLI)
 aborts open associations, then writes every instance already answered with success.
+
+A hostile or broken sender is bounded: at most ``max_studies_per_association`` and ``max_studies``
+studies are open at once, an instance larger than ``max_instance_bytes`` is refused while it
+arrives (its bytes are dropped, not buffered), a PDU longer than :data:`MAX_PDU` closes the
+connection, and a refused calling AE title is recorded at most once a minute, with a count.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from Crypto.Hash import SHA256
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -37,6 +45,7 @@ from ..container.sources import SourceInstance, split_instance
 from ..container.writer import write_container
 from ..core.errors import MedsecError
 from ..keys.identity import as_recipient
+from .policy import PolicyArg, allow_receive, pacs_access
 
 LOG = logging.getLogger("medsec_nb.pacs.receive")
 EVENT_IMPORT = "110107"
@@ -45,6 +54,16 @@ VERIFICATION = "1.2.840.10008.1.1"
 QUEUE_DEPTH = 8
 #: C-STORE statuses (PS3.4 B.2.3).
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+#: Studies open at once, in one association and in all; a new study beyond either is answered 0xA700.
+MAX_STUDIES_PER_ASSOCIATION, MAX_STUDIES = 16, 64
+#: The largest data set accepted by default (bytes); a larger one is answered 0xA700.
+MAX_INSTANCE_BYTES = 1 << 30
+#: The PDU length we announce; a peer sending a longer PDU is cut off before it is read.
+MAX_PDU = 4 << 20
+#: A DIMSE command set is a few hundred bytes; one longer than this cuts the peer off.
+MAX_COMMAND_BYTES = 1 << 16
+#: A refused calling AE title is recorded at most once per this many seconds (with a count).
+DENIED_INTERVAL = 60.0
 
 
 def image_storage_classes() -> list[str]:
@@ -77,10 +96,12 @@ class _Study:
     last: float = field(default_factory=time.monotonic)
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    opened: threading.Event = field(default_factory=threading.Event)  # the temporary file exists, or error is set
     container_id: str | None = None
     ended: bool = False  # the end marker was taken from the queue
 
     def items(self) -> Iterator[SourceInstance]:
+        self.opened.set()  # write_container asks for instances once its temporary file is open
         while (inst := self.queue.get()) is not None:
             yield inst
         self.ended = True
@@ -94,6 +115,42 @@ class _Study:
         return now - self.last >= quiet and not any(a.is_alive() for a in self.associations)
 
 
+class _Throttle:
+    """At most one audit record per key per ``interval`` seconds; the events held back are counted into the
+    next record (or the one :meth:`due` gives). Past ``keys`` keys at once, new ones share the key ``*``."""
+
+    def __init__(self, interval: float, keys: int = 64):
+        self.interval, self.keys = interval, keys
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (time of its last record, events held back since)
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, now: float) -> tuple[str, int] | None:
+        """The key and count to record now, or None (counted, recorded later)."""
+        with self._lock:
+            if key not in self._seen and len(self._seen) >= self.keys:
+                self._seen = {k: v for k, v in self._seen.items() if v[1] or now - v[0] < self.interval}
+                if len(self._seen) >= self.keys:
+                    key = "*"
+            last, held = self._seen.get(key, (now - self.interval, 0))
+            if now - last < self.interval:
+                self._seen[key] = (last, held + 1)
+                return None
+            self._seen[key] = (now, 0)
+            return key, held + 1
+
+    def due(self, now: float, everything: bool = False) -> list[tuple[str, int]]:
+        """Keys whose held-back events are a full interval old (or all of them), with their counts."""
+        with self._lock:
+            out = [
+                (k, held)
+                for k, (last, held) in self._seen.items()
+                if held and (everything or now - last >= self.interval)
+            ]
+            for k, _ in out:
+                self._seen[k] = (now, 0)
+            return out
+
+
 def _out_name(uid: str, folder: Path) -> Path:
     """``<UTC time>-<12 hex digits of the UID's SHA-256>.msec``: unique, sortable, no UID in the name."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -105,7 +162,9 @@ class Receiver:
 
     Only ``allowed_callers`` (calling AE titles) may associate unless ``any_caller``; only image
     Storage SOP Classes are accepted unless ``allow_non_image``. Every container written, every
-    failure and every refused association is recorded in the audit log with ``purpose``.
+    failure and every refused association is recorded in the audit log with ``purpose``. The access
+    policy (``policy``, or the key service's: ``keyservice``, else ``$MEDSEC_KEYSERVICE``, whose log then
+    records) must allow the local user action ``receive`` (:mod:`.policy`), else nothing listens.
     """
 
     def __init__(
@@ -122,6 +181,11 @@ class Receiver:
         quiet: float = 0.0,
         purpose: str | None = None,
         audit_log: AuditLog | str | os.PathLike[str] | None = None,
+        max_instance_bytes: int = MAX_INSTANCE_BYTES,
+        max_studies: int = MAX_STUDIES,
+        max_studies_per_association: int = MAX_STUDIES_PER_ASSOCIATION,
+        policy: PolicyArg = None,
+        keyservice: str | os.PathLike[str] | None = None,
     ):
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
@@ -133,12 +197,19 @@ class Receiver:
         if not self.callers and not any_caller:
             raise MedsecError("name the AE titles allowed to send (--allow-caller AE), or accept any (--any-caller)")
         self.purpose = resolve_purpose(purpose)
-        self.log = audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
+        access = pacs_access(self.purpose, audit_log=audit_log, policy=policy, keyservice=keyservice)
+        self.log = allow_receive(access, ae_title)
         self.ae_title, self.address, self.quiet = ae_title, (host, port), max(0.0, quiet)
         self.allow_non_image = allow_non_image
+        self.max_instance_bytes = max_instance_bytes
+        self.max_studies, self.max_studies_per_association = max_studies, max_studies_per_association
         self.written: list[Received] = []
         self._studies: dict[str, _Study] = {}
         self._lock = threading.Lock()
+        self._denied = _Throttle(DENIED_INTERVAL)
+        self._oversized: weakref.WeakSet[io.BytesIO] = weakref.WeakSet()  # data sets whose bytes were dropped
+        self._cut: weakref.WeakSet[Association] = weakref.WeakSet()  # peers to disconnect at their next PDU
+        self._told: weakref.WeakSet[Association] = weakref.WeakSet()  # associations already logged as over a cap
         self._stopping = threading.Event()
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
@@ -152,7 +223,7 @@ class Receiver:
     def start(self) -> Receiver:
         ae = AE(ae_title=self.ae_title)
         ae.require_calling_aet = self.callers
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = MAX_PDU
         classes = (
             [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
             if self.allow_non_image
@@ -166,6 +237,8 @@ class Receiver:
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_CONN_OPEN, self._on_connect),
+            (evt.EVT_DATA_RECV, self._on_data),
         ]
         try:
             self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)  # type: ignore[arg-type]
@@ -200,6 +273,7 @@ class Receiver:
             self._studies.clear()
         for study in pending:
             self._finish(study)
+        self._record_denied(time.monotonic(), everything=True)
         LOG.info("stopped; %d container(s) written", len(self.written))
         return self.written
 
@@ -213,8 +287,49 @@ class Receiver:
 
     def _on_rejected(self, event: evt.Event) -> None:
         caller = event.assoc.requestor.ae_title
-        LOG.warning("refused an association from %r at %s: calling AE title not allowed", caller, _peer(event))
-        self._record("receive", "denied", EVENT_SECURITY, None, {"calling_ae": caller, "reason": "calling AE title"})
+        admitted = self._denied.admit(caller, time.monotonic())
+        if admitted is not None:  # else counted into this caller's next record (a flood is not a flood of records)
+            LOG.warning("refused an association from %r at %s: calling AE title not allowed", caller, _peer(event))
+            self._record_denial(*admitted)
+
+    def _record_denial(self, caller: str, count: int) -> None:
+        detail = {"calling_ae": caller, "reason": "calling AE title", "count": count}
+        self._record("receive", "denied", EVENT_SECURITY, None, detail)
+
+    def _record_denied(self, now: float, everything: bool = False) -> None:
+        for caller, count in self._denied.due(now, everything):
+            LOG.warning("refused %d more association(s) from %r: calling AE title not allowed", count, caller)
+            self._record_denial(caller, count)
+
+    def _on_connect(self, event: evt.Event) -> None:
+        """Bound what one read may take: pynetdicom reads a whole PDU into memory, whatever its announced length
+        (``recv`` is where it asks for that length), so a longer one than we allow closes the connection."""
+        assoc, sock = event.assoc, event.assoc.dul.socket
+        if sock is None:
+            return
+        read = sock.recv
+
+        def recv(n: int) -> bytearray:
+            if n > MAX_PDU + 6 or assoc in self._cut:
+                LOG.warning("cut off %s: a PDU or command set beyond the limits (%d bytes announced)", _peer(event), n)
+                raise OSError("PDU beyond the limits")  # pynetdicom: transport closed, the association ends
+            return read(n)
+
+        sock.recv = recv  # type: ignore[method-assign,assignment]
+
+    def _on_data(self, event: evt.Event) -> None:
+        """Before each PDU is added to the DIMSE message being assembled: drop the bytes of a data set larger
+        than ``max_instance_bytes`` (it is refused when complete) and cut off an endless command set."""
+        msg = event.assoc.dimse.message
+        if msg is None:
+            return
+        if msg.encoded_command_set.tell() > MAX_COMMAND_BYTES:
+            self._cut.add(event.assoc)
+        data = msg.data_set
+        if isinstance(data, io.BytesIO) and data.tell() > self.max_instance_bytes:
+            data.seek(0)
+            data.truncate()
+            self._oversized.add(data)
 
     def _on_accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -228,18 +343,34 @@ class Receiver:
         LOG.debug("refused: %s", ", ".join(sorted(UID(uid).name for uid in refused)))
 
     def _on_store(self, event: evt.Event) -> int:
-        caller = event.assoc.requestor.ae_title
+        assoc, caller = event.assoc, event.assoc.requestor.ae_title
+        data = cast(C_STORE, event.request).DataSet
+        if data is None or data in self._oversized or _length(data) > self.max_instance_bytes:
+            LOG.warning("refused an instance from %s: larger than %d bytes", caller, self.max_instance_bytes)
+            return OUT_OF_RESOURCES
         try:
             inst = split_instance(event.encoded_dataset(), "", f"instance from {caller}")
-        except MedsecError as exc:
-            LOG.warning("refused an instance: %s", exc)
+        except Exception as exc:  # whatever a sender puts in an instance is its failure, never a handler crash
+            LOG.warning("refused an instance: %s", exc if isinstance(exc, MedsecError) else type(exc).__name__)
             return CANNOT_UNDERSTAND
         uid = inst.entry["study"]
-        key = f"{uid} {id(event.assoc)}" if self.quiet == 0 else uid  # quiet 0: one container per association
+        key = f"{uid} {id(assoc)}" if self.quiet == 0 else uid  # quiet 0: one container per association
         with self._lock:
             study = self._studies.get(key)
             if study is None:
+                if full := self._full(assoc):
+                    if assoc not in self._told:
+                        self._told.add(assoc)
+                        LOG.warning(
+                            "association from %s at %s: new studies refused (0xA700): %s", caller, _peer(event), full
+                        )
+                    return OUT_OF_RESOURCES
                 study = self._studies[key] = self._open(key, uid)
+            if assoc not in study.associations:
+                study.associations.append(assoc)  # the study stays open while this association lives
+            study.last = time.monotonic()
+        study.opened.wait()  # a study whose file cannot be made refuses its first instance already
+        with self._lock:
             if study.error is not None:
                 return OUT_OF_RESOURCES
             if inst.entry["sop"] in study.sops:
@@ -247,12 +378,19 @@ class Receiver:
                 return SUCCESS
             study.sops.add(inst.entry["sop"])
             inst.entry["path"] = f"IM{len(study.sops):05d}.dcm"
-            if event.assoc not in study.associations:
-                study.associations.append(event.assoc)
             study.callers.add(caller)
             study.last = time.monotonic()
-        study.queue.put(inst)  # the study stays open while this association lives
+        study.queue.put(inst)
         return SUCCESS
+
+    def _full(self, assoc: Association) -> str:
+        """Why a new study cannot be opened now ("" if it can); called holding the lock."""
+        mine = sum(assoc in s.associations for s in self._studies.values())
+        if mine >= self.max_studies_per_association:
+            return f"{mine} studies open in this association (the limit)"
+        if len(self._studies) >= self.max_studies:
+            return f"{len(self._studies)} studies open in all (the limit)"
+        return ""
 
     # ------------------------------------------------------------ studies
 
@@ -265,15 +403,19 @@ class Receiver:
 
     def _write(self, study: _Study) -> None:
         try:
-            write_container(study.path, study.items(), None, self.recipients, progress=False, workers=1)
+            write_container(
+                study.path, study.items(), None, self.recipients, progress=False, workers=1, overwrite=False
+            )
             study.container_id = container_id(study.path)
         except BaseException as exc:  # recorded by _finish
             study.error = exc
+            study.opened.set()
             study.drain()
 
     def _close_idle(self) -> None:
         while not self._stopping.wait(0.2):
             now = time.monotonic()
+            self._record_denied(now)
             with self._lock:
                 done = [s for s in self._studies.values() if s.idle(now, self.quiet)]
                 for s in done:
@@ -310,6 +452,11 @@ class Receiver:
             )
         except MedsecError as exc:
             LOG.error("audit record not written: %s", exc)
+
+
+def _length(data: io.BytesIO) -> int:
+    with data.getbuffer() as view:
+        return view.nbytes
 
 
 def _peer(event: evt.Event) -> str:

@@ -343,7 +343,8 @@ def send_deidentified(
     call ``send`` with every instance's DICOM file bytes (e.g. to a research PACS). The burned-in check
     and the leak scan cover every instance before ``send`` is called: any hit, and nothing is sent.
     Recorded as ``deid-export`` (output ``destination``) and then ``push`` (DICOM event 110104
-    Instances Transferred) with the detail ``send`` returns (what was sent where: no UIDs)."""
+    Instances Transferred) with the detail ``send`` returns (what was sent where: no UIDs). The policy
+    must allow ``export`` and, before anything is de-identified, ``push`` of the source study."""
     settings = ExportSettings(
         _profile(options), _keys(secret, False), _rules(mask_rules), allow_burned_in, *_accepts(accept_leaks_in)
     )
@@ -357,6 +358,7 @@ def send_deidentified(
         audit_log=audit_log,
         policy=policy,
     ) as (access, items, total):
+        access.authorize("push", "push", {"destination": destination})
         checked = _override_audited(access, items, settings) if allow_burned_in else items
         report, encoded = access.audited(
             "deid-export",
