@@ -8,6 +8,7 @@ in memory (:func:`ct_study`, :func:`mr_study`, :func:`us_multiframe`): no plaint
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -68,6 +69,7 @@ class Orthanc:
     workdir: Path
     aet: str = "ORTHANC"
     modalities: dict[str, Modality] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)  # HTTP basic users (none: no authentication)
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -93,7 +95,8 @@ class Orthanc:
             "MaximumStorageCacheSize": 0,  # serve files from disk (a test may damage one there)
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "HttpDescribeErrors": True,
             "DicomServerEnabled": True,
             "DicomAet": self.aet,
@@ -152,6 +155,8 @@ class Orthanc:
 
     def rest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> bytes:
         req = urllib.request.Request(self.url + path, data=body, method=method)
+        for user, password in list(self.users.items())[:1]:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         if body is not None:
             req.add_header("Content-Type", content_type)
         with urllib.request.urlopen(req, timeout=60) as resp:
