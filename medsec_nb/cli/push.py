@@ -6,16 +6,20 @@ import argparse
 import sys
 
 from .deid import OPTIONS, _secret, _unlock, _unlocking, _why
+from .pull import add_dicomweb_auth, dicomweb_session
 
 PUSH_EPILOG = """\
 examples:
   medsec push CT_STUDY/ --to http://research-pacs:8042/dicom-web --secret-file project.secret --purpose HRESCH
+  medsec push CT_STUDY/ --to https://research-pacs/dicom-web --token-file research.token \\
+      --secret-file project.secret --purpose HRESCH
   medsec push study.msec -i site-a.key --to RESEARCH@research-pacs:4242 --secret-file project.secret \\
       --purpose HRESCH --option retain-long-modified-dates
 
 The PS3.15 Basic Profile (plus --option), the burned-in check and the leak scan run over every
 instance in memory first: any hit and nothing is sent. Nothing is written to disk. A destination is
-a DICOMweb base URL (STOW-RS) or AE@HOST:PORT (C-STORE). The export and the transfer are recorded in
+a DICOMweb base URL (STOW-RS; credentials from --user/--password-file or --token-file, a URL shown
+without user, password or query) or AE@HOST:PORT (C-STORE). The export and the transfer are recorded in
 the audit log (deid-export, push: destination and counts).
 """
 
@@ -27,6 +31,7 @@ def add_push_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         description="De-identify a study (PS3.15 Basic Profile + options, leak-scanned) and send it to a PACS.",
         epilog=PUSH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --password must not be taken for --password-file
     )
     p.set_defaults(func=cmd_push)
     p.add_argument("source", metavar="SRC", help="DICOM file or folder, or an encrypted .msec study")
@@ -34,6 +39,8 @@ def add_push_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--to", required=True, metavar="DEST", help="http[s]://HOST:PORT/dicom-web (STOW-RS) or AE@HOST:PORT (C-STORE)"
     )
     p.add_argument("--calling-ae", default="MEDSEC", metavar="AE", help="our AE title for C-STORE (default MEDSEC)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="STOW-RS: wait for the server (default 60)")
+    add_dicomweb_auth(p)
     p.add_argument("--option", action="append", choices=OPTIONS, metavar="OPTION", help="a profile option (repeatable)")
     p.add_argument("--secret-file", metavar="F", help="project de-identification secret (>= 16 bytes)")
     p.add_argument("--mask-rules", metavar="FILE", help="burned-in text rectangles to blank (TOML or JSON)")
@@ -58,6 +65,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         args.to,
         calling_ae=args.calling_ae,
         progress=not args.quiet,
+        session=dicomweb_session(args),
+        timeout=args.timeout,
         options=args.option or (),
         secret=_secret(args),
         purpose=args.purpose,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,7 +41,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at impo
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from .peer import Found, PacsError, StudyQuery, one_study
+from ..audit.record import is_uid
+from .peer import Found, PacsError, StudyQuery, check_uids, one_study
 
 #: Offered for each SOP Class of the study on a C-GET association, one presentation context each.
 GET_TRANSFER_SYNTAXES = (
@@ -65,7 +68,8 @@ _DONE = object()
 
 class Dimse:
     """The DIMSE peer ``called_aet`` at ``host:port``, which must know us as ``calling_aet`` (and, for C-MOVE,
-    at the address ``move_to`` that a temporary storage SCP listens on while the study arrives)."""
+    at the address ``move_to`` that a temporary storage SCP listens on while the study arrives). ``timeout``
+    bounds each network wait, ``max_time`` (seconds, optional) the whole retrieve."""
 
     def __init__(
         self,
@@ -76,9 +80,10 @@ class Dimse:
         *,
         move_to: tuple[str, int] | None = None,
         timeout: float = 60.0,
+        max_time: float | None = None,
     ):
         self.host, self.port, self.called_aet, self.calling_aet = host, port, called_aet, calling_aet
-        self.move_to, self.timeout = move_to, timeout
+        self.move_to, self.timeout, self.max_time = move_to, timeout, max_time
         self.protocol = "c-move" if move_to else "c-get"
 
     def __str__(self) -> str:
@@ -107,14 +112,16 @@ class Dimse:
         assoc = self._associate(ae, doing)
         out = []
         try:
-            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    raise PacsError(f"{self}: {doing}: the association broke off")
-                if code in PENDING and ds is not None:
-                    out.append(ds)
-                elif code != SUCCESS:
-                    raise PacsError(f"{self}: {doing}: C-FIND failed (status 0x{code:04X})")
+            with warnings.catch_warnings():  # pydicom warns of values that are not UIDs: what is used is checked
+                warnings.simplefilter("ignore")
+                for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                    code = getattr(status, "Status", None)
+                    if code is None:
+                        raise PacsError(f"{self}: {doing}: the association broke off")
+                    if code in PENDING and ds is not None:
+                        out.append(ds)
+                    elif code != SUCCESS:
+                        raise PacsError(f"{self}: {doing}: C-FIND failed (status 0x{code:04X})")
         finally:
             assoc.release()
         return out
@@ -133,11 +140,14 @@ class Dimse:
         count = str(study.get("NumberOfStudyRelatedInstances", "") or "").strip()
         classes = study.get("SOPClassesInStudy") or []
         classes = [str(c) for c in (classes if isinstance(classes, MultiValue) else [classes]) if str(c)]
+        check_uids(self, classes, "SOP Class UID")
         if count.isdigit() and int(count) and classes:
             return Found(uid, int(count), tuple(sorted(set(classes))))
         images = self._images(uid)  # the peer did not say: list the instances (slower)
         if not images:
             raise PacsError(f"{self}: study {uid} lists no instances")
+        check_uids(self, list(images), "SOP Instance UID")
+        check_uids(self, list(images.values()), "SOP Class UID")
         return Found(uid, len(images), tuple(sorted(set(images.values()))))
 
     def _images(self, uid: str) -> dict[str, str]:
@@ -152,7 +162,7 @@ class Dimse:
         return {str(ds.get("SOPInstanceUID", "")): str(ds.get("SOPClassUID", "")) for ds in images}
 
     def list_instances(self, found: Found) -> set[str]:
-        return set(self._images(found.study_uid)) - {""}
+        return {uid for uid in self._images(found.study_uid) if is_uid(uid)}  # nothing else is repeated
 
     def retrieve(self, found: Found) -> Iterator[bytes]:
         """Each instance as it arrives (C-GET, or C-MOVE to a temporary storage SCP)."""
@@ -201,8 +211,9 @@ class Dimse:
         driver = threading.Thread(target=drive, name="medsec-pull", daemon=True)
         driver.start()
         ended = False
+        deadline = None if self.max_time is None else time.monotonic() + self.max_time
         try:
-            while (item := items.get()) is not _DONE:
+            while (item := self._next(items, deadline, doing)) is not _DONE:
                 if isinstance(item, PacsError):
                     ended = True
                     raise item
@@ -217,6 +228,18 @@ class Dimse:
             driver.join(self.timeout)
             if scp is not None:
                 scp.shutdown()
+
+    def _next(self, items: queue.Queue[Any], deadline: float | None, doing: str) -> Any:
+        """The next item from the retrieve, or a PacsError once ``deadline`` (monotonic) has passed."""
+        if deadline is None:
+            return items.get()
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise queue.Empty
+            return items.get(timeout=left)
+        except queue.Empty:
+            raise PacsError(f"{self}: {doing}: not done within {self.max_time:g} s (--max-time)") from None
 
     def _start_get(
         self, found: Found, identifier: Dataset, on_store: Callable[[evt.Event], int]

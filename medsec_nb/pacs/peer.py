@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+from ..audit.record import is_uid
 from ..core.errors import MedsecError
 
 
@@ -24,6 +26,8 @@ class StudyQuery:
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.study_uid, self.accession, self.patient_id)) != 1:
             raise PacsError("give exactly one of a Study Instance UID, an accession number or a patient ID")
+        if self.study_uid is not None and not is_uid(self.study_uid):
+            raise PacsError("the Study Instance UID given is not a valid DICOM UID (digits and dots, at most 64)")
 
     def keys(self) -> dict[str, str]:
         """The query as DICOM attribute keywords and values."""
@@ -50,9 +54,28 @@ class Found:
     sop_classes: tuple[str, ...] = ()
 
 
+def public_url(url: str) -> str:
+    """``url`` as shown and recorded: scheme, host, port and path only (no user, password, query or fragment)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def check_uids(peer: object, uids: list[str], what: str) -> None:
+    """A one-line error if the peer sent a ``what`` that is not a DICOM UID (its text is not repeated)."""
+    bad = sum(not is_uid(u) for u in uids)
+    if bad:
+        raise PacsError(f"{peer}: the peer sent {bad} {what}(s) that are not valid DICOM UIDs")
+
+
 def one_study(peer: object, query: StudyQuery, study_uids: list[str]) -> str:
-    """The single study UID a query found, or a one-line error naming the peer."""
+    """The single study UID a query found, or a one-line error naming the peer. Every UID the peer sent must be
+    a valid UID, and a query by study UID must find that study: the peer's matching is not trusted."""
     uids = sorted(set(study_uids))
+    check_uids(peer, uids, "study UID")
+    if query.study_uid is not None:
+        uids = [u for u in uids if u == query.study_uid]
     if not uids:
         raise PacsError(f"{peer}: no study matches {query.describe()}")
     if len(uids) > 1:

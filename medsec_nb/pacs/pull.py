@@ -8,13 +8,19 @@ instances that did not arrive: it is cheap to retry, so there is no resume.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
 from ..access.gate import container_id, resolve_purpose
 from ..audit import AuditLog
+from ..audit.record import is_uid
 from ..container.sources import SourceInstance, split_instance
 from ..container.writer import write_container
 from ..core.errors import MedsecError, SourceError
@@ -34,21 +40,40 @@ class _Broken(Exception):
         self.reason = reason
 
 
-def _checked(peer: Peer, found: Found, received: set[str]) -> Iterator[SourceInstance]:
-    """The peer's instances of ``found``, split for the writer; strangers, repeats and a short count refused."""
+def _matches(data: bytes, query: StudyQuery) -> bool:
+    """Whether an instance holds the accession number or patient ID the study was found by (compared in
+    memory: the PACS's matching is not trusted, and the values are never repeated)."""
+    keys = {k: v for k, v in query.keys().items() if k != "StudyInstanceUID"}
+    if not keys:
+        return True
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keys), force=True)
+    return all(str(ds.get(k, "") or "").strip() == v.strip() for k, v in keys.items())
+
+
+def _checked(peer: Peer, found: Found, query: StudyQuery, received: set[str]) -> Iterator[SourceInstance]:
+    """The peer's instances of ``found``, split for the writer; strangers (another study, accession number or
+    patient ID than the query's), repeats, malformed instances and a short count refused."""
     try:
         for k, data in enumerate(peer.retrieve(found), 1):
             inst = split_instance(data, f"IM{k:05d}.dcm", f"instance {k}")
             if inst.entry["study"] != found.study_uid:
                 raise _Broken(f"instance {k} belongs to another study")
+            if not is_uid(inst.entry["sop"]):
+                raise _Broken(f"instance {k} has a SOP Instance UID that is not a valid DICOM UID")
+            if not _matches(data, query):
+                raise _Broken(f"instance {k} does not match {query.describe()}")
             if inst.entry["sop"] in received:
                 raise _Broken(f"instance {k} was sent twice")
             if len(received) == found.count:
                 raise _Broken(f"more instances arrived than the {found.count} the PACS listed")
             received.add(inst.entry["sop"])
             yield inst
+    except (_Broken, SourceError):
+        raise
     except PacsError as exc:
         raise _Broken(str(exc).removeprefix(f"{peer}: ")) from None
+    except Exception as exc:  # a hostile peer's bytes must not escape as an internal error
+        raise _Broken(f"unusable answer ({type(exc).__name__})") from None
     if len(received) < found.count:
         raise _Broken("the transfer ended early")
 
@@ -81,7 +106,8 @@ def pull_study(
 
     The pull is recorded in the audit log (action ``pull``, event 110107 Import, with ``purpose``, default
     ``$MEDSEC_PURPOSE``). Raises :class:`PacsError` with one line naming the peer; on failure no container
-    is written and the message names the instances that did not arrive.
+    is written and the message names the instances that did not arrive. The container is renamed into place
+    only after its record is in the log: no record, no container.
     """
     purpose = resolve_purpose(purpose)
     recipients = list(recipients)
@@ -94,11 +120,16 @@ def pull_study(
     study = {"study_uid": found.study_uid, "instances": found.count}
     received: set[str] = set()
     try:
-        write_container(
-            dest, _checked(peer, found, received), found.count, recipients, signer=signer, progress=progress
-        )
-    except (_Broken, SourceError) as exc:
-        reason = exc.reason if isinstance(exc, _Broken) else str(exc)
+        folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".pull", dir=dest.parent))
+    except OSError as exc:
+        raise MedsecError(f"{dest.parent}: cannot write the container there ({exc.strerror})") from None
+    part = folder / dest.name
+    try:
+        checked = _checked(peer, found, query, received)
+        write_container(part, checked, found.count, recipients, signer=signer, progress=progress)
+    except Exception as exc:  # once the study is found, every failure is recorded
+        reason = exc.reason if isinstance(exc, _Broken) else str(exc) if isinstance(exc, MedsecError) else None
+        reason = reason or f"unexpected {type(exc).__name__}"
         log.append(
             action="pull",
             outcome="failure",
@@ -111,12 +142,16 @@ def pull_study(
             f"{peer}: study {found.study_uid}: {reason}; {_missing(peer, found, received)}; "
             f"nothing was written to {dest} (a pull is cheap to retry)"
         ) from None
-    log.append(
-        action="pull",
-        outcome="success",
-        event=EVENT_IMPORT,
-        purpose=purpose,
-        study={**study, "container_sha256": container_id(dest)},
-        detail=detail,
-    )
+    else:
+        log.append(
+            action="pull",
+            outcome="success",
+            event=EVENT_IMPORT,
+            purpose=purpose,
+            study={**study, "container_sha256": container_id(part)},
+            detail=detail,
+        )
+        os.replace(part, dest)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return dest

@@ -14,15 +14,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
 from tqdm.auto import tqdm
 
 from ..core.errors import MedsecError
 from ..study.export import send_deidentified
+from .peer import public_url
 
 if TYPE_CHECKING:
+    import requests
+
     from ..deid.export import ExportReport
     from ..study import Study
 
@@ -56,9 +58,7 @@ class Destination:
         """The destination as recorded and shown: a URL without credentials or query, or AE@host:port."""
         if self.url is None:
             return f"{self.ae_title}@{self.host}:{self.port}"
-        parts = urlsplit(self.url)
-        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return public_url(self.url)
 
 
 def _datasets(instances: Iterable[bytes]) -> Iterable[pydicom.Dataset]:
@@ -66,13 +66,22 @@ def _datasets(instances: Iterable[bytes]) -> Iterable[pydicom.Dataset]:
         yield pydicom.dcmread(io.BytesIO(data))
 
 
-def stow(destination: Destination, instances: list[bytes], progress: bool = True) -> dict[str, Any]:
-    """Send ``instances`` (DICOM file bytes) with STOW-RS, :data:`STOW_BATCH` per request."""
+def stow(
+    destination: Destination,
+    instances: list[bytes],
+    progress: bool = True,
+    *,
+    session: requests.Session | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Send ``instances`` (DICOM file bytes) with STOW-RS, :data:`STOW_BATCH` per request; ``session`` carries
+    any authentication (``pacs.dicomweb.auth_session``), ``timeout`` bounds each wait for the server."""
     import requests
     from dicomweb_client.api import DICOMwebClient
 
     assert destination.url is not None
-    client = DICOMwebClient(destination.url)
+    client = DICOMwebClient(destination.url, session=session, timeout=timeout)
+    client.set_http_retry_params(retry=False)  # a failed push is retried by running it again
     sent = 0
     bar = tqdm(total=len(instances), unit="file", desc="push", disable=None if progress else True)
     try:
@@ -80,6 +89,9 @@ def stow(destination: Destination, instances: list[bytes], progress: bool = True
             batch = instances[start : start + STOW_BATCH]
             try:
                 answer = client.store_instances(list(_datasets(batch)))
+            except requests.exceptions.Timeout:
+                why = f"no answer within {timeout:g} s"
+                raise MedsecError(_partial(destination, why, sent, len(instances))) from None
             except requests.exceptions.ConnectionError:
                 raise MedsecError(
                     _partial(destination, "cannot connect (is the PACS up?)", sent, len(instances))
@@ -87,6 +99,9 @@ def stow(destination: Destination, instances: list[bytes], progress: bool = True
             except requests.exceptions.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else "?"
                 raise MedsecError(_partial(destination, f"refused with HTTP {status}", sent, len(instances))) from None
+            except requests.exceptions.RequestException as exc:
+                why = f"transfer failed ({type(exc).__name__})"
+                raise MedsecError(_partial(destination, why, sent, len(instances))) from None
             failed = len(answer.get("FailedSOPSequence", []) or [])
             if failed:
                 raise MedsecError(_partial(destination, f"{failed} instance(s) refused", sent, len(instances)))
@@ -143,17 +158,22 @@ def push(
     *,
     calling_ae: str = "MEDSEC",
     progress: bool = True,
+    session: requests.Session | None = None,
+    timeout: float = 60.0,
     **export: Any,
 ) -> ExportReport:
     """De-identify ``source`` (a DICOM folder, a ``.msec`` study or an open Study) in memory and send it to
     ``destination`` (``http[s]://.../dicom-web`` or ``AE@host:port``). ``export`` takes the keyword
     arguments of :func:`medsec_nb.study.export.send_deidentified` (``secret``, ``options``, ``purpose``,
-    ``identity``, ...). Any leak-scanner hit: nothing is sent. Returns the conformance report."""
+    ``identity``, ...). ``session`` (authentication) and ``timeout`` (per wait, seconds) are for STOW-RS.
+    Any leak-scanner hit: nothing is sent. Returns the conformance report."""
     dest = Destination.parse(destination)
+    if session is not None and dest.url is None:
+        raise MedsecError(f"{dest}: DICOMweb credentials are for an http[s] destination, not C-STORE")
 
     def send(instances: list[bytes]) -> dict[str, Any]:
         if dest.url is not None:
-            return stow(dest, instances, progress)
+            return stow(dest, instances, progress, session=session, timeout=timeout)
         return c_store(dest, instances, calling_ae, progress)
 
     return send_deidentified(source, send, destination=str(dest), progress=progress, **export)
