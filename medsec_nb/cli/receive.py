@@ -49,6 +49,13 @@ def add_receive_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "--allow-non-image", action="store_true", help="accept every storage SOP class, not only image storage"
     )
     p.add_argument(
+        "--max-instance-size",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="refuse (0xA700) an instance larger than this, while it arrives (default 1024)",
+    )
+    p.add_argument(
         "--quiet-period",
         type=float,
         default=0.0,
@@ -98,6 +105,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         any_caller=args.any_caller,
         allow_non_image=args.allow_non_image,
         quiet=args.quiet_period,
+        max_instance_bytes=args.max_instance_size << 20,
         purpose=args.purpose,
         keyservice=args.keyservice,
     )
