@@ -29,7 +29,9 @@ DICOMweb credentials come from files (--password-file, --token-file), never from
 a URL is shown and recorded without any user, password or query. The PACS's answer is checked, not
 trusted: each instance must be of the study found, hold the accession number or patient ID asked for,
 and be at most --max-instance-mb. The pull is recorded in the audit log (action "pull") with its
-purpose of use.
+purpose of use. The access policy must allow you "pull" of the study (and
+"pull-by-patient" for --patient-id) before anything is fetched; with --keyservice SOCKET the key
+service decides and its log records.
 """
 
 
@@ -111,7 +113,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
             host, port, aet, args.calling_aet, move_to=args.move_to, timeout=args.timeout, max_time=args.max_time
         )
     dest = pull_study(
-        peer, query, args.output, recipients, signer=signer, purpose=args.purpose, progress=not args.quiet
+        peer,
+        query,
+        args.output,
+        recipients,
+        signer=signer,
+        purpose=args.purpose,
+        progress=not args.quiet,
+        keyservice=args.keyservice,
     )
     print(f"wrote {dest}: study pulled from {peer}, {len(recipients)} recipient(s)")
     return 0
@@ -157,6 +166,12 @@ def add_pull_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="container to write (.msec)")
     p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
     p.add_argument("--to-keyservice", metavar="SOCKET", help="also encrypt to the key service's site keys")
+    p.add_argument(
+        "--keyservice",
+        metavar="SOCKET",
+        default=os.environ.get("MEDSEC_KEYSERVICE"),
+        help="the key service whose policy decides and whose log records (default $MEDSEC_KEYSERVICE)",
+    )
     p.add_argument("--sign", metavar="KEY", help="sign with this ed25519 or p256 private key")
     p.add_argument("--key-passphrase-file", metavar="F", help="passphrase of the signing key file")
     p.add_argument(

@@ -26,6 +26,7 @@ from ..container.writer import write_container
 from ..core.errors import MedsecError, SourceError
 from ..keys.identity import Identity
 from .peer import Found, PacsError, Peer, StudyQuery
+from .policy import PolicyArg, find_allowed, pacs_access
 
 EVENT_IMPORT = "110107"
 #: How many missing SOP Instance UIDs an error names (the count is always given).
@@ -101,6 +102,8 @@ def pull_study(
     purpose: str | None = None,
     log: AuditLog | None = None,
     progress: bool = True,
+    policy: PolicyArg = None,
+    keyservice: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Find the one study ``query`` matches on ``peer`` and encrypt it, instance by instance, to ``dest``.
 
@@ -108,15 +111,20 @@ def pull_study(
     ``$MEDSEC_PURPOSE``). Raises :class:`PacsError` with one line naming the peer; on failure no container
     is written and the message names the instances that did not arrive. The container is renamed into place
     only after its record is in the log: no record, no container.
+
+    The access policy (``policy``, or the key service's: ``keyservice``, else ``$MEDSEC_KEYSERVICE``, whose log
+    then records) must allow ``pull`` of the study, and ``pull-by-patient`` for a patient-level query, before
+    anything is fetched (:mod:`.policy`).
     """
     purpose = resolve_purpose(purpose)
     recipients = list(recipients)
     if not recipients:
         raise MedsecError("give at least one recipient (a public key, or the key service's site keys)")
-    log = log or AuditLog()
+    access = pacs_access(purpose, audit_log=log, policy=policy, keyservice=keyservice)
+    log = access.log
     dest = Path(dest)
     detail: dict[str, Any] = {"file": dest.name, "peer": str(peer), "protocol": peer.protocol}
-    found = peer.find(query)
+    found = find_allowed(access, peer, query, detail)
     study = {"study_uid": found.study_uid, "instances": found.count}
     received: set[str] = set()
     try:
