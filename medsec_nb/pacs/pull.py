@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -127,11 +126,12 @@ def pull_study(
     found = find_allowed(access, peer, query, detail)
     study = {"study_uid": found.study_uid, "instances": found.count}
     received: set[str] = set()
-    try:
-        folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".pull", dir=dest.parent))
+    try:  # the container's own name beside dest until its record is written
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
         raise MedsecError(f"{dest.parent}: cannot write the container there ({exc.strerror})") from None
-    part = folder / dest.name
+    os.close(fd)
+    part = Path(name)
     try:
         checked = _checked(peer, found, query, received)
         write_container(part, checked, found.count, recipients, signer=signer, progress=progress)
@@ -161,5 +161,5 @@ def pull_study(
         )
         os.replace(part, dest)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        part.unlink(missing_ok=True)
     return dest
