@@ -310,9 +310,10 @@ class Receiver:
         read = sock.recv
 
         def recv(n: int) -> bytearray:
-            if n > MAX_PDU + 6 or assoc in self._cut:
-                LOG.warning("cut off %s: a PDU or command set beyond the limits (%d bytes announced)", _peer(event), n)
-                raise OSError("PDU beyond the limits")  # pynetdicom: transport closed, the association ends
+            if assoc in self._cut or n > MAX_PDU + 6:  # the PDU's header is 6 bytes
+                why = "a command set" if assoc in self._cut else f"a PDU of {n} bytes announced"
+                LOG.warning("cut off %s at %s: %s, beyond the limits", assoc.requestor.ae_title, _peer(event), why)
+                raise OSError("beyond the limits")  # pynetdicom: transport closed, the association ends
             return read(n)
 
         sock.recv = recv  # type: ignore[method-assign,assignment]
@@ -345,7 +346,7 @@ class Receiver:
     def _on_store(self, event: evt.Event) -> int:
         assoc, caller = event.assoc, event.assoc.requestor.ae_title
         data = cast(C_STORE, event.request).DataSet
-        if data is None or data in self._oversized or _length(data) > self.max_instance_bytes:
+        if data is not None and (data in self._oversized or _length(data) > self.max_instance_bytes):
             LOG.warning("refused an instance from %s: larger than %d bytes", caller, self.max_instance_bytes)
             return OUT_OF_RESOURCES
         try:
