@@ -194,6 +194,7 @@ def _plain_access(
     purpose_text: str | None,
     audit_log: AuditLog | str | os.PathLike[str] | None,
     policy: Policy | str | os.PathLike[str] | None,
+    push: str | None = None,
 ) -> Access:
     """Access for a plain DICOM source: the policy object is its Study Instance UID. A malformed
     one (not a DICOM UID: it may hold any text) is not recorded; the policy object is then its SHA-256."""
@@ -206,8 +207,15 @@ def _plain_access(
         policy=policy,
     )
     obj = None if valid else SHA256.new(study_uid.encode("utf-8", "replace")).hexdigest()
-    access.authorize("export", "deid-export", obj=obj)
+    _allow(access, push, obj)
     return access
+
+
+def _allow(access: Access, push: str | None, obj: str | None = None) -> None:
+    """The export's decisions: ``export``, and for a push to ``push`` also ``push`` (before anything is made)."""
+    access.authorize("export", "deid-export", obj=obj)
+    if push is not None:
+        access.authorize("push", "push", {"destination": push}, obj=obj)
 
 
 def export_deidentified(
@@ -284,13 +292,15 @@ def _source(
     identity_passphrase: Passphrase,
     audit_log: AuditLog | str | os.PathLike[str] | None,
     policy: Policy | str | os.PathLike[str] | None,
+    push: str | None = None,
 ) -> Iterator[tuple[Access, Iterator[tuple[str, pydicom.Dataset]], int]]:
-    """The export's access (policy action ``export`` allowed) and the source's (name, dataset) pairs and count:
-    an open Study, a ``.msec`` container (opened and closed here) or a DICOM file or folder."""
+    """The export's access (policy action ``export`` allowed, and ``push`` for a push to ``push``) and the
+    source's (name, dataset) pairs and count: an open Study, a ``.msec`` container (opened and closed here) or
+    a DICOM file or folder."""
     if not isinstance(source, (str, os.PathLike)):
         study = source
         study.require_open()
-        study.access.authorize("export", "deid-export")
+        _allow(study.access, push)
         yield study.access, _study_items(study), study.instance_count
         return
     src = Path(source)
@@ -307,7 +317,7 @@ def _source(
             audit_log=audit_log,
             policy=policy,
         ) as study:
-            study.access.authorize("export", "deid-export")
+            _allow(study.access, push)
             yield study.access, _study_items(study), study.instance_count
         return
     files = list_source_files(src)
@@ -316,7 +326,7 @@ def _source(
         uid = str(first.get("StudyInstanceUID", "") or "").strip()
     if not uid:
         raise SourceError(f"{files[0]}: not a DICOM instance (no StudyInstanceUID)")
-    access = _plain_access(uid, purpose, purpose_text, audit_log, policy)
+    access = _plain_access(uid, purpose, purpose_text, audit_log, policy, push)
     yield access, _file_items(files), len(files)
 
 
@@ -357,8 +367,8 @@ def send_deidentified(
         identity_passphrase=identity_passphrase,
         audit_log=audit_log,
         policy=policy,
+        push=destination,
     ) as (access, items, total):
-        access.authorize("push", "push", {"destination": destination})
         checked = _override_audited(access, items, settings) if allow_burned_in else items
         report, encoded = access.audited(
             "deid-export",
