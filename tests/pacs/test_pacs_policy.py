@@ -318,6 +318,7 @@ def keyservice(identities):
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow  # starts a key service (its shutdown checkpoint takes seconds)
 def test_with_a_key_service_the_service_decides_and_records(orthanc, pacs_studies, scratch, identities, keyservice):
     ct, mr = pacs_studies["ct"], pacs_studies["mr"]
     tmp, cwd = scratch
