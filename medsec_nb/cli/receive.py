@@ -49,7 +49,7 @@ def add_receive_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "--allow-non-image", action="store_true", help="accept every storage SOP class, not only image storage"
     )
     p.add_argument(
-        "--max-instance-size",
+        "--max-instance-mb",
         type=int,
         default=1024,
         metavar="MB",
@@ -105,7 +105,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         any_caller=args.any_caller,
         allow_non_image=args.allow_non_image,
         quiet=args.quiet_period,
-        max_instance_bytes=args.max_instance_size << 20,
+        max_instance_bytes=args.max_instance_mb << 20,
         purpose=args.purpose,
         keyservice=args.keyservice,
     )

@@ -237,7 +237,7 @@ def _peak_rss(pid: int) -> int:
 
 @pytest.mark.slow
 def test_the_command_drops_an_oversized_instance_while_it_arrives(tmp_path, identities):
-    """``medsec receive --max-instance-size 1``: a 64 MB instance is refused with 0xA700 and the receiver's
+    """``medsec receive --max-instance-mb 1``: a 67 MB instance is refused with 0xA700 and the receiver's
     peak memory grows by far less than the instance (pynetdicom alone buffered it whole, then copied it)."""
     pub = save_identity(identities.x25519, tmp_path / "site", None)[1]
     (tmp_path / "incoming").mkdir()
@@ -245,7 +245,7 @@ def test_the_command_drops_an_oversized_instance_while_it_arrives(tmp_path, iden
     env = {**os.environ, "MEDSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "medsec_nb.cli", "receive", "-o", str(tmp_path / "incoming"), "-r", str(pub)]
-        + ["--port", str(port), "--purpose", "TREAT", "--allow-caller", "MODALITY", "--max-instance-size", "1"],
+        + ["--port", str(port), "--purpose", "TREAT", "--allow-caller", "MODALITY", "--max-instance-mb", "1"],
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
