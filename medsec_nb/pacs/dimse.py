@@ -225,7 +225,7 @@ class Dimse:
                 assoc.release()
             elif assoc.is_established:
                 assoc.abort()  # the reader stopped early: break off the transfer
-            driver.join(self.timeout)
+            driver.join(self.timeout if ended else 1.0)  # after an abort it waits out pynetdicom's DIMSE timeout
             if scp is not None:
                 scp.shutdown()
 

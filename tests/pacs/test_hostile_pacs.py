@@ -18,8 +18,11 @@ import pydicom
 import pytest
 from pydicom import config
 from pydicom.dataelem import DataElement
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 from medsec_nb.audit import AuditLog
 from medsec_nb.cli.main import main as cli_main
@@ -28,7 +31,8 @@ from medsec_nb.container.writer import encrypt_datasets
 from medsec_nb.core.errors import MedsecError
 from medsec_nb.keys.identity import save_identity
 from medsec_nb.pacs.dicomweb import DicomWeb, multipart_parts
-from medsec_nb.pacs.peer import StudyQuery, public_url
+from medsec_nb.pacs.dimse import Dimse
+from medsec_nb.pacs.peer import PacsError, StudyQuery, public_url
 from medsec_nb.pacs.pull import pull_study
 from medsec_nb.pacs.push import push
 from medsec_nb.testdata import synthesize_datasets
@@ -384,6 +388,54 @@ def test_a_slow_drip_meets_the_overall_deadline(hostile, site, capsys):
     code, _, err = _pull(capsys, site, "--dicomweb", url, "--accession", "ACC-H1", "--max-time", "1")
     _failed(code, err, site, "not done within 1 s (--max-time)")
     assert time.monotonic() - t0 < 3.5
+
+
+@pytest.fixture
+def slow_dimse() -> Iterator[tuple[int, str]]:
+    """A DIMSE peer that finds a 6-instance study and sends it by C-GET, 1 s an instance (port, study UID)."""
+    datasets = _study(6)
+    sop_class = str(datasets[0].SOPClassUID)
+
+    def on_find(event: evt.Event) -> Iterator[tuple[int, pydicom.Dataset | None]]:
+        ds = pydicom.Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = datasets[0].StudyInstanceUID
+        ds.NumberOfStudyRelatedInstances = str(len(datasets))
+        ds.SOPClassesInStudy = sop_class
+        yield 0xFF00, ds
+
+    def on_get(event: evt.Event) -> Iterator[Any]:
+        yield len(datasets)
+        for ds in datasets:
+            time.sleep(1.0)
+            yield 0xFF00, ds
+
+    ae = AE("SLOW")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+    port = free_port()
+    handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    yield port, str(datasets[0].StudyInstanceUID)
+    server.shutdown()
+
+
+def test_a_slow_dimse_peer_meets_the_overall_deadline(slow_dimse, tmp_path, identities):
+    port, study_uid = slow_dimse
+    t0 = time.monotonic()
+    with pytest.raises(PacsError, match=r"not done within 1 s \(--max-time\)"):
+        pull_study(
+            Dimse("127.0.0.1", port, "SLOW", max_time=1),
+            StudyQuery(study_uid=study_uid),
+            tmp_path / "s.msec",
+            [identities.x25519.public],
+            purpose="TREAT",
+            log=AuditLog(tmp_path / "audit.jsonl"),
+            progress=False,
+        )
+    assert time.monotonic() - t0 < 4.5  # not the 6 s the peer takes
+    assert list(tmp_path.glob("*.msec")) == [] and list(tmp_path.glob(".*")) == []
 
 
 # -- push ------------------------------------------------------------------------------------------------------
