@@ -154,9 +154,9 @@ def add_pull_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument(
         "--max-instance-mb",
         type=int,
-        default=2048,
+        default=1024,
         metavar="MB",
-        help="refuse a DICOMweb instance larger than this (default 2048; memory holds one instance)",
+        help="refuse a DICOMweb instance larger than this (default 1024; memory holds one instance)",
     )
     add_dicomweb_auth(p)
     q = p.add_argument_group("the study (one of)").add_mutually_exclusive_group(required=True)

@@ -23,7 +23,7 @@ ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax
 #: Bytes read from the network at a time.
 CHUNK = 1 << 20
 #: The largest instance a pull accepts by default (memory holds one instance at a time).
-MAX_PART = 2 << 30
+MAX_PART = 1 << 30
 #: Part headers longer than this are refused.
 MAX_HEADERS = 16 << 10
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
