@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from medsec_nb.pacs.receive import Receiver
+
 from .orthanc import Modality, Orthanc, Study, ct_study, load, mr_study, us_multiframe
 
 
@@ -45,3 +47,22 @@ def make_orthanc(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
     yield make
     for pacs in started:
         pacs.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, identities) -> Iterator[Callable[..., Receiver]]:
+    """A factory for started receivers (port chosen by the system, caller ``MODALITY`` allowed, the test's own
+    audit log, the x25519 test key as recipient); every one is stopped after the test."""
+    made: list[Receiver] = []
+
+    def make(**options) -> Receiver:
+        out = tmp_path / "incoming"
+        out.mkdir(exist_ok=True)
+        options = {"port": 0, "allowed_callers": ["MODALITY"], "audit_log": tmp_path / "audit.jsonl", **options}
+        r = Receiver(out, [identities.x25519], **options).start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()

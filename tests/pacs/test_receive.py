@@ -86,23 +86,6 @@ def _wait_for(predicate, timeout: float = 20.0):
     raise AssertionError("timed out")
 
 
-@pytest.fixture
-def receiver(tmp_path, identities):
-    made = []
-
-    def make(**options) -> Receiver:
-        out = tmp_path / "incoming"
-        out.mkdir(exist_ok=True)
-        options = {"port": 0, "allowed_callers": ["MODALITY"], "audit_log": tmp_path / "audit.jsonl", **options}
-        r = Receiver(out, [identities.x25519], **options).start()
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
-
-
 def test_a_study_sent_over_c_store_becomes_one_container_with_the_bytes_sent(receiver, tmp_path, identities):
     datasets = synthesize_datasets(6, rows=32, columns=40)
     r = receiver()

@@ -22,7 +22,6 @@ from pynetdicom import AE
 from medsec_nb.audit import AuditLog
 from medsec_nb.keys.identity import save_identity
 from medsec_nb.pacs import receive as receive_module
-from medsec_nb.pacs.receive import Receiver
 from medsec_nb.testdata import synthesize_datasets
 
 from .orthanc import free_port
@@ -62,23 +61,6 @@ def _new_study(template):
     ds.StudyInstanceUID = generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     return ds
-
-
-@pytest.fixture
-def receiver(tmp_path, identities):
-    made = []
-
-    def make(**options) -> Receiver:
-        out = tmp_path / "incoming"
-        out.mkdir(exist_ok=True)
-        options = {"port": 0, "allowed_callers": ["MODALITY"], "audit_log": tmp_path / "audit.jsonl", **options}
-        r = Receiver(out, [identities.x25519], **options).start()
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def test_studies_open_at_once_are_capped_per_association_and_in_all(receiver, tmp_path):
