@@ -44,6 +44,7 @@ class SourceInstance:
     entry: dict[str, Any]  # the index entry, without segment locations
     value_offset: int  # Pixel Data value position in ``data`` (== len(data) if none)
     value_length: int
+    header: pydicom.Dataset | None = None  # the parsed header (no pixels), for checks before storing; not stored
 
     @property
     def meta(self) -> bytes:
@@ -230,7 +231,7 @@ def _split(data: bytes, rel: str, path: Path | str) -> SourceInstance:
         }
     except (TypeError, ValueError, AttributeError):
         raise SourceError(f"{path}: malformed image attributes") from None
-    return SourceInstance(data, entry, v, n)
+    return SourceInstance(data, entry, v, n, ds)
 
 
 def iter_source_instances(src: str | os.PathLike[str], files: list[Path]) -> Iterator[SourceInstance]:

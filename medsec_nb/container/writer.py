@@ -259,7 +259,7 @@ def _write_instances(
             inst.entry["pixels"] = location(pix_off, ct, h)
         else:
             inst.entry["pixels"] = None
-        inst.data = b""
+        inst.data, inst.header = b"", None
 
     bar = tqdm(total=total, unit="file", desc="encrypt", disable=None if progress else True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, contextlib.closing(bar):

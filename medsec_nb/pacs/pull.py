@@ -8,14 +8,11 @@ instances that did not arrive: it is cheap to retry, so there is no resume.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-
-import pydicom
 
 from ..access.gate import container_id, resolve_purpose
 from ..audit import AuditLog
@@ -40,13 +37,13 @@ class _Broken(Exception):
         self.reason = reason
 
 
-def _matches(data: bytes, query: StudyQuery) -> bool:
+def _matches(inst: SourceInstance, query: StudyQuery) -> bool:
     """Whether an instance holds the accession number or patient ID the study was found by (compared in
-    memory: the PACS's matching is not trusted, and the values are never repeated)."""
+    memory on the header the split already parsed: the PACS's matching is not trusted, and the values are
+    never repeated)."""
     keys = {k: v for k, v in query.keys().items() if k != "StudyInstanceUID"}
-    if not keys:
-        return True
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keys), force=True)
+    ds = inst.header
+    assert ds is not None  # split_instance keeps it until the writer has the instance
     return all(str(ds.get(k, "") or "").strip() == v.strip() for k, v in keys.items())
 
 
@@ -60,7 +57,7 @@ def _checked(peer: Peer, found: Found, query: StudyQuery, received: set[str]) ->
                 raise _Broken(f"instance {k} belongs to another study")
             if not is_uid(inst.entry["sop"]):
                 raise _Broken(f"instance {k} has a SOP Instance UID that is not a valid DICOM UID")
-            if not _matches(data, query):
+            if not _matches(inst, query):
                 raise _Broken(f"instance {k} does not match {query.describe()}")
             if inst.entry["sop"] in received:
                 raise _Broken(f"instance {k} was sent twice")
