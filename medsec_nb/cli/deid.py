@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.atomic import atomic_file
 from ..core.errors import MedsecError
+from .options import purpose_option
 from .prompt import read_secret_file, unlock_args
 
 #: ``medsec_nb.deid.OPTIONS``, sorted and spelled out so that building the parser does not load
@@ -145,12 +146,7 @@ def cmd_reidentify(args: argparse.Namespace) -> int:
 
 def _why(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("why (recorded in the audit log)")
-    w.add_argument(
-        "--purpose",
-        metavar="CODE",
-        default=os.environ.get("MEDSEC_PURPOSE"),
-        help="purpose of use, e.g. HRESCH (research), TREAT, EDU; default $MEDSEC_PURPOSE",
-    )
+    purpose_option(w)
     w.add_argument("--purpose-text", metavar="TEXT", help="free-text reason, e.g. a protocol number")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from .options import keyservice_option, purpose_option
+
 KEYSERVICE_EPILOG = """\
 example (as the service's own OS user, e.g. `sudo -u medsec`):
   medsec keyservice --socket /run/medsec/keyservice.sock -i /etc/medsec/site-a.key \\
@@ -157,18 +159,8 @@ def add_rewrap_command(sub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     p.set_defaults(func=cmd_rewrap)
     p.add_argument("container")
-    p.add_argument(
-        "--keyservice",
-        metavar="ADDRESS",
-        default=os.environ.get("MEDSEC_KEYSERVICE"),
-        help="the key service: its socket, or its URL in JupyterHub (default $MEDSEC_KEYSERVICE)",
-    )
-    p.add_argument(
-        "--purpose",
-        metavar="CODE",
-        default=os.environ.get("MEDSEC_PURPOSE"),
-        help="purpose of use, recorded (default $MEDSEC_PURPOSE)",
-    )
+    keyservice_option(p, "the key service: its socket, or its URL in JupyterHub", metavar="ADDRESS")
+    purpose_option(p)
 
 
 def cmd_rewrap(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from ..core.version import __version__
 from .audit import add_audit_commands
 from .deid import add_deid_commands
 from .keyservice import add_keyservice_command
+from .options import keyservice_option, purpose_option
 from .prompt import key_passphrase, prompt_secret, read_secret_file, unlock_args
 from .pull import add_pull_command
 from .push import add_push_command
@@ -200,22 +201,12 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("unlocking (one of; prompts for the study passphrase if none is given)")
     g.add_argument("-i", "--identity", metavar="KEY", help="your private key file (.key)")
     g.add_argument("--passphrase-file", metavar="F", help="file holding the study passphrase")
-    g.add_argument(
-        "--keyservice",
-        metavar="SOCKET",
-        default=os.environ.get("MEDSEC_KEYSERVICE"),
-        help="ask the key service at SOCKET (default $MEDSEC_KEYSERVICE): no key file needed",
-    )
+    keyservice_option(g, "ask the key service at SOCKET: no key file needed")
     p.add_argument(
         "--key-passphrase-file", metavar="F", help="file holding the passphrase of the key file (else you are prompted)"
     )
     w = p.add_argument_group("why (recorded in the audit log with every decryption)")
-    w.add_argument(
-        "--purpose",
-        metavar="CODE",
-        default=os.environ.get("MEDSEC_PURPOSE"),
-        help="purpose of use, e.g. TREAT, HRESCH (research), EDU; default $MEDSEC_PURPOSE",
-    )
+    purpose_option(w)
     w.add_argument("--purpose-text", metavar="TEXT", help="free-text reason, e.g. a protocol number")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from ..core.errors import MedsecError
+from .options import keyservice_option, purpose_option
 from .prompt import key_passphrase, read_secret_file
 
 PULL_EPILOG = """\
@@ -166,18 +166,8 @@ def add_pull_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="container to write (.msec)")
     p.add_argument("-r", "--recipient", action="append", metavar="KEY.pub", help="public key (repeatable)")
     p.add_argument("--to-keyservice", metavar="SOCKET", help="also encrypt to the key service's site keys")
-    p.add_argument(
-        "--keyservice",
-        metavar="SOCKET",
-        default=os.environ.get("MEDSEC_KEYSERVICE"),
-        help="the key service whose policy decides and whose log records (default $MEDSEC_KEYSERVICE)",
-    )
+    keyservice_option(p, "the key service whose policy decides and whose log records")
     p.add_argument("--sign", metavar="KEY", help="sign with this ed25519 or p256 private key")
     p.add_argument("--key-passphrase-file", metavar="F", help="passphrase of the signing key file")
-    p.add_argument(
-        "--purpose",
-        metavar="CODE",
-        default=os.environ.get("MEDSEC_PURPOSE"),
-        help="purpose of use, recorded (default $MEDSEC_PURPOSE)",
-    )
+    purpose_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

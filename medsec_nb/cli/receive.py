@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from .options import keyservice_option, purpose_option
 
 RECEIVE_EPILOG = """\
 example:
@@ -32,12 +33,7 @@ def add_receive_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="existing folder for the containers")
     p.add_argument("-r", "--recipient", action="append", default=[], metavar="KEY.pub", help="public key (repeatable)")
     p.add_argument("--to-keyservice", metavar="SOCKET", help="also encrypt to the key service's site keys")
-    p.add_argument(
-        "--keyservice",
-        metavar="SOCKET",
-        default=os.environ.get("MEDSEC_KEYSERVICE"),
-        help="the key service whose policy decides and whose log records (default $MEDSEC_KEYSERVICE)",
-    )
+    keyservice_option(p, "the key service whose policy decides and whose log records")
     p.add_argument("--ae-title", default="MEDSEC", metavar="AE", help="our AE title (default MEDSEC)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=11112, help="port to listen on (default 11112; 0: any free port)")
@@ -62,12 +58,7 @@ def add_receive_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
         metavar="SECONDS",
         help="keep a study open this long after its last instance (default 0: one container per association)",
     )
-    p.add_argument(
-        "--purpose",
-        metavar="CODE",
-        default=os.environ.get("MEDSEC_PURPOSE"),
-        help="purpose of use recorded with every ingest, e.g. TREAT (default $MEDSEC_PURPOSE)",
-    )
+    purpose_option(p, "e.g. TREAT, with every ingest")
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
